@@ -1,0 +1,351 @@
+//! The one place where threads and queues are made: capture -> dispatcher -> flow shards ->
+//! scoring -> sinks.
+//!
+//! Every queue is a bounded crossbeam channel whose policy is named where it is created. The
+//! stages themselves are plain structs (`Dispatcher`, `FlowTable`, `ScoringStage`, sinks) that
+//! know nothing about threads; this module only connects them and reports their counters.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender, bounded};
+
+use crate::alert::{Alert, AlertEngine};
+use crate::capture::file::{CaptureReader, Truncation};
+use crate::capture::live::{CaptureCounters, Clock, LinkReceiver, READ_TIMEOUT, capture_loop};
+use crate::packet::PacketMeta;
+use crate::config::Config;
+use crate::dispatch::{Batch, Dispatcher, WhenFull};
+use crate::flow::{FlowEvent, FlowTable, Order};
+use crate::host::HostTable;
+use crate::model::Scorer;
+use crate::parse::parse_frame;
+use crate::scoring::{Merger, Mode, ScoringStage};
+use crate::sink::AlertSink;
+use crate::stats::{Snapshot, Stats};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("cannot start a thread: {0}")]
+    Spawn(std::io::Error),
+    #[error("writing output failed: {0}")]
+    Output(std::io::Error),
+    #[error("a pipeline thread panicked")]
+    Panicked,
+}
+
+/// What the pipeline produces.
+pub enum Output {
+    Alerts { scorer: Scorer, sink: Box<dyn AlertSink>, sensor_id: String },
+    Features { csv: Box<dyn std::io::Write + Send> },
+}
+
+/// The shard workers' messages to the scorer: events in order, then the watermark reached.
+struct ShardReport {
+    shard: usize,
+    events: Vec<FlowEvent>,
+    watermark: Order,
+}
+
+/// A running pipeline, fed through its dispatcher.
+pub struct Pipeline {
+    pub dispatcher: Dispatcher,
+    pub stats: Arc<Stats>,
+    threads: Vec<JoinHandle<Result<(), AgentError>>>,
+}
+
+/// Queue of scorer reports and of alert batches, in messages.
+const REPORT_QUEUE: usize = 64;
+const ALERT_QUEUE: usize = 64;
+
+impl Pipeline {
+    /// Starts the flow shards, the scoring stage and the sink.
+    pub fn spawn(cfg: &Config, workers: usize, output: Output, when_full: WhenFull) -> Result<Pipeline, AgentError> {
+        let stats = Arc::new(Stats::default());
+        let workers = workers.max(1);
+        let mut threads = Vec::new();
+
+        // Scorer -> sink: blocks when full; the sink is the slowest stage only when its disk is.
+        let (alert_tx, alert_rx) = bounded::<Vec<Alert>>(ALERT_QUEUE);
+        // Shards -> scorer: blocks when full (back-pressure into the shard queues).
+        let (report_tx, report_rx) = bounded::<ShardReport>(REPORT_QUEUE);
+
+        let (mode, sink) = match output {
+            Output::Alerts { scorer, sink, sensor_id } => {
+                let threshold = cfg.model.threshold.unwrap_or(scorer.info().threshold);
+                log::info!(
+                    "Model {} {} loaded from {} (threshold {threshold}).",
+                    scorer.info().name,
+                    scorer.info().version,
+                    scorer.info().origin
+                );
+                let engine = AlertEngine::new(&cfg.alert, sensor_id, scorer.info(), threshold, cfg.flow.max_flows);
+                (Mode::Alerts { scorer, engine, batch_size: cfg.model.batch_size }, Some(sink))
+            }
+            Output::Features { csv } => (Mode::Features { csv }, None),
+        };
+
+        let mut shard_txs = Vec::with_capacity(workers);
+        for shard in 0..workers {
+            // Dispatcher -> shard: policy chosen by the caller (block for replay, drop live).
+            let (tx, rx) = bounded::<Batch>(cfg.capture.queue_capacity);
+            shard_txs.push(tx);
+            let table = FlowTable::new(&cfg.flow, cfg.flow.max_flows.div_ceil(workers));
+            let report_tx = report_tx.clone();
+            let stats = stats.clone();
+            threads.push(spawn(&format!("ew-flow-{shard}"), move || {
+                shard_worker(shard, table, rx, report_tx, stats);
+                Ok(())
+            })?);
+        }
+        drop(report_tx);
+
+        let hosts = HostTable::new(&cfg.host);
+        let mut stage = ScoringStage::new(hosts, mode);
+        stage.write_header().map_err(AgentError::Output)?;
+        let scorer_stats = stats.clone();
+        threads.push(spawn("ew-score", move || scoring_worker(stage, workers, report_rx, alert_tx, scorer_stats))?);
+
+        if let Some(mut sink) = sink {
+            let stats = stats.clone();
+            threads.push(spawn("ew-sink", move || {
+                let mut result = Ok(());
+                for alerts in alert_rx {
+                    if result.is_ok() {
+                        result = sink.write(&alerts);
+                        Stats::add(&stats.alerts_written, alerts.len() as u64);
+                    }
+                }
+                result.and(sink.close()).map_err(AgentError::Output)
+            })?);
+        }
+
+        let dispatcher = Dispatcher::new(shard_txs, cfg.capture.batch_size, cfg.flow.max_fragments, when_full);
+        Ok(Pipeline { dispatcher, stats, threads })
+    }
+
+    /// Publishes the dispatcher's counters.
+    pub fn publish_dispatch(&self) {
+        let c = &self.dispatcher.counters;
+        Stats::set(&self.stats.packets, c.packets);
+        Stats::set(&self.stats.time_backwards, c.time_backwards);
+        Stats::set(&self.stats.fragments_unattributed, c.fragments_unattributed);
+        Stats::set(&self.stats.queue_drops, c.queue_drops);
+    }
+
+    /// Drains everything: flushes the flows, scores them, closes the alert windows and waits for
+    /// the sink. Returns the final counters.
+    pub fn finish(mut self) -> Result<Snapshot, AgentError> {
+        self.dispatcher.flush();
+        self.publish_dispatch();
+        let Pipeline { dispatcher, stats, threads } = self;
+        drop(dispatcher); // closes the shard queues: the workers flush and stop
+        let mut result = Ok(());
+        for t in threads {
+            let r = t.join().map_err(|_| AgentError::Panicked).and_then(|r| r);
+            if result.is_ok() {
+                result = r;
+            }
+        }
+        result.map(|()| stats.snapshot())
+    }
+}
+
+fn spawn(
+    name: &str,
+    f: impl FnOnce() -> Result<(), AgentError> + Send + 'static,
+) -> Result<JoinHandle<Result<(), AgentError>>, AgentError> {
+    std::thread::Builder::new().name(name.to_string()).spawn(f).map_err(AgentError::Spawn)
+}
+
+fn shard_worker(shard: usize, mut table: FlowTable, rx: Receiver<Batch>, tx: Sender<ShardReport>, stats: Arc<Stats>) {
+    let mut published = table.counters;
+    let mut events = Vec::new();
+    for batch in rx {
+        for p in &batch.packets {
+            table.process(p, &mut events);
+        }
+        table.advance(batch.reached.ts, &mut events);
+        publish_flow_counters(&stats, &table, &mut published);
+        let report = ShardReport { shard, events: std::mem::take(&mut events), watermark: batch.reached };
+        if tx.send(report).is_err() {
+            return;
+        }
+    }
+    table.flush(&mut events);
+    publish_flow_counters(&stats, &table, &mut published);
+    let _ = tx.send(ShardReport { shard, events, watermark: Order::END });
+}
+
+fn publish_flow_counters(stats: &Stats, table: &FlowTable, published: &mut crate::flow::FlowCounters) {
+    let c = table.counters;
+    Stats::add(&stats.flows_created, c.flows_created - published.flows_created);
+    Stats::add(&stats.flows_evicted, c.flows_evicted - published.flows_evicted);
+    Stats::add(&stats.flow_evaluations, c.evaluations - published.evaluations);
+    Stats::add(&stats.icmp_errors_attributed, c.icmp_errors_attributed - published.icmp_errors_attributed);
+    *published = c;
+    let _ = table.len();
+}
+
+fn scoring_worker(
+    mut stage: ScoringStage,
+    shards: usize,
+    rx: Receiver<ShardReport>,
+    alert_tx: Sender<Vec<Alert>>,
+    stats: Arc<Stats>,
+) -> Result<(), AgentError> {
+    let mut merger = Merger::new(shards);
+    let mut released = Vec::new();
+    let mut alerts = Vec::new();
+    let send = |alerts: &mut Vec<Alert>| {
+        if !alerts.is_empty() {
+            let _ = alert_tx.send(std::mem::take(alerts));
+        }
+    };
+    for report in rx {
+        merger.push(report.shard, report.events, report.watermark, &mut released);
+        stage.handle(&mut released, &mut alerts).map_err(AgentError::Output)?;
+        let low = merger.low_watermark();
+        if low != Order::END {
+            stage.settle(low.ts, &mut alerts).map_err(AgentError::Output)?;
+        }
+        send(&mut alerts);
+        publish_scoring(&stats, &stage);
+    }
+    stage.finish(&mut alerts).map_err(AgentError::Output)?;
+    send(&mut alerts);
+    publish_scoring(&stats, &stage);
+    Ok(())
+}
+
+fn publish_scoring(stats: &Stats, stage: &ScoringStage) {
+    let c = stage.counters;
+    Stats::set(&stats.flows_scored, c.flows_scored.max(c.rows_written));
+    Stats::set(&stats.inference_batches, c.inference_batches);
+    Stats::set(&stats.inference_us, c.inference_us);
+    let h = stage.hosts().counters;
+    Stats::set(&stats.hosts_tracked, stage.hosts().len() as u64);
+    Stats::set(&stats.hosts_untracked, h.hosts_untracked);
+    if let Some(engine) = stage.engine() {
+        let a = engine.counters;
+        Stats::set(&stats.flows_above_threshold, a.flows_above_threshold);
+        Stats::set(&stats.alerts_emitted, a.alerts_emitted);
+        Stats::set(&stats.alerts_suppressed, a.alerts_suppressed);
+        Stats::set(&stats.flows_aggregated, a.flows_aggregated);
+    }
+}
+
+/// The outcome of reading a capture file through the pipeline.
+pub struct ReplaySummary {
+    pub stats: Snapshot,
+    pub elapsed: Duration,
+    pub truncation: Option<Truncation>,
+}
+
+/// Reads a capture file through a pipeline until its end, then drains it.
+pub fn replay(mut reader: CaptureReader, mut pipeline: Pipeline, stop: &AtomicBool) -> Result<ReplaySummary, AgentError> {
+    let started = Instant::now();
+    let mut frames = 0u64;
+    let mut bytes = 0u64;
+    let mut skipped = [0u64; crate::parse::Skip::ALL.len()];
+    while let Some(frame) = reader.next_frame() {
+        frames += 1;
+        bytes += u64::from(frame.wire_len);
+        match parse_frame(frame.link, frame.ts, frame.data, frame.wire_len) {
+            Ok(meta) => pipeline.dispatcher.push(meta),
+            Err(skip) => skipped[skip.index()] += 1,
+        }
+        if frames % 65536 == 0 {
+            publish_capture(&pipeline, frames, bytes, &skipped);
+            if stop.load(Ordering::Relaxed) {
+                log::warn!("Stopped by a signal after {frames} frames; flushing the flows read so far.");
+                break;
+            }
+        }
+    }
+    publish_capture(&pipeline, frames, bytes, &skipped);
+    let truncation = reader.truncation().cloned();
+    if let Some(t) = &truncation {
+        log::warn!("The capture stops early after {} records: {}. Processed up to that point.", t.after_records, t.detail);
+    }
+    if reader.unsupported_frames > 0 {
+        log::warn!("{} frames were on interfaces with an unsupported link type and were skipped.", reader.unsupported_frames);
+    }
+    let stats = pipeline.finish()?;
+    Ok(ReplaySummary { stats, elapsed: started.elapsed(), truncation })
+}
+
+fn publish_capture(pipeline: &Pipeline, frames: u64, bytes: u64, skipped: &[u64]) {
+    Stats::set(&pipeline.stats.frames, frames);
+    Stats::set(&pipeline.stats.bytes, bytes);
+    for (i, n) in skipped.iter().enumerate() {
+        Stats::set(&pipeline.stats.skipped[i], *n);
+    }
+    pipeline.publish_dispatch();
+}
+
+/// Captures on live interfaces until `stop` is set, then flushes every flow and alert.
+pub fn run_live(
+    receivers: Vec<(String, Box<dyn LinkReceiver>)>,
+    clock: Arc<dyn Clock>,
+    mut pipeline: Pipeline,
+    batch_size: usize,
+    stats_interval: Duration,
+    stop: Arc<AtomicBool>,
+) -> Result<Snapshot, AgentError> {
+    // Capture threads -> dispatcher: capture drops the newest batch when full (never stalls).
+    let (tx, rx) = bounded::<Vec<PacketMeta>>(64);
+    let counters: Vec<Arc<CaptureCounters>> = receivers.iter().map(|_| Arc::new(CaptureCounters::default())).collect();
+    let mut captures = Vec::new();
+    for ((name, mut receiver), counters) in receivers.into_iter().zip(counters.iter().cloned()) {
+        let (tx, stop, clock) = (tx.clone(), stop.clone(), clock.clone());
+        let handle = std::thread::Builder::new()
+            .name(format!("ew-cap-{name}"))
+            .spawn(move || {
+                if let Err(e) = capture_loop(receiver.as_mut(), clock.as_ref(), batch_size, &stop, &tx, &counters) {
+                    log::error!("Capture on {name} failed: {e}");
+                }
+            })
+            .map_err(AgentError::Spawn)?;
+        captures.push(handle);
+    }
+    drop(tx);
+
+    let mut last_stats = Instant::now();
+    loop {
+        match rx.recv_timeout(READ_TIMEOUT) {
+            Ok(batch) => {
+                for p in batch {
+                    pipeline.dispatcher.push(p);
+                }
+            }
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => pipeline.dispatcher.tick(clock.now()),
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
+        }
+        publish_live(&pipeline, &counters);
+        if last_stats.elapsed() >= stats_interval {
+            last_stats = Instant::now();
+            log::info!("Stats: {}", serde_json::to_string(&pipeline.stats.snapshot()).unwrap_or_default());
+        }
+    }
+    for handle in captures {
+        let _ = handle.join();
+    }
+    publish_live(&pipeline, &counters);
+    pipeline.finish()
+}
+
+fn publish_live(pipeline: &Pipeline, counters: &[Arc<CaptureCounters>]) {
+    let sum = |f: fn(&CaptureCounters) -> &std::sync::atomic::AtomicU64| {
+        counters.iter().map(|c| f(c).load(Ordering::Relaxed)).sum::<u64>()
+    };
+    Stats::set(&pipeline.stats.frames, sum(|c| &c.frames));
+    Stats::set(&pipeline.stats.bytes, sum(|c| &c.bytes));
+    for (i, slot) in pipeline.stats.skipped.iter().enumerate() {
+        Stats::set(slot, counters.iter().map(|c| c.skipped[i].load(Ordering::Relaxed)).sum());
+    }
+    pipeline.publish_dispatch();
+    Stats::add(&pipeline.stats.queue_drops, sum(|c| &c.queue_drops));
+}

@@ -1,0 +1,271 @@
+//! Capture files: pcap (both byte orders, µs and ns) and pcapng, read as a stream.
+//!
+//! Memory stays constant whatever the file size: records are borrowed from pcap-file's read
+//! buffer one at a time. This module owns the file format, not the frame contents (see `parse`).
+//! pcap-file's validated pcap reader rejects records longer than the snap length and its pcapng
+//! reader ignores `if_tsresol`, so records are read raw and validated here.
+
+use std::fs::File;
+use std::io::{self, BufReader, Read};
+use std::path::Path;
+
+use pcap_file::pcap::PcapReader;
+use pcap_file::pcapng::blocks::interface_description::InterfaceDescriptionOption;
+use pcap_file::pcapng::{Block, PcapNgReader};
+use pcap_file::{PcapError, TsResolution};
+
+use crate::packet::Micros;
+use crate::parse::LinkType;
+
+/// A record longer than this is not a real frame: the file is corrupt from there on.
+const MAX_RECORD_LEN: u32 = 256 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CaptureError {
+    #[error("cannot open {path}: {source}")]
+    Open { path: String, source: io::Error },
+    #[error(
+        "{path} is not a pcap or pcapng capture (it starts with {magic}); \
+         give a file written by tcpdump, tshark or dumpcap"
+    )]
+    NotACapture { path: String, magic: String },
+    #[error("{path}: unsupported link type {linktype}; edgewatch reads Ethernet, Linux cooked (SLL, SLL2), raw IP and BSD loopback captures")]
+    UnsupportedLinkType { path: String, linktype: u32 },
+    #[error("{path}: bad capture header: {detail}")]
+    BadHeader { path: String, detail: String },
+}
+
+/// One captured frame, borrowed from the reader.
+pub struct Frame<'a> {
+    pub ts: Micros,
+    pub link: LinkType,
+    pub data: &'a [u8],
+    pub wire_len: u32,
+}
+
+/// What ended the file, when it did not end cleanly.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Truncation {
+    pub after_records: u64,
+    pub detail: String,
+}
+
+enum Inner {
+    Pcap {
+        reader: PcapReader<BufReader<File>>,
+        link: LinkType,
+        nanos: bool,
+    },
+    PcapNg {
+        reader: PcapNgReader<BufReader<File>>,
+        /// Per interface of the current section: link type (None = unsupported) and the
+        /// timestamp unit as (numerator, denominator) of a second.
+        interfaces: Vec<(Option<LinkType>, u64, u64, u64)>,
+        last_ts: Micros,
+    },
+}
+
+/// A streaming reader over a pcap or pcapng file.
+pub struct CaptureReader {
+    inner: Inner,
+    records: u64,
+    truncation: Option<Truncation>,
+    /// pcapng frames are copied here: a block borrowed from the reader cannot leave the loop
+    /// that skips non-packet blocks.
+    buf: Vec<u8>,
+    /// Frames on interfaces with an unsupported link type, skipped.
+    pub unsupported_frames: u64,
+}
+
+impl CaptureReader {
+    pub fn open(path: &Path) -> Result<CaptureReader, CaptureError> {
+        let display = path.display().to_string();
+        let open = |p: &Path| {
+            File::open(p).map_err(|source| CaptureError::Open { path: display.clone(), source })
+        };
+        let mut magic = [0u8; 4];
+        let got = read_up_to(&mut open(path)?, &mut magic)
+            .map_err(|source| CaptureError::Open { path: display.clone(), source })?;
+        let not_a_capture = || CaptureError::NotACapture {
+            path: display.clone(),
+            magic: if got == 0 {
+                "nothing (the file is empty)".to_string()
+            } else {
+                format!("0x{}", magic[..got].iter().map(|b| format!("{b:02x}")).collect::<String>())
+            },
+        };
+        if got < 4 {
+            return Err(not_a_capture());
+        }
+        let file = BufReader::with_capacity(1 << 16, open(path)?);
+        let bad_header = |e: PcapError| CaptureError::BadHeader {
+            path: display.clone(),
+            detail: e.to_string(),
+        };
+        let inner = match u32::from_be_bytes(magic) {
+            0xa1b2_c3d4 | 0xd4c3_b2a1 | 0xa1b2_3c4d | 0x4d3c_b2a1 => {
+                let reader = PcapReader::new(file).map_err(bad_header)?;
+                let header = reader.header();
+                let linktype = u32::from(header.datalink);
+                let link = LinkType::from_linktype(linktype).ok_or(
+                    CaptureError::UnsupportedLinkType { path: display.clone(), linktype },
+                )?;
+                let nanos = header.ts_resolution == TsResolution::NanoSecond;
+                Inner::Pcap { reader, link, nanos }
+            }
+            0x0a0d_0d0a => {
+                let reader = PcapNgReader::new(file).map_err(bad_header)?;
+                Inner::PcapNg { reader, interfaces: Vec::new(), last_ts: 0 }
+            }
+            _ => return Err(not_a_capture()),
+        };
+        Ok(CaptureReader { inner, records: 0, truncation: None, buf: Vec::new(), unsupported_frames: 0 })
+    }
+
+    /// Records read so far.
+    pub fn records(&self) -> u64 {
+        self.records
+    }
+
+    /// Set once the reader stopped on a cut-short or corrupt record.
+    pub fn truncation(&self) -> Option<&Truncation> {
+        self.truncation.as_ref()
+    }
+
+    /// The next frame, or `None` at the end of the file (or at the first unreadable record,
+    /// after which [`truncation`](Self::truncation) says why).
+    pub fn next_frame(&mut self) -> Option<Frame<'_>> {
+        if self.truncation.is_some() {
+            return None;
+        }
+        let records = self.records;
+        let mut stop = None;
+        let frame = match &mut self.inner {
+            Inner::Pcap { reader, link, nanos } => match reader.next_raw_packet() {
+                None => None,
+                Some(Err(e)) => {
+                    stop = Some(describe(e));
+                    None
+                }
+                Some(Ok(raw)) => {
+                    let frac = u64::from(raw.ts_frac);
+                    let sub_us = if *nanos { frac / 1000 } else { frac };
+                    if raw.incl_len > MAX_RECORD_LEN || sub_us >= 1_000_000 {
+                        stop = Some(format!(
+                            "record header is corrupt (length {}, fraction {})",
+                            raw.incl_len, raw.ts_frac
+                        ));
+                        None
+                    } else {
+                        let data: &[u8] = match raw.data {
+                            std::borrow::Cow::Borrowed(b) => b,
+                            // pcap-file always borrows from its buffer; an owned record would
+                            // be a change in the crate, and is skipped rather than copied.
+                            std::borrow::Cow::Owned(_) => &[],
+                        };
+                        Some(Frame {
+                            ts: u64::from(raw.ts_sec) * 1_000_000 + sub_us,
+                            link: *link,
+                            data,
+                            wire_len: raw.orig_len.max(raw.incl_len),
+                        })
+                    }
+                }
+            },
+            Inner::PcapNg { reader, interfaces, last_ts } => {
+                let found = loop {
+                match reader.next_block() {
+                    None => break None,
+                    Some(Err(e)) => {
+                        stop = Some(describe(e));
+                        break None;
+                    }
+                    Some(Ok(Block::SectionHeader(_))) => interfaces.clear(),
+                    Some(Ok(Block::InterfaceDescription(idb))) => {
+                        let link = LinkType::from_linktype(u32::from(idb.linktype));
+                        let (mut num, mut den, mut offset_s) = (1u64, 1_000_000u64, 0u64);
+                        for opt in &idb.options {
+                            match opt {
+                                InterfaceDescriptionOption::IfTsResol(r) => {
+                                    let exp = u32::from(r & 0x7f).min(63);
+                                    (num, den) = if r & 0x80 != 0 {
+                                        (1, 1u64 << exp)
+                                    } else {
+                                        (1, 10u64.checked_pow(exp.min(19)).unwrap_or(u64::MAX))
+                                    };
+                                }
+                                InterfaceDescriptionOption::IfTsOffset(o) => offset_s = *o,
+                                _ => {}
+                            }
+                        }
+                        interfaces.push((link, num, den, offset_s));
+                    }
+                    Some(Ok(Block::EnhancedPacket(epb))) => {
+                        let Some(&(link, num, den, offset_s)) =
+                            interfaces.get(epb.interface_id as usize)
+                        else {
+                            stop = Some(format!(
+                                "packet refers to interface {} which was never described",
+                                epb.interface_id
+                            ));
+                            break None;
+                        };
+                        let Some(link) = link else {
+                            self.unsupported_frames += 1;
+                            continue;
+                        };
+                        // pcap-file stores the raw timestamp units as nanoseconds.
+                        let units = epb.timestamp.as_nanos();
+                        let us = units * u128::from(num) * 1_000_000 / u128::from(den.max(1));
+                        let ts = (us as u64).saturating_add(offset_s.saturating_mul(1_000_000));
+                        *last_ts = ts;
+                        self.buf.clear();
+                        self.buf.extend_from_slice(&epb.data);
+                        let wire_len = epb.original_len.max(epb.data.len() as u32);
+                        break Some((ts, link, wire_len));
+                    }
+                    Some(Ok(Block::SimplePacket(spb))) => {
+                        let Some(&(Some(link), ..)) = interfaces.first() else {
+                            self.unsupported_frames += 1;
+                            continue;
+                        };
+                        self.buf.clear();
+                        self.buf.extend_from_slice(&spb.data);
+                        let wire_len = spb.original_len.max(spb.data.len() as u32);
+                        break Some((*last_ts, link, wire_len));
+                    }
+                    Some(Ok(_)) => {}
+                }
+                };
+                found.map(|(ts, link, wire_len)| Frame { ts, link, data: &self.buf, wire_len })
+            }
+        };
+        if let Some(detail) = stop {
+            self.truncation = Some(Truncation { after_records: records, detail });
+        }
+        if frame.is_some() {
+            self.records += 1;
+        }
+        frame
+    }
+}
+
+fn describe(e: PcapError) -> String {
+    match e {
+        PcapError::IoError(io) if io.kind() == io::ErrorKind::UnexpectedEof => {
+            "the last record is cut short".to_string()
+        }
+        other => other.to_string(),
+    }
+}
+
+fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..])? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    Ok(n)
+}

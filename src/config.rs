@@ -1,0 +1,380 @@
+//! Configuration: the TOML file, its defaults and its validation.
+//!
+//! Every key is documented in [`DEFAULT_CONFIG`], which `generate-config` prints; a test keeps
+//! that text and [`Config::default`] identical. Unknown keys are an error naming the key. This
+//! module only describes settings; it opens no file other than the config itself.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Where `run` and `replay` look for a config when `--config` is not given.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/edgewatch/edgewatch.toml";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("config {path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("config {path}: {key} {problem}")]
+    Invalid { path: String, key: &'static str, problem: String },
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Name of this sensor in alerts and MQTT topics; empty means the host name.
+    pub sensor_id: String,
+    pub capture: CaptureConfig,
+    pub flow: FlowConfig,
+    pub host: HostConfig,
+    pub model: ModelConfig,
+    pub alert: AlertConfig,
+    pub output: OutputConfig,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct CaptureConfig {
+    pub interfaces: Vec<String>,
+    pub promiscuous: bool,
+    pub batch_size: usize,
+    pub queue_capacity: usize,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct FlowConfig {
+    pub workers: usize,
+    pub max_flows: usize,
+    pub tcp_handshake_timeout_s: f64,
+    pub tcp_established_timeout_s: f64,
+    pub tcp_closed_timeout_s: f64,
+    pub udp_timeout_s: f64,
+    pub icmp_timeout_s: f64,
+    pub active_timeout_s: f64,
+    pub early_eval_packets: u32,
+    pub probe_eval_s: f64,
+    pub max_evals_per_flow: u8,
+    pub max_fragments: usize,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HostConfig {
+    pub short_window_s: f64,
+    pub long_window_s: f64,
+    pub max_hosts: usize,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelConfig {
+    pub path: String,
+    pub threshold: Option<f32>,
+    pub batch_size: usize,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertConfig {
+    pub alert_window_s: f64,
+    pub max_alerts_per_s: f64,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutputConfig {
+    pub alerts: String,
+    pub stats_interval_s: f64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            sensor_id: String::new(),
+            capture: CaptureConfig::default(),
+            flow: FlowConfig::default(),
+            host: HostConfig::default(),
+            model: ModelConfig::default(),
+            alert: AlertConfig::default(),
+            output: OutputConfig::default(),
+        }
+    }
+}
+
+impl Default for CaptureConfig {
+    fn default() -> Self {
+        CaptureConfig { interfaces: Vec::new(), promiscuous: true, batch_size: 128, queue_capacity: 64 }
+    }
+}
+
+impl Default for FlowConfig {
+    fn default() -> Self {
+        FlowConfig {
+            workers: 0,
+            max_flows: 65536,
+            tcp_handshake_timeout_s: 10.0,
+            tcp_established_timeout_s: 300.0,
+            tcp_closed_timeout_s: 5.0,
+            udp_timeout_s: 30.0,
+            icmp_timeout_s: 10.0,
+            active_timeout_s: 120.0,
+            early_eval_packets: 8,
+            probe_eval_s: 1.0,
+            max_evals_per_flow: 4,
+            max_fragments: 1024,
+        }
+    }
+}
+
+impl Default for HostConfig {
+    fn default() -> Self {
+        HostConfig { short_window_s: 2.0, long_window_s: 30.0, max_hosts: 16384 }
+    }
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        ModelConfig { path: String::new(), threshold: None, batch_size: 64 }
+    }
+}
+
+impl Default for AlertConfig {
+    fn default() -> Self {
+        AlertConfig { alert_window_s: 1.0, max_alerts_per_s: 50.0 }
+    }
+}
+
+impl Default for OutputConfig {
+    fn default() -> Self {
+        OutputConfig { alerts: "-".to_string(), stats_interval_s: 60.0 }
+    }
+}
+
+/// The documented default configuration, printed by `edgewatch generate-config`.
+pub const DEFAULT_CONFIG: &str = r#"# edgewatch configuration (TOML). Every key is optional; the values below are the defaults.
+# Check a file with `edgewatch validate --config FILE`. Unknown keys are an error.
+
+# Name of this sensor in alerts and MQTT topics. Empty: the host name.
+sensor_id = ""
+
+[capture]
+# Interfaces that `edgewatch run` captures on (--interface adds to this list).
+interfaces = []
+# Put the interfaces in promiscuous mode (see traffic not addressed to this host).
+promiscuous = true
+# Packets per batch handed from the capture thread to a flow worker.
+batch_size = 128
+# Batches each flow worker's queue holds. Live capture drops the newest batch when the queue is
+# full (counted as queue drops); replay waits instead, so replay never loses a packet.
+queue_capacity = 64
+
+[flow]
+# Flow worker threads; flows are sharded over them by IP pair. 0: one per CPU, at most 4.
+workers = 0
+# Most flows held at once (over all workers). When full, the flow closest to its timeout is
+# evaluated and evicted (counted as flows_evicted).
+max_flows = 65536
+# Idle timeout of a TCP flow whose handshake has not completed.
+tcp_handshake_timeout_s = 10.0
+# Idle timeout of an established TCP flow.
+tcp_established_timeout_s = 300.0
+# How long an ended TCP flow (FIN both ways, or RST) keeps absorbing late packets.
+tcp_closed_timeout_s = 5.0
+# Idle timeout of a UDP flow.
+udp_timeout_s = 30.0
+# Idle timeout of an ICMP flow (echo flows are grouped by identifier).
+icmp_timeout_s = 10.0
+# A long flow is evaluated again every active_timeout_s while it lasts.
+active_timeout_s = 120.0
+# Evaluate a flow as soon as it has this many packets, for fast alerts.
+early_eval_packets = 8
+# Evaluate a flow that has not been evaluated yet this long after its first packet
+# (so single-packet probes and floods are scored within about a second).
+probe_eval_s = 1.0
+# Evaluations per flow at most (early, probe and active ones; the final one always happens).
+max_evals_per_flow = 4
+# IP datagrams whose later fragments are waiting to be attributed to a flow, at most.
+max_fragments = 1024
+
+[host]
+# The short and the long sliding window of the per-host context (new flows per second,
+# distinct ports and hosts, failed and unanswered attempts).
+short_window_s = 2.0
+long_window_s = 30.0
+# Hosts tracked at most; when full, hosts idle for a long window are forgotten first and
+# new hosts beyond the bound are not tracked (counted as hosts_untracked).
+max_hosts = 16384
+
+[model]
+# ONNX model file. Empty: the model embedded in the binary.
+path = ""
+# Alert when a flow's anomaly score is at or above this. Unset: the model's own
+# edgewatch.threshold metadata.
+# threshold = 0.5
+# Flows scored per inference call at most.
+batch_size = 64
+
+[alert]
+# Alerts for the same (source, destination, class) within this window are merged into one
+# alert with a count, re-emitted every window while the activity goes on.
+alert_window_s = 1.0
+# Alerts per second at most over the whole sensor; the rest are counted as alerts_suppressed.
+max_alerts_per_s = 50.0
+
+[output]
+# Where alerts go as JSON lines: "-" for standard output, or a file path (appended).
+alerts = "-"
+# Seconds between two stats reports (logged; published on MQTT when configured).
+stats_interval_s = 60.0
+"#;
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let display = path.display().to_string();
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: display.clone(), source })?;
+        Config::parse(&text, &display)
+    }
+
+    pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: origin.to_string(),
+            message: e.to_string().trim_end().replace('\n', " "),
+        })?;
+        config.validate(origin)?;
+        Ok(config)
+    }
+
+    /// The explicit `--config` file, else the system one when present, else the defaults.
+    pub fn load_default_or(path: Option<&Path>) -> Result<(Config, Option<PathBuf>), ConfigError> {
+        match path {
+            Some(p) => Ok((Config::load(p)?, Some(p.to_path_buf()))),
+            None => {
+                let system = Path::new(DEFAULT_CONFIG_PATH);
+                if system.exists() {
+                    Ok((Config::load(system)?, Some(system.to_path_buf())))
+                } else {
+                    Ok((Config::default(), None))
+                }
+            }
+        }
+    }
+
+    fn validate(&self, origin: &str) -> Result<(), ConfigError> {
+        let invalid = |key: &'static str, problem: &str| ConfigError::Invalid {
+            path: origin.to_string(),
+            key,
+            problem: problem.to_string(),
+        };
+        let positive = [
+            ("flow.tcp_handshake_timeout_s", self.flow.tcp_handshake_timeout_s),
+            ("flow.tcp_established_timeout_s", self.flow.tcp_established_timeout_s),
+            ("flow.tcp_closed_timeout_s", self.flow.tcp_closed_timeout_s),
+            ("flow.udp_timeout_s", self.flow.udp_timeout_s),
+            ("flow.icmp_timeout_s", self.flow.icmp_timeout_s),
+            ("flow.active_timeout_s", self.flow.active_timeout_s),
+            ("flow.probe_eval_s", self.flow.probe_eval_s),
+            ("host.short_window_s", self.host.short_window_s),
+            ("host.long_window_s", self.host.long_window_s),
+            ("alert.alert_window_s", self.alert.alert_window_s),
+            ("alert.max_alerts_per_s", self.alert.max_alerts_per_s),
+            ("output.stats_interval_s", self.output.stats_interval_s),
+        ];
+        for (key, value) in positive {
+            if !(value.is_finite() && value > 0.0) {
+                return Err(invalid(key, &format!("must be a positive number of seconds, not {value}")));
+            }
+        }
+        let nonzero = [
+            ("capture.batch_size", self.capture.batch_size),
+            ("capture.queue_capacity", self.capture.queue_capacity),
+            ("flow.max_flows", self.flow.max_flows),
+            ("host.max_hosts", self.host.max_hosts),
+            ("model.batch_size", self.model.batch_size),
+        ];
+        for (key, value) in nonzero {
+            if value == 0 {
+                return Err(invalid(key, "must be at least 1"));
+            }
+        }
+        if self.capture.batch_size > 4096 {
+            return Err(invalid("capture.batch_size", "must be at most 4096"));
+        }
+        if self.flow.workers > 64 {
+            return Err(invalid("flow.workers", "must be at most 64"));
+        }
+        if self.host.long_window_s < self.host.short_window_s {
+            return Err(invalid("host.long_window_s", "must not be shorter than host.short_window_s"));
+        }
+        if let Some(t) = self.model.threshold {
+            if !(0.0..=1.0).contains(&t) {
+                return Err(invalid("model.threshold", &format!("must be between 0 and 1, not {t}")));
+            }
+        }
+        Ok(())
+    }
+
+    /// Flow workers to run: the configured number, or one per CPU (at most 4).
+    pub fn workers(&self) -> usize {
+        match self.flow.workers {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get().min(4)),
+            n => n,
+        }
+    }
+
+    /// The sensor id: the configured one, else the host name.
+    pub fn sensor_id(&self) -> String {
+        if !self.sensor_id.is_empty() {
+            return self.sensor_id.clone();
+        }
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|s| s.trim().to_string())
+            .ok()
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "edgewatch".to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_config_is_the_default() {
+        let parsed = Config::parse(DEFAULT_CONFIG, "default").expect("default config parses");
+        assert_eq!(parsed, Config::default());
+    }
+
+    #[test]
+    fn every_key_is_documented() {
+        // Each key line in the generated config is preceded by a comment line.
+        let lines: Vec<&str> = DEFAULT_CONFIG.lines().collect();
+        for (i, line) in lines.iter().enumerate() {
+            let is_key = line.contains(" = ") && !line.starts_with('#');
+            if is_key {
+                assert!(lines[i - 1].starts_with('#'), "key without a comment: {line}");
+            }
+        }
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = Config::parse("[flow]\nmax_flow = 3\n", "test.toml").unwrap_err().to_string();
+        assert!(err.contains("max_flow"), "{err}");
+        assert!(err.contains("test.toml"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let err = Config::parse("[flow]\nudp_timeout_s = -1\n", "x").unwrap_err().to_string();
+        assert!(err.contains("flow.udp_timeout_s"), "{err}");
+        let err = Config::parse("[model]\nthreshold = 2.0\n", "x").unwrap_err().to_string();
+        assert!(err.contains("model.threshold"), "{err}");
+        let err = Config::parse("[host]\nshort_window_s = 60\n", "x").unwrap_err().to_string();
+        assert!(err.contains("host.long_window_s"), "{err}");
+    }
+}

@@ -1,0 +1,708 @@
+//! Bidirectional flows: the canonical key, per-flow statistics and the bounded flow table.
+//!
+//! A shard worker owns one [`FlowTable`]. It is a plain struct driven by packet time: every call
+//! to [`FlowTable::process`] first fires the timers due at the packet's timestamp, so the events
+//! it emits depend only on the packets, never on the wall clock or on batch boundaries. The table
+//! emits [`FlowEvent`]s (a flow started, a flow is evaluated); it never scores or alerts.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::net::IpAddr;
+
+use crate::config::FlowConfig;
+use crate::packet::{
+    Micros, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PacketKind, PacketMeta, tcp_flags,
+};
+
+/// Canonical 5-tuple plus VLAN: the lower (address, port) pair first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FlowKey {
+    pub lo: IpAddr,
+    pub hi: IpAddr,
+    pub lo_port: u16,
+    pub hi_port: u16,
+    pub proto: u8,
+    pub vlan: [u16; 2],
+}
+
+impl FlowKey {
+    /// The key of a packet, and whether the packet travels from `lo` to `hi`.
+    pub fn of(p: &PacketMeta) -> (FlowKey, bool) {
+        let from_lo = (p.src, p.sport) <= (p.dst, p.dport);
+        let (lo, hi, lo_port, hi_port) = if from_lo {
+            (p.src, p.dst, p.sport, p.dport)
+        } else {
+            (p.dst, p.src, p.dport, p.sport)
+        };
+        (FlowKey { lo, hi, lo_port, hi_port, proto: p.proto, vlan: p.vlan }, from_lo)
+    }
+
+    /// A stable 64-bit hash (the same on every run and every machine).
+    pub fn stable_hash(&self, salt: u64) -> u64 {
+        let mut buf = [0u8; 64];
+        let mut n = 0;
+        for ip in [self.lo, self.hi] {
+            let octets = match ip {
+                IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+                IpAddr::V6(v6) => v6.octets(),
+            };
+            buf[n..n + 16].copy_from_slice(&octets);
+            n += 16;
+        }
+        buf[n..n + 2].copy_from_slice(&self.lo_port.to_be_bytes());
+        buf[n + 2..n + 4].copy_from_slice(&self.hi_port.to_be_bytes());
+        buf[n + 4] = self.proto;
+        buf[n + 5..n + 7].copy_from_slice(&self.vlan[0].to_be_bytes());
+        buf[n + 7..n + 9].copy_from_slice(&self.vlan[1].to_be_bytes());
+        buf[n + 9..n + 17].copy_from_slice(&salt.to_be_bytes());
+        xxhash_rust::xxh3::xxh3_64(&buf[..n + 17])
+    }
+}
+
+/// The shard of a packet: a stable hash of its canonical IP pair.
+pub fn shard_of(src: IpAddr, dst: IpAddr, shards: usize) -> usize {
+    if shards <= 1 {
+        return 0;
+    }
+    let (lo, hi) = if src <= dst { (src, dst) } else { (dst, src) };
+    let key = FlowKey { lo, hi, lo_port: 0, hi_port: 0, proto: 0, vlan: [0; 2] };
+    (key.stable_hash(0x5eed) % shards as u64) as usize
+}
+
+/// Statistics of one direction of a flow.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct DirStats {
+    pub pkts: u32,
+    pub bytes: u64,
+    pub payload_bytes: u64,
+    pub len_min: u16,
+    pub len_max: u16,
+    pub len_sum: f64,
+    pub len_sumsq: f64,
+    pub last_ts: Micros,
+    /// Inter-arrival times in milliseconds.
+    pub iat_sum: f64,
+    pub iat_sumsq: f64,
+    pub syn: u16,
+    pub fin: u16,
+    pub rst: u16,
+    pub psh: u16,
+    pub ack: u16,
+    pub init_window: u16,
+    pub first_ttl: u8,
+}
+
+impl DirStats {
+    fn add(&mut self, p: &PacketMeta) {
+        let len = p.ip_len;
+        if self.pkts == 0 {
+            self.len_min = len;
+            self.len_max = len;
+            self.init_window = p.tcp_window;
+            self.first_ttl = p.ttl;
+        } else {
+            self.len_min = self.len_min.min(len);
+            self.len_max = self.len_max.max(len);
+            let iat_ms = p.ts.saturating_sub(self.last_ts) as f64 / 1000.0;
+            self.iat_sum += iat_ms;
+            self.iat_sumsq += iat_ms * iat_ms;
+        }
+        self.pkts = self.pkts.saturating_add(1);
+        self.bytes += u64::from(len);
+        self.payload_bytes += u64::from(p.payload_len);
+        let l = f64::from(len);
+        self.len_sum += l;
+        self.len_sumsq += l * l;
+        self.last_ts = p.ts;
+        let f = p.tcp_flags;
+        let count = |c: &mut u16, bit: u8| {
+            if f & bit != 0 {
+                *c = c.saturating_add(1);
+            }
+        };
+        count(&mut self.syn, tcp_flags::SYN);
+        count(&mut self.fin, tcp_flags::FIN);
+        count(&mut self.rst, tcp_flags::RST);
+        count(&mut self.psh, tcp_flags::PSH);
+        count(&mut self.ack, tcp_flags::ACK);
+    }
+}
+
+/// Why a flow is being evaluated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EvalReason {
+    /// After the first `early_eval_packets` packets.
+    Early,
+    /// `probe_eval_s` after the start, for a flow not evaluated yet.
+    Probe,
+    /// Every `active_timeout_s` of a long flow.
+    Active,
+    /// TCP ended (FIN both ways, or RST).
+    TcpEnd,
+    /// Idle timeout.
+    Idle,
+    /// Evicted from a full table.
+    Evicted,
+    /// End of input or shutdown.
+    Flush,
+}
+
+impl EvalReason {
+    pub fn is_final(self) -> bool {
+        !matches!(self, EvalReason::Early | EvalReason::Probe | EvalReason::Active)
+    }
+}
+
+/// How a connection attempt went, as far as the host context cares.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    TcpEstablished,
+    /// Refused with a RST or an ICMP error before the handshake completed.
+    TcpRejected,
+    /// No answer to the SYN (yet).
+    TcpHalfOpen,
+    Answered,
+    Unanswered,
+}
+
+/// One flow. `fwd` is the initiator's direction.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Flow {
+    pub key: FlowKey,
+    /// Unique id of this flow (the key and its start time, hashed).
+    pub uid: u64,
+    pub initiator: IpAddr,
+    pub responder: IpAddr,
+    pub initiator_port: u16,
+    pub responder_port: u16,
+    pub start: Micros,
+    pub last: Micros,
+    pub fwd: DirStats,
+    pub bwd: DirStats,
+    /// Signed IP lengths of the first 8 packets: positive from the initiator.
+    pub first_sizes: [i16; 8],
+    pub syn_seen: bool,
+    pub synack_seen: bool,
+    pub established: bool,
+    pub closed: bool,
+    /// An ICMP error came back for this flow.
+    pub icmp_error: bool,
+    /// ICMP type and code of the initiator's first packet (for the Community ID).
+    pub icmp_type: u8,
+    pub icmp_code: u8,
+    pub evals: u8,
+    pub last_active_eval: Micros,
+}
+
+impl Flow {
+    pub fn packets(&self) -> u32 {
+        self.fwd.pkts.saturating_add(self.bwd.pkts)
+    }
+
+    pub fn outcome(&self) -> Outcome {
+        if self.key.proto == PROTO_TCP {
+            if self.established {
+                Outcome::TcpEstablished
+            } else if self.bwd.rst > 0 || self.icmp_error || (self.synack_seen && self.fwd.rst > 0)
+            {
+                Outcome::TcpRejected
+            } else if self.synack_seen {
+                Outcome::TcpEstablished
+            } else {
+                Outcome::TcpHalfOpen
+            }
+        } else if self.bwd.pkts > 0 && !self.icmp_error {
+            Outcome::Answered
+        } else {
+            Outcome::Unanswered
+        }
+    }
+}
+
+/// Total order of events, the same whatever the number of shards: timer events at their
+/// deadline sort before packet events at the same time (class 0 < 1), packet events follow the
+/// capture's sequence numbers, and the final flush comes last (class 2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Order {
+    pub ts: Micros,
+    pub class: u8,
+    pub a: u64,
+    pub b: u64,
+}
+
+impl Order {
+    pub const ZERO: Order = Order { ts: 0, class: 0, a: 0, b: 0 };
+    pub const END: Order = Order { ts: Micros::MAX, class: u8::MAX, a: u64::MAX, b: u64::MAX };
+}
+
+/// What a flow table tells the scorer.
+#[derive(Clone, Debug, PartialEq)]
+pub enum FlowEvent {
+    Start { order: Order, flow: Flow },
+    Eval { order: Order, flow: Flow, reason: EvalReason, first_outcome: Option<Outcome> },
+}
+
+impl FlowEvent {
+    pub fn order(&self) -> Order {
+        match self {
+            FlowEvent::Start { order, .. } | FlowEvent::Eval { order, .. } => *order,
+        }
+    }
+}
+
+/// Counters owned by one flow table.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowCounters {
+    pub packets: u64,
+    pub flows_created: u64,
+    pub flows_evicted: u64,
+    pub evaluations: u64,
+    pub icmp_errors_attributed: u64,
+    /// Packets of TCP flows that had already ended (late ACKs, retransmitted RSTs).
+    pub packets_after_end: u64,
+}
+
+/// Timeouts in microseconds, converted once from the config.
+#[derive(Clone, Copy, Debug)]
+struct Timeouts {
+    tcp_handshake: Micros,
+    tcp_established: Micros,
+    tcp_closed: Micros,
+    udp: Micros,
+    icmp: Micros,
+    active: Micros,
+    probe: Micros,
+}
+
+fn micros(s: f64) -> Micros {
+    (s.max(0.0) * 1e6) as Micros
+}
+
+/// A bounded flow table with timers, driven by packet time.
+pub struct FlowTable {
+    flows: HashMap<FlowKey, Flow>,
+    /// Deadlines, lazily updated: an entry may be earlier than its flow's real deadline.
+    timers: BinaryHeap<Reverse<(Micros, u64, FlowKey)>>,
+    capacity: usize,
+    timeouts: Timeouts,
+    early_eval_packets: u32,
+    max_evals: u8,
+    now: Micros,
+    pub counters: FlowCounters,
+}
+
+impl FlowTable {
+    pub fn new(cfg: &FlowConfig, capacity: usize) -> FlowTable {
+        FlowTable {
+            flows: HashMap::with_capacity(capacity.min(4096)),
+            timers: BinaryHeap::with_capacity(capacity.min(4096)),
+            capacity: capacity.max(1),
+            timeouts: Timeouts {
+                tcp_handshake: micros(cfg.tcp_handshake_timeout_s),
+                tcp_established: micros(cfg.tcp_established_timeout_s),
+                tcp_closed: micros(cfg.tcp_closed_timeout_s),
+                udp: micros(cfg.udp_timeout_s),
+                icmp: micros(cfg.icmp_timeout_s),
+                active: micros(cfg.active_timeout_s).max(1),
+                probe: micros(cfg.probe_eval_s),
+            },
+            early_eval_packets: cfg.early_eval_packets,
+            max_evals: cfg.max_evals_per_flow.max(1),
+            now: 0,
+            counters: FlowCounters::default(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.flows.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.flows.is_empty()
+    }
+
+    /// The timer entries held (for the boundedness property tests).
+    pub fn timer_entries(&self) -> usize {
+        self.timers.len()
+    }
+
+    /// When the flow ends by inactivity (or, once ended, leaves the table).
+    fn idle_deadline(&self, f: &Flow) -> Micros {
+        let t = &self.timeouts;
+        let idle = match f.key.proto {
+            _ if f.closed => t.tcp_closed,
+            PROTO_TCP if f.established || f.synack_seen => t.tcp_established,
+            PROTO_TCP => t.tcp_handshake,
+            PROTO_ICMP | PROTO_ICMPV6 => t.icmp,
+            _ => t.udp,
+        };
+        f.last + idle
+    }
+
+    /// The flow's next timer: idle end, probe evaluation or active-timeout evaluation.
+    fn deadline(&self, f: &Flow) -> Micros {
+        let mut d = self.idle_deadline(f);
+        if f.closed {
+            return d;
+        }
+        if f.evals == 0 {
+            d = d.min(f.start + self.timeouts.probe);
+        }
+        d.min(f.last_active_eval + self.timeouts.active)
+    }
+
+    /// Fires every timer due at or before `now`.
+    pub fn advance(&mut self, now: Micros, out: &mut Vec<FlowEvent>) {
+        self.now = self.now.max(now);
+        while let Some(&Reverse((due, hash, key))) = self.timers.peek() {
+            if due > self.now {
+                break;
+            }
+            self.timers.pop();
+            let Some(flow) = self.flows.get(&key) else { continue };
+            if flow.uid != hash {
+                continue; // an entry of an earlier flow with the same key
+            }
+            let real = self.deadline(flow);
+            if real > due {
+                self.timers.push(Reverse((real, hash, key)));
+                continue;
+            }
+            self.fire(key, due, hash, out);
+        }
+    }
+
+    fn fire(&mut self, key: FlowKey, due: Micros, hash: u64, out: &mut Vec<FlowEvent>) {
+        let t = self.timeouts;
+        let Some(mut flow) = self.flows.get(&key).copied() else { return };
+        let order = Order { ts: due, class: 0, a: hash, b: 0 };
+        if flow.closed {
+            self.flows.remove(&key);
+            return;
+        }
+        if self.idle_deadline(&flow) <= due {
+            self.flows.remove(&key);
+            self.emit_eval(flow, order, EvalReason::Idle, out);
+            return;
+        }
+        if flow.evals == 0 && flow.start + t.probe <= due {
+            self.emit_eval(flow, order, EvalReason::Probe, out);
+        } else if flow.last_active_eval + t.active <= due {
+            flow.last_active_eval = due;
+            if let Some(stored) = self.flows.get_mut(&key) {
+                stored.last_active_eval = due;
+            }
+            if flow.evals < self.max_evals.saturating_sub(1) {
+                self.emit_eval(flow, order, EvalReason::Active, out);
+            }
+        }
+        if let Some(flow) = self.flows.get(&key) {
+            let next = self.deadline(flow);
+            self.timers.push(Reverse((next, hash, key)));
+        }
+    }
+
+    /// Emits an evaluation and updates the stored flow's evaluation count.
+    fn emit_eval(&mut self, mut flow: Flow, order: Order, reason: EvalReason, out: &mut Vec<FlowEvent>) {
+        let first_outcome = (flow.evals == 0).then(|| flow.outcome());
+        flow.evals = flow.evals.saturating_add(1);
+        if let Some(stored) = self.flows.get_mut(&flow.key) {
+            if stored.uid == flow.uid {
+                stored.evals = flow.evals;
+            }
+        }
+        self.counters.evaluations += 1;
+        out.push(FlowEvent::Eval { order, flow, reason, first_outcome });
+    }
+
+    /// Accounts one packet. Timers due at its timestamp fire first.
+    pub fn process(&mut self, p: &PacketMeta, out: &mut Vec<FlowEvent>) {
+        self.advance(p.ts, out);
+        self.counters.packets += 1;
+        let mut sub = 0u64;
+        let mut order = || {
+            sub += 1;
+            Order { ts: p.ts, class: 1, a: p.seq, b: sub }
+        };
+
+        if let PacketKind::IcmpError { reporter } = p.kind {
+            let (key, _) = FlowKey::of(p);
+            if let Some(flow) = self.flows.get_mut(&key) {
+                if !flow.closed {
+                    flow.icmp_error = true;
+                    self.counters.icmp_errors_attributed += 1;
+                    return;
+                }
+            }
+            // Not a flow we know: account the error as ICMP traffic between its own endpoints.
+            let mut own = *p;
+            own.kind = PacketKind::Normal;
+            own.proto = if p.src.is_ipv4() { PROTO_ICMP } else { PROTO_ICMPV6 };
+            own.src = reporter;
+            own.dst = p.src;
+            own.sport = u16::from(p.icmp_type);
+            own.dport = u16::from(p.icmp_code);
+            return self.process_normal(&own, &mut order, out);
+        }
+        self.process_normal(p, &mut order, out)
+    }
+
+    fn process_normal(&mut self, p: &PacketMeta, order: &mut impl FnMut() -> Order, out: &mut Vec<FlowEvent>) {
+        let (key, _) = FlowKey::of(p);
+        let is_syn = p.proto == PROTO_TCP
+            && p.tcp_flags & tcp_flags::SYN != 0
+            && p.tcp_flags & tcp_flags::ACK == 0;
+
+        if let Some(flow) = self.flows.get_mut(&key) {
+            if !flow.closed {
+                let ended = update(flow, p);
+                let reached_early = flow.packets() == self.early_eval_packets && flow.evals == 0;
+                if ended {
+                    flow.closed = true;
+                    let snapshot = *flow;
+                    self.emit_eval(snapshot, order(), EvalReason::TcpEnd, out);
+                    let next = self.deadline(&snapshot);
+                    self.timers.push(Reverse((next, snapshot.uid, key)));
+                } else if reached_early {
+                    let snapshot = *flow;
+                    self.emit_eval(snapshot, order(), EvalReason::Early, out);
+                }
+                return;
+            }
+            if !is_syn {
+                flow.last = p.ts;
+                self.counters.packets_after_end += 1;
+                return;
+            }
+            // A new SYN after the end starts a new flow; the old one was already evaluated.
+            self.flows.remove(&key);
+        }
+
+        if self.flows.len() >= self.capacity {
+            self.evict_one(order(), out);
+        }
+        let flow = new_flow(key, p);
+        let hash = flow.uid;
+        self.counters.flows_created += 1;
+        out.push(FlowEvent::Start { order: order(), flow });
+        let next = self.deadline(&flow);
+        self.flows.insert(key, flow);
+        self.timers.push(Reverse((next, hash, key)));
+        if self.early_eval_packets <= 1 {
+            self.emit_eval(flow, order(), EvalReason::Early, out);
+        }
+    }
+
+    /// Evicts the flow closest to its deadline.
+    fn evict_one(&mut self, order: Order, out: &mut Vec<FlowEvent>) {
+        let mut retries = 8;
+        while let Some(Reverse((due, hash, key))) = self.timers.pop() {
+            let Some(flow) = self.flows.get(&key) else { continue };
+            if flow.uid != hash {
+                continue;
+            }
+            let real = self.deadline(flow);
+            if real > due && retries > 0 {
+                retries -= 1;
+                self.timers.push(Reverse((real, hash, key)));
+                continue;
+            }
+            let flow = self.flows.remove(&key).expect("flow present");
+            self.counters.flows_evicted += 1;
+            if !flow.closed {
+                self.emit_eval(flow, order, EvalReason::Evicted, out);
+            }
+            return;
+        }
+        // No timer left for any flow (cannot happen: every flow has one); keep the bound anyway.
+        if let Some(key) = self.flows.keys().next().copied() {
+            let flow = self.flows.remove(&key).expect("flow present");
+            self.counters.flows_evicted += 1;
+            self.emit_eval(flow, order, EvalReason::Evicted, out);
+        }
+    }
+
+    /// Evaluates and removes every flow (end of input or shutdown), in key order.
+    pub fn flush(&mut self, out: &mut Vec<FlowEvent>) {
+        let mut flows: Vec<Flow> = self.flows.drain().map(|(_, f)| f).filter(|f| !f.closed).collect();
+        flows.sort_by_key(|f| (f.start, f.key));
+        for flow in flows {
+            let order = Order { ts: Micros::MAX - 1, class: 2, a: flow.start, b: flow.uid };
+            self.emit_eval(flow, order, EvalReason::Flush, out);
+        }
+        self.timers.clear();
+    }
+}
+
+fn new_flow(key: FlowKey, p: &PacketMeta) -> Flow {
+    // The initiator is the SYN's sender; the receiver of a SYN-ACK; else the first sender.
+    let synack = p.proto == PROTO_TCP
+        && p.tcp_flags & (tcp_flags::SYN | tcp_flags::ACK) == (tcp_flags::SYN | tcp_flags::ACK);
+    let (initiator, responder, iport, rport) = if synack {
+        (p.dst, p.src, p.dport, p.sport)
+    } else {
+        (p.src, p.dst, p.sport, p.dport)
+    };
+    let mut flow = Flow {
+        key,
+        uid: key.stable_hash(p.ts),
+        initiator,
+        responder,
+        initiator_port: iport,
+        responder_port: rport,
+        start: p.ts,
+        last: p.ts,
+        fwd: DirStats::default(),
+        bwd: DirStats::default(),
+        first_sizes: [0; 8],
+        syn_seen: false,
+        synack_seen: false,
+        established: false,
+        closed: false,
+        icmp_error: false,
+        icmp_type: p.icmp_type,
+        icmp_code: p.icmp_code,
+        evals: 0,
+        last_active_eval: p.ts,
+    };
+    update(&mut flow, p);
+    flow
+}
+
+/// Adds a packet to a flow. Returns true when the packet ends a TCP flow.
+fn update(flow: &mut Flow, p: &PacketMeta) -> bool {
+    let fwd = p.src == flow.initiator && p.sport == flow.initiator_port;
+    let n = flow.packets() as usize;
+    if n < flow.first_sizes.len() {
+        let len = i16::try_from(p.ip_len).unwrap_or(i16::MAX);
+        flow.first_sizes[n] = if fwd { len } else { -len };
+    }
+    flow.last = flow.last.max(p.ts);
+    if fwd {
+        flow.fwd.add(p);
+    } else {
+        flow.bwd.add(p);
+    }
+    if p.proto != PROTO_TCP {
+        return false;
+    }
+    let f = p.tcp_flags;
+    let syn = f & tcp_flags::SYN != 0;
+    let ack = f & tcp_flags::ACK != 0;
+    if syn && !ack && fwd {
+        flow.syn_seen = true;
+    } else if syn && ack && !fwd {
+        flow.synack_seen = true;
+    } else if ack && fwd && flow.synack_seen && !flow.established {
+        flow.established = true;
+    }
+    if f & tcp_flags::RST != 0 {
+        return true;
+    }
+    flow.fwd.fin > 0 && flow.bwd.fin > 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use std::net::Ipv4Addr;
+
+    fn pkt(ts: Micros, seq: u64, src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16, flags: u8) -> PacketMeta {
+        PacketMeta {
+            ts,
+            seq,
+            vlan: [0; 2],
+            src: IpAddr::V4(Ipv4Addr::from(src)),
+            dst: IpAddr::V4(Ipv4Addr::from(dst)),
+            sport,
+            dport,
+            proto: PROTO_TCP,
+            ip_len: 60,
+            payload_len: 0,
+            tcp_flags: flags,
+            tcp_window: 64240,
+            ttl: 64,
+            icmp_type: 0,
+            icmp_code: 0,
+            kind: PacketKind::Normal,
+            fragment: None,
+        }
+    }
+
+    const A: [u8; 4] = [10, 0, 0, 9];
+    const B: [u8; 4] = [10, 0, 0, 1];
+    use tcp_flags::{ACK, FIN, RST, SYN};
+
+    fn evals(out: &[FlowEvent]) -> Vec<(EvalReason, Option<Outcome>)> {
+        out.iter()
+            .filter_map(|e| match e {
+                FlowEvent::Eval { reason, first_outcome, .. } => Some((*reason, *first_outcome)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn handshake_and_fin_both_ways_end_the_flow_once() {
+        let cfg = Config::default().flow;
+        let mut t = FlowTable::new(&cfg, 100);
+        let mut out = Vec::new();
+        let seq = [
+            pkt(1_000, 1, A, 40000, B, 80, SYN),
+            pkt(1_100, 2, B, 80, A, 40000, SYN | ACK),
+            pkt(1_200, 3, A, 40000, B, 80, ACK),
+            pkt(2_000, 4, A, 40000, B, 80, FIN | ACK),
+            pkt(2_100, 5, B, 80, A, 40000, FIN | ACK),
+            pkt(2_200, 6, A, 40000, B, 80, ACK),
+        ];
+        for p in &seq {
+            t.process(p, &mut out);
+        }
+        assert_eq!(evals(&out), vec![(EvalReason::TcpEnd, Some(Outcome::TcpEstablished))]);
+        let FlowEvent::Start { flow, .. } = &out[0] else { panic!("first event is the start") };
+        assert_eq!(flow.initiator, IpAddr::V4(Ipv4Addr::from(A)));
+        assert_eq!(t.counters.packets_after_end, 1, "the last ACK belongs to the ended flow");
+        // A new SYN on the same 5-tuple starts a new flow.
+        t.process(&pkt(3_000, 7, A, 40000, B, 80, SYN), &mut out);
+        assert_eq!(t.counters.flows_created, 2);
+    }
+
+    #[test]
+    fn rst_from_responder_is_a_rejection() {
+        let cfg = Config::default().flow;
+        let mut t = FlowTable::new(&cfg, 100);
+        let mut out = Vec::new();
+        t.process(&pkt(1_000, 1, A, 40001, B, 23, SYN), &mut out);
+        t.process(&pkt(1_050, 2, B, 23, A, 40001, RST | ACK), &mut out);
+        assert_eq!(evals(&out), vec![(EvalReason::TcpEnd, Some(Outcome::TcpRejected))]);
+    }
+
+    #[test]
+    fn unanswered_syn_is_probed_then_times_out() {
+        let cfg = Config::default().flow;
+        let mut t = FlowTable::new(&cfg, 100);
+        let mut out = Vec::new();
+        t.process(&pkt(0, 1, A, 40002, B, 443, SYN), &mut out);
+        t.advance(micros(cfg.probe_eval_s), &mut out);
+        assert_eq!(evals(&out), vec![(EvalReason::Probe, Some(Outcome::TcpHalfOpen))]);
+        t.advance(micros(cfg.tcp_handshake_timeout_s), &mut out);
+        assert_eq!(evals(&out)[1], (EvalReason::Idle, None));
+        assert!(t.is_empty());
+        let Some(FlowEvent::Eval { order, .. }) = out.last() else { panic!() };
+        assert_eq!(order.ts, micros(cfg.tcp_handshake_timeout_s), "evaluated at its deadline");
+    }
+
+    #[test]
+    fn full_table_evicts_and_counts() {
+        let cfg = Config::default().flow;
+        let mut t = FlowTable::new(&cfg, 3);
+        let mut out = Vec::new();
+        for i in 0..10u16 {
+            t.process(&pkt(u64::from(i), u64::from(i), A, 1000 + i, B, 80, SYN), &mut out);
+            assert!(t.len() <= 3);
+        }
+        assert_eq!(t.counters.flows_evicted, 7);
+        assert_eq!(evals(&out).iter().filter(|(r, _)| *r == EvalReason::Evicted).count(), 7);
+    }
+}

@@ -1,0 +1,23 @@
+//! edgewatch: a lightweight network-anomaly sensor for routers and gateways.
+//!
+//! Read the modules in pipeline order: `capture` (frames from a file or an interface) ->
+//! `parse` (frame -> `packet::PacketMeta`) -> `dispatch` (order, fragments, shards) -> `flow`
+//! (bidirectional flow table) -> `host` + `features` (the feature vector) -> `model` (tract
+//! scorer) -> `alert` (threshold, aggregation, rate limit) -> `sink` (JSON lines). `scoring`
+//! runs host context, features, model and alerts as one stage; `agent` wires the threads and
+//! queues; `config` and `stats` serve them all.
+
+pub mod agent;
+pub mod alert;
+pub mod capture;
+pub mod config;
+pub mod dispatch;
+pub mod features;
+pub mod flow;
+pub mod host;
+pub mod model;
+pub mod packet;
+pub mod parse;
+pub mod scoring;
+pub mod sink;
+pub mod stats;

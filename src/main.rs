@@ -1,0 +1,257 @@
+//! The `edgewatch` command line: parses arguments, loads config and model, and hands over to
+//! `agent`. Exit codes: 0 success, 1 a runtime failure or a failed `validate`, 2 bad input
+//! (arguments, config, model or capture file).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use edgewatch::agent::{self, Output, Pipeline};
+use edgewatch::capture::file::CaptureReader;
+use edgewatch::capture::live::{self, SystemClock};
+use edgewatch::config::{Config, DEFAULT_CONFIG};
+use edgewatch::dispatch::WhenFull;
+use edgewatch::features::{FEATURE_NAMES, schema_id};
+use edgewatch::model::Scorer;
+use edgewatch::sink::JsonLines;
+
+#[derive(Parser)]
+#[command(name = "edgewatch", version, about = "Network-anomaly sensor for routers and gateways")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Capture live on interfaces until SIGTERM or SIGINT, then flush flows and alerts.
+    Run {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Interface to capture on (repeatable); added to capture.interfaces.
+        #[arg(long = "interface", short = 'i')]
+        interfaces: Vec<String>,
+        /// Where alerts go: "-" for standard output, or a file (default: output.alerts).
+        #[arg(long)]
+        alerts: Option<String>,
+        /// ONNX model file (default: model.path, else the embedded model).
+        #[arg(long)]
+        model: Option<String>,
+    },
+    /// Read a pcap or pcapng file through the sensor and write its alerts.
+    Replay {
+        pcap: PathBuf,
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Where alerts go: "-" for standard output (the default), or a file.
+        #[arg(long)]
+        alerts: Option<String>,
+        /// Flow worker threads (default: flow.workers).
+        #[arg(long)]
+        workers: Option<usize>,
+        /// ONNX model file (default: model.path, else the embedded model).
+        #[arg(long)]
+        model: Option<String>,
+    },
+    /// Write the flow feature vectors of a capture as CSV (what the model is trained on).
+    Features {
+        /// The capture to read (not needed with --schema).
+        #[arg(required_unless_present = "schema")]
+        pcap: Option<PathBuf>,
+        #[arg(short = 'o', long = "output", required_unless_present = "schema")]
+        output: Option<PathBuf>,
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        workers: Option<usize>,
+        /// Print the feature schema (id and ordered names) as JSON and exit.
+        #[arg(long)]
+        schema: bool,
+    },
+    /// Check a config file and the model; exit 0 when both are usable, 1 otherwise.
+    Validate {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        model: Option<String>,
+    },
+    /// Print a documented default config.
+    GenerateConfig,
+}
+
+/// Tags an error the user caused (exit code 2) rather than a runtime failure (exit code 1).
+fn bad<E: Into<anyhow::Error>>(e: E) -> anyhow::Error {
+    anyhow::Error::new(BadInputMarker).context(format!("{:#}", e.into()))
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("bad input")]
+struct BadInputMarker;
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .format_timestamp_millis()
+        .init();
+    let cli = Cli::parse();
+    match dispatch(cli.command) {
+        Ok(code) => code,
+        Err(e) => {
+            let is_bad_input = e.chain().any(|c| c.is::<BadInputMarker>());
+            // The context holds the whole message; the marker is only a tag.
+            let message = e.chain().next().map(ToString::to_string).unwrap_or_default();
+            eprintln!("edgewatch: error: {message}");
+            ExitCode::from(if is_bad_input { 2 } else { 1 })
+        }
+    }
+}
+
+fn load_config(path: Option<&PathBuf>) -> anyhow::Result<Config> {
+    let (config, origin) = Config::load_default_or(path.map(PathBuf::as_path)).map_err(bad)?;
+    if let Some(origin) = origin {
+        log::debug!("Config read from {}.", origin.display());
+    }
+    Ok(config)
+}
+
+fn load_model(config: &Config, over: Option<&String>) -> anyhow::Result<Scorer> {
+    let path = over.cloned().unwrap_or_else(|| config.model.path.clone());
+    Scorer::load(&path).map_err(bad)
+}
+
+fn stop_flag() -> anyhow::Result<Arc<AtomicBool>> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(signal, stop.clone()).context("installing signal handlers")?;
+    }
+    Ok(stop)
+}
+
+fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::GenerateConfig => {
+            print!("{DEFAULT_CONFIG}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Validate { config, model } => {
+            let config = match load_config(config.as_ref()) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("edgewatch: config is not valid: {}", e.chain().next().map(ToString::to_string).unwrap_or_default());
+                    return Ok(ExitCode::from(1));
+                }
+            };
+            match load_model(&config, model.as_ref()) {
+                Ok(scorer) => {
+                    let info = scorer.info();
+                    println!(
+                        "config ok; model {} {} from {} ok (feature schema {}, classes [{}], threshold {})",
+                        info.name,
+                        info.version,
+                        info.origin,
+                        info.schema,
+                        info.classes.join(", "),
+                        config.model.threshold.unwrap_or(info.threshold)
+                    );
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => {
+                    eprintln!("edgewatch: model is not usable: {}", e.chain().next().map(ToString::to_string).unwrap_or_default());
+                    Ok(ExitCode::from(1))
+                }
+            }
+        }
+        Command::Features { pcap, output, config, workers, schema } => {
+            if schema {
+                let doc = serde_json::json!({ "schema_id": schema_id(), "features": FEATURE_NAMES });
+                println!("{}", serde_json::to_string_pretty(&doc)?);
+                return Ok(ExitCode::SUCCESS);
+            }
+            let (pcap, output) = (pcap.expect("clap requires it"), output.expect("clap requires it"));
+            let config = load_config(config.as_ref())?;
+            let reader = CaptureReader::open(&pcap).map_err(bad)?;
+            let file = std::fs::File::create(&output).with_context(|| format!("cannot create {}", output.display()))?;
+            let csv = Box::new(std::io::BufWriter::new(file));
+            let pipeline =
+                Pipeline::spawn(&config, workers.unwrap_or_else(|| config.workers()), Output::Features { csv }, WhenFull::Block)?;
+            let summary = agent::replay(reader, pipeline, &*stop_flag()?)?;
+            eprintln!(
+                "features: {} packets, {} flows, {} rows (feature schema {}) written to {} in {:.2} s",
+                summary.stats.packets,
+                summary.stats.flows_created,
+                summary.stats.flows_scored,
+                schema_id(),
+                output.display(),
+                summary.elapsed.as_secs_f64()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Replay { pcap, config, alerts, workers, model } => {
+            let config = load_config(config.as_ref())?;
+            let scorer = load_model(&config, model.as_ref())?;
+            let reader = CaptureReader::open(&pcap).map_err(bad)?;
+            let target = alerts.unwrap_or_else(|| "-".to_string());
+            let sink = JsonLines::open(&target).with_context(|| format!("cannot open {target} for alerts"))?;
+            let output = Output::Alerts { scorer, sink: Box::new(sink), sensor_id: config.sensor_id() };
+            let workers = workers.unwrap_or_else(|| config.workers());
+            let pipeline = Pipeline::spawn(&config, workers, output, WhenFull::Block)?;
+            let summary = agent::replay(reader, pipeline, &*stop_flag()?)?;
+            let s = &summary.stats;
+            let secs = summary.elapsed.as_secs_f64();
+            eprintln!(
+                "replay: {} packets, {} flows, {} alerts, {} skipped, {} dropped, {:.3} s, {:.0} packets/s",
+                s.frames,
+                s.flows_created,
+                s.alerts_emitted,
+                s.skipped_total() + s.fragments_unattributed,
+                s.queue_drops,
+                secs,
+                s.frames as f64 / secs.max(1e-9)
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Run { config, interfaces, alerts, model } => {
+            let config = load_config(config.as_ref())?;
+            let scorer = load_model(&config, model.as_ref())?;
+            let mut names = config.capture.interfaces.clone();
+            names.extend(interfaces);
+            names.dedup();
+            if names.is_empty() {
+                return Err(bad(anyhow::anyhow!(
+                    "no interface to capture on: give --interface IF or set capture.interfaces in the config"
+                )));
+            }
+            let mut receivers = Vec::new();
+            for name in &names {
+                receivers.push((name.clone(), live::open(name, config.capture.promiscuous).map_err(bad)?));
+            }
+            let target = alerts.unwrap_or_else(|| config.output.alerts.clone());
+            let sink = JsonLines::open(&target).with_context(|| format!("cannot open {target} for alerts"))?;
+            let output = Output::Alerts { scorer, sink: Box::new(sink), sensor_id: config.sensor_id() };
+            let pipeline = Pipeline::spawn(&config, config.workers(), output, WhenFull::DropNewest)?;
+            let stop = stop_flag()?;
+            log::info!("Capturing on {}.", names.join(", "));
+            let s = agent::run_live(
+                receivers,
+                Arc::new(SystemClock),
+                pipeline,
+                config.capture.batch_size,
+                Duration::from_secs_f64(config.output.stats_interval_s),
+                stop,
+            )?;
+            eprintln!(
+                "run: {} packets, {} flows, {} alerts, {} skipped, {} dropped",
+                s.frames,
+                s.flows_created,
+                s.alerts_emitted,
+                s.skipped_total() + s.fragments_unattributed,
+                s.queue_drops
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

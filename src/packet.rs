@@ -1,0 +1,91 @@
+//! The packet's metadata: the small `Copy` struct that the capture stage makes of every frame.
+//!
+//! Packet bytes never leave the capture thread; everything after it works on [`PacketMeta`].
+//! This module owns the type and the protocol constants, not the parsing (see `parse`).
+
+use std::net::IpAddr;
+
+/// Timestamps are microseconds since the Unix epoch (packet time in replay, wall time live).
+pub type Micros = u64;
+
+pub const PROTO_ICMP: u8 = 1;
+pub const PROTO_TCP: u8 = 6;
+pub const PROTO_UDP: u8 = 17;
+pub const PROTO_ICMPV6: u8 = 58;
+
+/// TCP flag bits as they appear in the header's 13th byte.
+pub mod tcp_flags {
+    pub const FIN: u8 = 0x01;
+    pub const SYN: u8 = 0x02;
+    pub const RST: u8 = 0x04;
+    pub const PSH: u8 = 0x08;
+    pub const ACK: u8 = 0x10;
+    pub const URG: u8 = 0x20;
+}
+
+/// What kind of packet this is, beyond its 5-tuple.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PacketKind {
+    /// A TCP, UDP or ICMP packet whose ports (or ICMP identifier) are known.
+    Normal,
+    /// An ICMP error (unreachable, time exceeded, ...) whose 5-tuple is that of the packet it
+    /// quotes, in the quoted packet's direction; `reporter` is the error's own source address.
+    IcmpError { reporter: IpAddr },
+    /// An IP fragment after the first: ports are unknown until the dispatcher attributes it
+    /// to the first fragment of the same datagram.
+    LaterFragment,
+}
+
+/// Fragment bookkeeping carried by fragmented datagrams.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Fragment {
+    pub id: u32,
+    /// True when more fragments follow (the MF bit).
+    pub more: bool,
+}
+
+/// Everything the pipeline needs from one packet. `Copy`, about 80 bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PacketMeta {
+    pub ts: Micros,
+    /// Global sequence number assigned by the dispatcher (0 before that).
+    pub seq: u64,
+    /// Outer and inner VLAN id (0 = untagged).
+    pub vlan: [u16; 2],
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    /// Source port; for ICMP echo the identifier, for other ICMP the type.
+    pub sport: u16,
+    /// Destination port; for ICMP echo the identifier, for other ICMP the code.
+    pub dport: u16,
+    pub proto: u8,
+    /// The IP packet's length as its header declares it (bytes on the wire above L2).
+    pub ip_len: u16,
+    /// Transport payload bytes as the headers declare them.
+    pub payload_len: u16,
+    pub tcp_flags: u8,
+    pub tcp_window: u16,
+    pub ttl: u8,
+    /// ICMP type and code (0 for other protocols).
+    pub icmp_type: u8,
+    pub icmp_code: u8,
+    pub kind: PacketKind,
+    pub fragment: Option<Fragment>,
+}
+
+impl PacketMeta {
+    pub fn is_icmp(&self) -> bool {
+        self.proto == PROTO_ICMP || self.proto == PROTO_ICMPV6
+    }
+}
+
+/// EVE name of an IP protocol number.
+pub fn proto_name(proto: u8) -> &'static str {
+    match proto {
+        PROTO_TCP => "TCP",
+        PROTO_UDP => "UDP",
+        PROTO_ICMP => "ICMP",
+        PROTO_ICMPV6 => "IPv6-ICMP",
+        _ => "OTHER",
+    }
+}

@@ -1,0 +1,425 @@
+//! Frame parsing: one checked pass turns a captured frame into a [`PacketMeta`].
+//!
+//! The link layers (Ethernet with any stack of 802.1Q/802.1ad tags, PPPoE session, Linux cooked
+//! SLL and SLL2, raw IP, BSD loopback) are read here with explicit length checks; the IP layer and
+//! everything above it is sliced by etherparse in lax mode, so frames cut by a snap length still
+//! yield their headers. A frame that cannot be used is returned as a [`Skip`] reason, which the
+//! caller counts; nothing in here panics or allocates. Fragment attribution is not done here
+//! (it needs state): see `dispatch`.
+
+use std::net::IpAddr;
+
+use etherparse::{LaxNetSlice, LaxSlicedPacket, TransportSlice};
+
+use crate::packet::{
+    Fragment, Micros, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, PacketKind, PacketMeta,
+};
+
+/// Link-layer header types we read (pcap LINKTYPE_* numbers).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LinkType {
+    Ethernet,
+    /// Raw IPv4/IPv6 without a link header (LINKTYPE_RAW, _IPV4, _IPV6).
+    RawIp,
+    /// Linux cooked capture v1.
+    LinuxSll,
+    /// Linux cooked capture v2.
+    LinuxSll2,
+    /// BSD loopback: a 4-byte address family in host order.
+    Null,
+}
+
+impl LinkType {
+    /// Maps a pcap link-type number; `None` when we cannot read that link type.
+    pub fn from_linktype(number: u32) -> Option<LinkType> {
+        match number {
+            1 => Some(LinkType::Ethernet),
+            12 | 14 | 101 | 228 | 229 => Some(LinkType::RawIp),
+            113 => Some(LinkType::LinuxSll),
+            276 => Some(LinkType::LinuxSll2),
+            0 => Some(LinkType::Null),
+            _ => None,
+        }
+    }
+}
+
+/// Why a frame was skipped. Each reason has its own counter in the stats.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Skip {
+    /// The link-layer header is cut short.
+    TruncatedLink,
+    /// Not IP (ARP, LLDP, PPPoE discovery, ...): ignored, not malformed.
+    NotIp,
+    /// The IP header is malformed or cut short.
+    BadIp,
+    /// The TCP/UDP/ICMP header is malformed or cut short.
+    BadTransport,
+    /// An IP protocol other than TCP, UDP, ICMP and ICMPv6.
+    OtherProtocol,
+}
+
+impl Skip {
+    pub const ALL: [Skip; 5] = [
+        Skip::TruncatedLink,
+        Skip::NotIp,
+        Skip::BadIp,
+        Skip::BadTransport,
+        Skip::OtherProtocol,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Skip::TruncatedLink => "truncated_link",
+            Skip::NotIp => "not_ip",
+            Skip::BadIp => "bad_ip",
+            Skip::BadTransport => "bad_transport",
+            Skip::OtherProtocol => "other_protocol",
+        }
+    }
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+const ETHERTYPE_IPV4: u16 = 0x0800;
+const ETHERTYPE_IPV6: u16 = 0x86dd;
+const ETHERTYPE_VLAN: u16 = 0x8100;
+const ETHERTYPE_QINQ: u16 = 0x88a8;
+const ETHERTYPE_QINQ_OLD: u16 = 0x9100;
+const ETHERTYPE_PPPOE_SESSION: u16 = 0x8864;
+const PPP_IPV4: u16 = 0x0021;
+const PPP_IPV6: u16 = 0x0057;
+/// More tags than this is not a real network; the frame is skipped as malformed.
+const MAX_VLAN_TAGS: usize = 4;
+
+fn be16(bytes: &[u8], at: usize) -> Option<u16> {
+    let b = bytes.get(at..at + 2)?;
+    Some(u16::from_be_bytes([b[0], b[1]]))
+}
+
+/// Parses one captured frame. `wire_len` is the frame's length on the wire: a frame cut by the
+/// capture's snap length is fine, but an IP header claiming more bytes than the wire carried is
+/// malformed.
+pub fn parse_frame(link: LinkType, ts: Micros, frame: &[u8], wire_len: u32) -> Result<PacketMeta, Skip> {
+    let mut vlan = [0u16; 2];
+    let ip = match link {
+        LinkType::Ethernet => ethernet_payload(frame, &mut vlan)?,
+        LinkType::RawIp => frame,
+        LinkType::LinuxSll => {
+            // 16-byte header, protocol (ethertype) at offset 14.
+            let ethertype = be16(frame, 14).ok_or(Skip::TruncatedLink)?;
+            ethertype_payload(ethertype, &frame[16..], &mut vlan)?
+        }
+        LinkType::LinuxSll2 => {
+            // 20-byte header, protocol (ethertype) at offset 0.
+            let ethertype = be16(frame, 0).ok_or(Skip::TruncatedLink)?;
+            if frame.len() < 20 {
+                return Err(Skip::TruncatedLink);
+            }
+            ethertype_payload(ethertype, &frame[20..], &mut vlan)?
+        }
+        LinkType::Null => {
+            let family = frame.get(0..4).ok_or(Skip::TruncatedLink)?;
+            let family = u32::from_le_bytes([family[0], family[1], family[2], family[3]]);
+            // AF_INET is 2 everywhere; AF_INET6 is 24, 28 or 30 depending on the BSD.
+            match family {
+                2 | 24 | 28 | 30 => &frame[4..],
+                _ => return Err(Skip::NotIp),
+            }
+        }
+    };
+    let link_header = frame.len() - ip.len();
+    let ip_on_wire = (wire_len as usize).max(frame.len()) - link_header;
+    let meta = parse_ip(ts, ip, vlan)?;
+    if usize::from(meta.ip_len) > ip_on_wire {
+        return Err(Skip::BadIp);
+    }
+    Ok(meta)
+}
+
+/// Walks Ethernet, VLAN tags and PPPoE down to the IP header.
+fn ethernet_payload<'a>(frame: &'a [u8], vlan: &mut [u16; 2]) -> Result<&'a [u8], Skip> {
+    let ethertype = be16(frame, 12).ok_or(Skip::TruncatedLink)?;
+    if frame.len() < 14 {
+        return Err(Skip::TruncatedLink);
+    }
+    ethertype_payload(ethertype, &frame[14..], vlan)
+}
+
+fn ethertype_payload<'a>(
+    mut ethertype: u16,
+    mut rest: &'a [u8],
+    vlan: &mut [u16; 2],
+) -> Result<&'a [u8], Skip> {
+    let mut tags = 0;
+    loop {
+        match ethertype {
+            ETHERTYPE_IPV4 | ETHERTYPE_IPV6 => return Ok(rest),
+            ETHERTYPE_VLAN | ETHERTYPE_QINQ | ETHERTYPE_QINQ_OLD => {
+                let tci = be16(rest, 0).ok_or(Skip::TruncatedLink)?;
+                let next = be16(rest, 2).ok_or(Skip::TruncatedLink)?;
+                if tags >= MAX_VLAN_TAGS {
+                    return Err(Skip::TruncatedLink);
+                }
+                if tags < 2 {
+                    vlan[tags] = tci & 0x0fff;
+                }
+                tags += 1;
+                ethertype = next;
+                rest = &rest[4..];
+            }
+            ETHERTYPE_PPPOE_SESSION => {
+                // ver/type, code, session id, length, then the 2-byte PPP protocol.
+                let protocol = be16(rest, 6).ok_or(Skip::TruncatedLink)?;
+                let payload = &rest[8..];
+                return match protocol {
+                    PPP_IPV4 | PPP_IPV6 => Ok(payload),
+                    _ => Err(Skip::NotIp),
+                };
+            }
+            _ => return Err(Skip::NotIp),
+        }
+    }
+}
+
+/// Ports (or ICMP identifier) from the first bytes of a transport header, for packets whose
+/// transport layer etherparse could not slice (first fragments, quoted packets in ICMP errors).
+fn l4_prefix(proto: u8, l4: &[u8]) -> Option<(u16, u16, u8, u8)> {
+    match proto {
+        PROTO_TCP | PROTO_UDP => Some((be16(l4, 0)?, be16(l4, 2)?, 0, 0)),
+        PROTO_ICMP | PROTO_ICMPV6 => {
+            let (t, c) = (*l4.first()?, *l4.get(1)?);
+            if is_echo(proto, t) {
+                let id = be16(l4, 4)?;
+                Some((id, id, t, c))
+            } else {
+                Some((u16::from(t), u16::from(c), t, c))
+            }
+        }
+        _ => None,
+    }
+}
+
+fn is_echo(proto: u8, icmp_type: u8) -> bool {
+    match proto {
+        PROTO_ICMP => icmp_type == 0 || icmp_type == 8,
+        _ => icmp_type == 128 || icmp_type == 129,
+    }
+}
+
+fn is_icmp_error(proto: u8, icmp_type: u8) -> bool {
+    match proto {
+        PROTO_ICMP => matches!(icmp_type, 3 | 4 | 5 | 11 | 12),
+        _ => matches!(icmp_type, 1..=4),
+    }
+}
+
+struct IpInfo {
+    src: IpAddr,
+    dst: IpAddr,
+    proto: u8,
+    ttl: u8,
+    ip_len: u16,
+    header_len: usize,
+    fragment: Option<Fragment>,
+    /// True for a fragment other than the first.
+    later_fragment: bool,
+}
+
+fn ip_info(net: &LaxNetSlice<'_>, captured: usize) -> Option<IpInfo> {
+    match net {
+        LaxNetSlice::Ipv4(v4) => {
+            let h = v4.header();
+            let offset = h.fragments_offset().value();
+            let fragment = (h.more_fragments() || offset != 0).then(|| Fragment {
+                id: u32::from(h.identification()),
+                more: h.more_fragments(),
+            });
+            let header_len = usize::from(h.ihl()) * 4;
+            let declared = h.total_len();
+            Some(IpInfo {
+                src: IpAddr::V4(h.source_addr()),
+                dst: IpAddr::V4(h.destination_addr()),
+                proto: v4.payload().ip_number.0,
+                ttl: h.ttl(),
+                ip_len: if declared == 0 { captured as u16 } else { declared },
+                header_len,
+                fragment,
+                later_fragment: offset != 0,
+            })
+        }
+        LaxNetSlice::Ipv6(v6) => {
+            let h = v6.header();
+            let mut fragment = None;
+            let mut later_fragment = false;
+            for ext in v6.extensions().clone() {
+                if let etherparse::Ipv6ExtensionSlice::Fragment(f) = ext {
+                    let offset = f.fragment_offset().value();
+                    if f.more_fragments() || offset != 0 {
+                        fragment = Some(Fragment { id: f.identification(), more: f.more_fragments() });
+                        later_fragment = offset != 0;
+                    }
+                }
+            }
+            let declared = h.payload_length();
+            Some(IpInfo {
+                src: IpAddr::V6(h.source_addr()),
+                dst: IpAddr::V6(h.destination_addr()),
+                proto: v6.payload().ip_number.0,
+                ttl: h.hop_limit(),
+                ip_len: if declared == 0 {
+                    captured.min(usize::from(u16::MAX)) as u16
+                } else {
+                    declared.saturating_add(40)
+                },
+                header_len: 40 + v6.extensions().slice().len(),
+                fragment,
+                later_fragment,
+            })
+        }
+        LaxNetSlice::Arp(_) => None,
+    }
+}
+
+/// Parses an IP packet (and what it carries) into a `PacketMeta`.
+pub fn parse_ip(ts: Micros, ip: &[u8], vlan: [u16; 2]) -> Result<PacketMeta, Skip> {
+    let sliced = LaxSlicedPacket::from_ip(ip).map_err(|_| Skip::BadIp)?;
+    let net = sliced.net.as_ref().ok_or(Skip::BadIp)?;
+    let info = ip_info(net, ip.len()).ok_or(Skip::NotIp)?;
+    if !matches!(info.proto, PROTO_TCP | PROTO_UDP | PROTO_ICMP | PROTO_ICMPV6) {
+        return Err(Skip::OtherProtocol);
+    }
+    let mut meta = PacketMeta {
+        ts,
+        seq: 0,
+        vlan,
+        src: info.src,
+        dst: info.dst,
+        sport: 0,
+        dport: 0,
+        proto: info.proto,
+        ip_len: info.ip_len,
+        payload_len: 0,
+        tcp_flags: 0,
+        tcp_window: 0,
+        ttl: info.ttl,
+        icmp_type: 0,
+        icmp_code: 0,
+        kind: PacketKind::Normal,
+        fragment: info.fragment,
+    };
+    let l3_payload = usize::from(info.ip_len).saturating_sub(info.header_len);
+
+    if info.later_fragment {
+        meta.kind = PacketKind::LaterFragment;
+        meta.payload_len = clamp16(l3_payload);
+        return Ok(meta);
+    }
+
+    match &sliced.transport {
+        Some(TransportSlice::Tcp(tcp)) => {
+            meta.sport = tcp.source_port();
+            meta.dport = tcp.destination_port();
+            meta.tcp_flags = tcp_flag_byte(tcp.header_slice());
+            meta.tcp_window = tcp.window_size();
+            let header = usize::from(tcp.data_offset()) * 4;
+            meta.payload_len = clamp16(l3_payload.saturating_sub(header));
+        }
+        Some(TransportSlice::Udp(udp)) => {
+            meta.sport = udp.source_port();
+            meta.dport = udp.destination_port();
+            meta.payload_len = clamp16(l3_payload.saturating_sub(8));
+        }
+        Some(TransportSlice::Icmpv4(icmp)) => {
+            icmp_fields(&mut meta, PROTO_ICMP, icmp.slice(), l3_payload)?;
+        }
+        Some(TransportSlice::Icmpv6(icmp)) => {
+            icmp_fields(&mut meta, PROTO_ICMPV6, icmp.slice(), l3_payload)?;
+        }
+        Some(_) => return Err(Skip::OtherProtocol),
+        None => {
+            // etherparse does not slice the transport of a first fragment; its first bytes are
+            // still the transport header.
+            let payload = net_payload(net);
+            if info.fragment.is_some() {
+                let (sport, dport, t, c) =
+                    l4_prefix(info.proto, payload).ok_or(Skip::BadTransport)?;
+                meta.sport = sport;
+                meta.dport = dport;
+                meta.icmp_type = t;
+                meta.icmp_code = c;
+                if info.proto == PROTO_TCP {
+                    meta.tcp_flags = payload.get(13).copied().unwrap_or(0);
+                    meta.tcp_window = be16(payload, 14).unwrap_or(0);
+                }
+                meta.payload_len = clamp16(l3_payload);
+            } else {
+                return Err(Skip::BadTransport);
+            }
+        }
+    }
+    Ok(meta)
+}
+
+fn net_payload<'a>(net: &LaxNetSlice<'a>) -> &'a [u8] {
+    match net {
+        LaxNetSlice::Ipv4(v4) => v4.payload().payload,
+        LaxNetSlice::Ipv6(v6) => v6.payload().payload,
+        LaxNetSlice::Arp(_) => &[],
+    }
+}
+
+fn clamp16(n: usize) -> u16 {
+    n.min(usize::from(u16::MAX)) as u16
+}
+
+/// The flag byte (FIN..CWR) of a TCP header that etherparse already length-checked.
+fn tcp_flag_byte(header: &[u8]) -> u8 {
+    header.get(13).copied().unwrap_or(0)
+}
+
+/// Fills the ICMP fields. ICMP errors take the 5-tuple of the packet they quote.
+fn icmp_fields(meta: &mut PacketMeta, proto: u8, icmp: &[u8], l3_payload: usize) -> Result<(), Skip> {
+    let (sport, dport, t, c) = l4_prefix(proto, icmp).ok_or(Skip::BadTransport)?;
+    meta.icmp_type = t;
+    meta.icmp_code = c;
+    meta.sport = sport;
+    meta.dport = dport;
+    meta.payload_len = clamp16(l3_payload.saturating_sub(8));
+    if is_icmp_error(proto, t) {
+        if let Some(quoted) = quoted_packet(icmp.get(8..).unwrap_or(&[])) {
+            meta.kind = PacketKind::IcmpError { reporter: meta.src };
+            meta.src = quoted.src;
+            meta.dst = quoted.dst;
+            meta.proto = quoted.proto;
+            meta.sport = quoted.sport;
+            meta.dport = quoted.dport;
+        }
+    }
+    Ok(())
+}
+
+/// The 5-tuple of the packet quoted in an ICMP error, when it can be read.
+struct Quoted {
+    src: IpAddr,
+    dst: IpAddr,
+    proto: u8,
+    sport: u16,
+    dport: u16,
+}
+
+fn quoted_packet(bytes: &[u8]) -> Option<Quoted> {
+    let sliced = LaxSlicedPacket::from_ip(bytes).ok()?;
+    let net = sliced.net.as_ref()?;
+    let info = ip_info(net, bytes.len())?;
+    if info.later_fragment {
+        return None;
+    }
+    let (sport, dport, t, _) = l4_prefix(info.proto, net_payload(net))?;
+    if matches!(info.proto, PROTO_ICMP | PROTO_ICMPV6) && !is_echo(info.proto, t) {
+        // An error about an error (or about other ICMP) is not attributed to a flow.
+        return None;
+    }
+    Some(Quoted { src: info.src, dst: info.dst, proto: info.proto, sport, dport })
+}

@@ -1,0 +1,260 @@
+//! The scoring stage: merges the shards' events into one global order, keeps the host context,
+//! builds feature vectors and either scores them in batches (alerts) or writes them out (CSV for
+//! training). One thread; everything here is plain data driven by the events it is given.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::io::Write;
+use std::time::Instant;
+
+use crate::alert::{Alert, AlertEngine, rfc3339};
+use crate::features::{FEATURE_COUNT, FEATURE_NAMES};
+use crate::flow::{EvalReason, Flow, FlowEvent, Order};
+use crate::host::HostTable;
+use crate::model::Scorer;
+use crate::packet::{Micros, proto_name};
+
+/// Puts the events of several shards back into one order.
+///
+/// Each shard sends its events in order with a watermark (all its events up to the watermark
+/// have been sent); an event is released once every shard's watermark has reached it.
+pub struct Merger {
+    heap: BinaryHeap<Reverse<Keyed>>,
+    watermarks: Vec<Order>,
+}
+
+struct Keyed(FlowEvent);
+
+impl PartialEq for Keyed {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.order() == other.0.order()
+    }
+}
+impl Eq for Keyed {}
+impl PartialOrd for Keyed {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Keyed {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.order().cmp(&other.0.order())
+    }
+}
+
+impl Merger {
+    pub fn new(shards: usize) -> Merger {
+        Merger { heap: BinaryHeap::new(), watermarks: vec![Order::ZERO; shards] }
+    }
+
+    /// Takes a shard's events and its new watermark; returns the events now safe to process, in order.
+    pub fn push(&mut self, shard: usize, events: Vec<FlowEvent>, watermark: Order, out: &mut Vec<FlowEvent>) {
+        for e in events {
+            self.heap.push(Reverse(Keyed(e)));
+        }
+        self.watermarks[shard] = self.watermarks[shard].max(watermark);
+        let low = self.watermarks.iter().copied().min().unwrap_or(Order::END);
+        while let Some(Reverse(Keyed(e))) = self.heap.peek() {
+            if e.order() > low {
+                break;
+            }
+            let Some(Reverse(Keyed(e))) = self.heap.pop() else { break };
+            out.push(e);
+        }
+    }
+
+    /// The lowest watermark: everything before it has been released.
+    pub fn low_watermark(&self) -> Order {
+        self.watermarks.iter().copied().min().unwrap_or(Order::END)
+    }
+
+    pub fn held(&self) -> usize {
+        self.heap.len()
+    }
+}
+
+/// What the stage does with feature vectors.
+pub enum Mode {
+    Alerts { scorer: Scorer, engine: AlertEngine, batch_size: usize },
+    Features { csv: Box<dyn Write + Send> },
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ScoringCounters {
+    pub flows_scored: u64,
+    pub inference_batches: u64,
+    pub inference_us: u64,
+    pub rows_written: u64,
+}
+
+struct Pending {
+    ts: Micros,
+    flow: Flow,
+    reason: EvalReason,
+}
+
+pub struct ScoringStage {
+    hosts: HostTable,
+    mode: Mode,
+    pending: Vec<Pending>,
+    rows: Vec<f32>,
+    pub counters: ScoringCounters,
+}
+
+/// The time an evaluation is reported at: its own, except the end-of-input flush, which is
+/// reported at the flow's last packet.
+fn report_ts(order: Order, flow: &Flow) -> Micros {
+    if order.class == 2 { flow.last } else { order.ts }
+}
+
+impl ScoringStage {
+    pub fn new(hosts: HostTable, mode: Mode) -> ScoringStage {
+        ScoringStage { hosts, mode, pending: Vec::new(), rows: Vec::new(), counters: ScoringCounters::default() }
+    }
+
+    pub fn hosts(&self) -> &HostTable {
+        &self.hosts
+    }
+
+    pub fn engine(&self) -> Option<&AlertEngine> {
+        match &self.mode {
+            Mode::Alerts { engine, .. } => Some(engine),
+            Mode::Features { .. } => None,
+        }
+    }
+
+    /// Writes the CSV header (features mode).
+    pub fn write_header(&mut self) -> std::io::Result<()> {
+        if let Mode::Features { csv } = &mut self.mode {
+            let mut header = String::from(
+                "flow_uid,src_ip,src_port,dest_ip,dest_port,proto,vlan,start,end,eval_ts,eval_reason",
+            );
+            for name in FEATURE_NAMES {
+                header.push(',');
+                header.push_str(name);
+            }
+            writeln!(csv, "{header}")?;
+        }
+        Ok(())
+    }
+
+    /// Handles events in global order.
+    pub fn handle(&mut self, events: &mut Vec<FlowEvent>, alerts: &mut Vec<Alert>) -> std::io::Result<()> {
+        for event in events.drain(..) {
+            match event {
+                FlowEvent::Start { order, flow } => self.hosts.flow_started(&flow, order.ts),
+                FlowEvent::Eval { order, flow, reason, first_outcome } => {
+                    let ts = report_ts(order, &flow);
+                    if let Some(outcome) = first_outcome {
+                        self.hosts.outcome(&flow, outcome, ts);
+                    }
+                    let src = self.hosts.view(flow.initiator, ts);
+                    let dst = self.hosts.view(flow.responder, ts);
+                    let at = self.rows.len();
+                    self.rows.resize(at + FEATURE_COUNT, 0.0);
+                    crate::features::compute(&flow, reason, &src, &dst, &mut self.rows[at..]);
+                    self.pending.push(Pending { ts, flow, reason });
+                    let full = match &self.mode {
+                        Mode::Alerts { batch_size, .. } => self.pending.len() >= *batch_size,
+                        Mode::Features { .. } => true,
+                    };
+                    if full {
+                        self.run_batch(alerts)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Scores (or writes) what is pending, then lets the alert engine reach `now`.
+    pub fn settle(&mut self, now: Micros, alerts: &mut Vec<Alert>) -> std::io::Result<()> {
+        self.run_batch(alerts)?;
+        if let Mode::Alerts { engine, .. } = &mut self.mode {
+            engine.advance(now, alerts);
+        }
+        Ok(())
+    }
+
+    /// End of input: score the rest and close every alert window.
+    pub fn finish(&mut self, alerts: &mut Vec<Alert>) -> std::io::Result<()> {
+        self.run_batch(alerts)?;
+        match &mut self.mode {
+            Mode::Alerts { engine, .. } => engine.flush(alerts),
+            Mode::Features { csv } => csv.flush()?,
+        }
+        Ok(())
+    }
+
+    fn run_batch(&mut self, alerts: &mut Vec<Alert>) -> std::io::Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        match &mut self.mode {
+            Mode::Alerts { scorer, engine, .. } => {
+                let started = Instant::now();
+                let scores = scorer.score(&self.rows);
+                self.counters.inference_us += started.elapsed().as_micros() as u64;
+                self.counters.inference_batches += 1;
+                match scores {
+                    Ok(scores) => {
+                        self.counters.flows_scored += scores.len() as u64;
+                        for (p, score) in self.pending.iter().zip(scores) {
+                            engine.offer(p.ts, &p.flow, p.reason, score, alerts);
+                        }
+                    }
+                    Err(e) => log::error!("Model inference failed, {} flows not scored: {e}", self.pending.len()),
+                }
+            }
+            Mode::Features { csv } => {
+                for (i, p) in self.pending.iter().enumerate() {
+                    write_row(csv, p, &self.rows[i * FEATURE_COUNT..(i + 1) * FEATURE_COUNT])?;
+                    self.counters.rows_written += 1;
+                }
+            }
+        }
+        self.pending.clear();
+        self.rows.clear();
+        Ok(())
+    }
+}
+
+fn reason_name(r: EvalReason) -> &'static str {
+    match r {
+        EvalReason::Early => "early",
+        EvalReason::Probe => "probe",
+        EvalReason::Active => "active",
+        EvalReason::TcpEnd => "tcp_end",
+        EvalReason::Idle => "idle",
+        EvalReason::Evicted => "evicted",
+        EvalReason::Flush => "flush",
+    }
+}
+
+fn write_row(csv: &mut dyn Write, p: &Pending, features: &[f32]) -> std::io::Result<()> {
+    let f = &p.flow;
+    let vlan = f.key.vlan.iter().filter(|&&v| v != 0).map(u16::to_string).collect::<Vec<_>>().join(".");
+    let secs = |t: Micros| format!("{}.{:06}", t / 1_000_000, t % 1_000_000);
+    write!(
+        csv,
+        "{:016x},{},{},{},{},{},{},{},{},{},{}",
+        f.uid,
+        f.initiator,
+        f.initiator_port,
+        f.responder,
+        f.responder_port,
+        proto_name(f.key.proto),
+        vlan,
+        secs(f.start),
+        secs(f.last),
+        secs(p.ts),
+        reason_name(p.reason)
+    )?;
+    for x in features {
+        // Shortest text that reads back as the same f32.
+        write!(csv, ",{x}")?;
+    }
+    writeln!(csv)?;
+    let _ = rfc3339; // the CSV uses epoch seconds, which training code reads without parsing.
+    Ok(())
+}
