@@ -8,7 +8,7 @@ many incoming flows per second at a destination (flood), many outgoing flows per
 source (flood, brute force). It is what the agent embeds until a trained model replaces it
 (models/train.py), and what the Rust tests use. Deterministic: the same files on every run.
 
-Usage: python3 models/make_baseline_model.py [--out-dir models] [--test-dir tests/data/models]
+Usage: python3 models/make_baseline_model.py [--install-default] [--out-dir models] [--test-dir tests/data/models]
 Needs: numpy, onnx, onnxruntime (models/requirements.txt).
 """
 
@@ -221,13 +221,16 @@ def main():
     ap.add_argument("--schema", default=os.path.join(HERE, "feature_schema.json"))
     ap.add_argument("--out-dir", default=HERE)
     ap.add_argument("--test-dir", default=os.path.join(HERE, "..", "tests", "data", "models"))
+    ap.add_argument("--install-default", action="store_true", help="also make it the embedded default model")
     args = ap.parse_args()
     schema_id, names = load_schema(args.schema)
 
     f32 = build(names, schema_id)
     ranges = activation_ranges(f32, names, len(HIDDEN) + 2)
     int8 = build(names, schema_id, quantize=True, act_ranges=ranges)
-    save(f32, os.path.join(args.out_dir, "edgewatch-default.onnx"))
+    save(f32, os.path.join(args.test_dir, "baseline.onnx"))
+    if args.install_default:
+        save(f32, os.path.join(args.out_dir, "edgewatch-default.onnx"))
     save(int8, os.path.join(args.test_dir, "baseline-int8.onnx"))
     save(build(names, schema_id, with_class=False), os.path.join(args.test_dir, "score-only.onnx"))
     save(build(names, schema_id, schema_override="ew1-60-0000000000000000"), os.path.join(args.test_dir, "wrong-schema.onnx"))

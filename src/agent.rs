@@ -320,6 +320,8 @@ pub fn run_live(
                 for p in batch {
                     pipeline.dispatcher.push(p);
                 }
+                // Live: hand every capture batch on at once, for alert latency.
+                pipeline.dispatcher.flush();
             }
             Err(crossbeam_channel::RecvTimeoutError::Timeout) => pipeline.dispatcher.tick(clock.now()),
             Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,

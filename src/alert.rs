@@ -110,7 +110,8 @@ struct Pending {
     start: Micros,
     end: Micros,
     last_ts: Micros,
-    ports_vary: bool,
+    src_port_varies: bool,
+    dest_port_varies: bool,
 }
 
 impl Pending {
@@ -124,7 +125,8 @@ impl Pending {
             start: flow.start,
             end: flow.last,
             last_ts: ts,
-            ports_vary: false,
+            src_port_varies: false,
+            dest_port_varies: false,
         }
     }
 
@@ -138,8 +140,8 @@ impl Pending {
         self.start = self.start.min(flow.start);
         self.end = self.end.max(flow.last);
         self.last_ts = self.last_ts.max(ts);
-        self.ports_vary |= flow.initiator_port != self.first.initiator_port
-            || flow.responder_port != self.first.responder_port;
+        self.src_port_varies |= flow.initiator_port != self.first.initiator_port;
+        self.dest_port_varies |= flow.responder_port != self.first.responder_port;
     }
 }
 
@@ -276,8 +278,8 @@ impl AlertEngine {
         let class_name = self.classes.get(class).map_or("anomaly", String::as_str);
         let (category, severity) = category_of(class_name);
         let has_ports = matches!(f.key.proto, PROTO_TCP | PROTO_UDP);
-        let ports = |port: u16| (has_ports && !p.ports_vary).then_some(port);
-        let community_id = (!p.ports_vary).then(|| community_id(f)).flatten();
+        let ports_vary = p.src_port_varies || p.dest_port_varies;
+        let community_id = (!ports_vary).then(|| community_id(f)).flatten();
         let mut id_input = Vec::with_capacity(64);
         id_input.extend_from_slice(self.sensor_id.as_bytes());
         id_input.extend_from_slice(&f.uid.to_le_bytes());
@@ -295,9 +297,9 @@ impl AlertEngine {
             flow_id: f.uid & ((1 << 53) - 1),
             community_id,
             src_ip: f.initiator.to_string(),
-            src_port: ports(f.initiator_port),
+            src_port: (has_ports && !p.src_port_varies).then_some(f.initiator_port),
             dest_ip: f.responder.to_string(),
-            dest_port: ports(f.responder_port),
+            dest_port: (has_ports && !p.dest_port_varies).then_some(f.responder_port),
             proto: proto_name(f.key.proto).to_string(),
             vlan,
             alert: AlertInfo {

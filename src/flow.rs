@@ -221,7 +221,7 @@ impl Flow {
 
 /// Total order of events, the same whatever the number of shards: timer events at their
 /// deadline sort before packet events at the same time (class 0 < 1), packet events follow the
-/// capture's sequence numbers, and the final flush comes last (class 2).
+/// capture's sequence numbers, and the final flush comes after everything at its time (class 2).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Order {
     pub ts: Micros,
@@ -273,6 +273,9 @@ struct Timeouts {
     active: Micros,
     probe: Micros,
 }
+
+/// Stale timer entries tolerated before the heap is compacted.
+const TIMER_SLACK: usize = 64;
 
 fn micros(s: f64) -> Micros {
     (s.max(0.0) * 1e6) as Micros
@@ -488,9 +491,23 @@ impl FlowTable {
         let next = self.deadline(&flow);
         self.flows.insert(key, flow);
         self.timers.push(Reverse((next, hash, key)));
+        if self.timers.len() > 2 * self.capacity + TIMER_SLACK {
+            self.compact_timers();
+        }
         if self.early_eval_packets <= 1 {
             self.emit_eval(flow, order(), EvalReason::Early, out);
         }
+    }
+
+    /// Drops timer entries of flows that are gone, keeping one entry (the earliest) per flow.
+    fn compact_timers(&mut self) {
+        let mut entries = std::mem::take(&mut self.timers).into_vec();
+        entries.sort_unstable_by_key(|Reverse(entry)| *entry);
+        let mut seen = std::collections::HashSet::with_capacity(self.flows.len());
+        entries.retain(|Reverse((_, uid, key))| {
+            self.flows.get(key).is_some_and(|f| f.uid == *uid) && seen.insert(*uid)
+        });
+        self.timers = BinaryHeap::from(entries);
     }
 
     /// Evicts the flow closest to its deadline.
@@ -522,12 +539,13 @@ impl FlowTable {
         }
     }
 
-    /// Evaluates and removes every flow (end of input or shutdown), in key order.
+    /// Evaluates and removes every flow (end of input or shutdown), in start order, at the
+    /// time reached (the same in every shard: the dispatcher's last position reaches them all).
     pub fn flush(&mut self, out: &mut Vec<FlowEvent>) {
         let mut flows: Vec<Flow> = self.flows.drain().map(|(_, f)| f).filter(|f| !f.closed).collect();
-        flows.sort_by_key(|f| (f.start, f.key));
+        flows.sort_by_key(|f| (f.start, f.uid));
         for flow in flows {
-            let order = Order { ts: Micros::MAX - 1, class: 2, a: flow.start, b: flow.uid };
+            let order = Order { ts: self.now, class: 2, a: flow.start, b: flow.uid };
             self.emit_eval(flow, order, EvalReason::Flush, out);
         }
         self.timers.clear();
@@ -704,5 +722,83 @@ mod tests {
         }
         assert_eq!(t.counters.flows_evicted, 7);
         assert_eq!(evals(&out).iter().filter(|(r, _)| *r == EvalReason::Evicted).count(), 7);
+    }
+}
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use crate::config::Config;
+    use proptest::prelude::*;
+    use std::net::Ipv4Addr;
+
+    fn arb_packet() -> impl Strategy<Value = (u8, u8, u16, u16, u8, u8, u64)> {
+        // (src host, dst host, sport, dport, proto selector, tcp flags, time step µs)
+        (0u8..6, 0u8..6, 1u16..6, prop_oneof![Just(22u16), Just(53), Just(80)], 0u8..3, any::<u8>(), 0u64..3_000_000)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+
+        /// The table never holds more than its capacity, every packet is accounted for, and every
+        /// flow is evaluated at least once by the end (probe, end, timeout, eviction or flush).
+        #[test]
+        fn bounded_conserving_and_every_flow_evaluated(
+            packets in proptest::collection::vec(arb_packet(), 1..400),
+            capacity in 1usize..20,
+        ) {
+            let cfg = Config::default().flow;
+            let mut table = FlowTable::new(&cfg, capacity);
+            let mut out = Vec::new();
+            let mut ts = 1_000_000u64;
+            for (i, (s, d, sport, dport, proto, flags, step)) in packets.iter().enumerate() {
+                ts += step;
+                let proto = [PROTO_TCP, crate::packet::PROTO_UDP, PROTO_ICMP][*proto as usize];
+                let p = PacketMeta {
+                    ts,
+                    seq: i as u64 + 1,
+                    vlan: [0; 2],
+                    src: IpAddr::V4(Ipv4Addr::new(10, 0, 0, *s)),
+                    dst: IpAddr::V4(Ipv4Addr::new(10, 0, 1, *d)),
+                    sport: *sport,
+                    dport: *dport,
+                    proto,
+                    ip_len: 60,
+                    payload_len: 0,
+                    tcp_flags: if proto == PROTO_TCP { *flags } else { 0 },
+                    tcp_window: 1000,
+                    ttl: 64,
+                    icmp_type: 8,
+                    icmp_code: 0,
+                    kind: PacketKind::Normal,
+                    fragment: None,
+                };
+                table.process(&p, &mut out);
+                prop_assert!(table.len() <= capacity);
+                prop_assert!(table.timer_entries() <= 2 * capacity + TIMER_SLACK, "timers stay bounded");
+            }
+            table.flush(&mut out);
+            prop_assert!(table.is_empty());
+            let mut started = std::collections::HashSet::new();
+            let mut evaluated = std::collections::HashSet::new();
+            let mut final_packets = 0u64;
+            let mut last_order = Order::ZERO;
+            for e in &out {
+                prop_assert!(e.order() >= last_order, "events come out in order");
+                last_order = e.order();
+                match e {
+                    FlowEvent::Start { flow, .. } => { started.insert(flow.uid); }
+                    FlowEvent::Eval { flow, reason, .. } => {
+                        evaluated.insert(flow.uid);
+                        if reason.is_final() {
+                            final_packets += u64::from(flow.packets());
+                        }
+                    }
+                }
+            }
+            prop_assert_eq!(&started, &evaluated, "every flow evaluated");
+            prop_assert_eq!(table.counters.packets, packets.len() as u64);
+            prop_assert_eq!(final_packets + table.counters.packets_after_end, packets.len() as u64, "packets conserved");
+        }
     }
 }

@@ -101,12 +101,6 @@ pub struct ScoringStage {
     pub counters: ScoringCounters,
 }
 
-/// The time an evaluation is reported at: its own, except the end-of-input flush, which is
-/// reported at the flow's last packet.
-fn report_ts(order: Order, flow: &Flow) -> Micros {
-    if order.class == 2 { flow.last } else { order.ts }
-}
-
 impl ScoringStage {
     pub fn new(hosts: HostTable, mode: Mode) -> ScoringStage {
         ScoringStage { hosts, mode, pending: Vec::new(), rows: Vec::new(), counters: ScoringCounters::default() }
@@ -144,7 +138,7 @@ impl ScoringStage {
             match event {
                 FlowEvent::Start { order, flow } => self.hosts.flow_started(&flow, order.ts),
                 FlowEvent::Eval { order, flow, reason, first_outcome } => {
-                    let ts = report_ts(order, &flow);
+                    let ts = order.ts;
                     if let Some(outcome) = first_outcome {
                         self.hosts.outcome(&flow, outcome, ts);
                     }

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Runs every check of the project on a fresh Debian bookworm machine with Rust installed:
+# installs what the tests need (mosquitto, iproute2, ping, openssl, Python packages), then
+# cargo fmt --check, cargo clippy -D warnings, all Rust tests, and the model pipeline smoke test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+command -v mosquitto >/dev/null 2>&1 || need+=(mosquitto)
+command -v mosquitto_sub >/dev/null 2>&1 || need+=(mosquitto-clients)
+command -v ip >/dev/null 2>&1 || need+=(iproute2)
+command -v ping >/dev/null 2>&1 || need+=(iputils-ping)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
+command -v python3 >/dev/null 2>&1 || need+=(python3 python3-pip)
+if [ "${#need[@]}" -gt 0 ]; then
+    echo "test.sh: installing ${need[*]}"
+    sudo_cmd=()
+    [ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo)
+    "${sudo_cmd[@]}" apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+# The system mosquitto service is not needed: the tests start their own brokers.
+rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt
+rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy
+
+if [ -f models/requirements.txt ]; then
+    python3 -m pip install -q --disable-pip-version-check -r models/requirements.txt
+fi
+
+echo "test.sh: cargo fmt --check"
+cargo fmt --all -- --check
+echo "test.sh: cargo clippy"
+cargo clippy --all-targets -- -D warnings
+echo "test.sh: cargo test"
+cargo test --all-targets
+if [ -x models/smoke_test.sh ]; then
+    echo "test.sh: model pipeline smoke test"
+    EDGEWATCH="$PWD/target/debug/edgewatch" models/smoke_test.sh
+fi
+echo "test.sh: all checks passed"
