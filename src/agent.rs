@@ -15,12 +15,12 @@ use crossbeam_channel::{Receiver, Sender, bounded};
 use crate::alert::{Alert, AlertEngine};
 use crate::capture::file::{CaptureReader, Truncation};
 use crate::capture::live::{CaptureCounters, Clock, LinkReceiver, READ_TIMEOUT, capture_loop};
-use crate::packet::PacketMeta;
 use crate::config::Config;
 use crate::dispatch::{Batch, Dispatcher, WhenFull};
 use crate::flow::{FlowEvent, FlowTable, Order};
 use crate::host::HostTable;
 use crate::model::Scorer;
+use crate::packet::PacketMeta;
 use crate::parse::parse_frame;
 use crate::scoring::{Merger, Mode, ScoringStage};
 use crate::sink::AlertSink;
@@ -38,8 +38,14 @@ pub enum AgentError {
 
 /// What the pipeline produces.
 pub enum Output {
-    Alerts { scorer: Scorer, sink: Box<dyn AlertSink>, sensor_id: String },
-    Features { csv: Box<dyn std::io::Write + Send> },
+    Alerts {
+        scorer: Scorer,
+        sink: Box<dyn AlertSink>,
+        sensor_id: String,
+    },
+    Features {
+        csv: Box<dyn std::io::Write + Send>,
+    },
 }
 
 /// The shard workers' messages to the scorer: events in order, then the watermark reached.
@@ -62,7 +68,12 @@ const ALERT_QUEUE: usize = 64;
 
 impl Pipeline {
     /// Starts the flow shards, the scoring stage and the sink.
-    pub fn spawn(cfg: &Config, workers: usize, output: Output, when_full: WhenFull) -> Result<Pipeline, AgentError> {
+    pub fn spawn(
+        cfg: &Config,
+        workers: usize,
+        output: Output,
+        when_full: WhenFull,
+    ) -> Result<Pipeline, AgentError> {
         let stats = Arc::new(Stats::default());
         let workers = workers.max(1);
         let mut threads = Vec::new();
@@ -73,7 +84,11 @@ impl Pipeline {
         let (report_tx, report_rx) = bounded::<ShardReport>(REPORT_QUEUE);
 
         let (mode, sink) = match output {
-            Output::Alerts { scorer, sink, sensor_id } => {
+            Output::Alerts {
+                scorer,
+                sink,
+                sensor_id,
+            } => {
                 let threshold = cfg.model.threshold.unwrap_or(scorer.info().threshold);
                 log::info!(
                     "Model {} {} loaded from {} (threshold {threshold}).",
@@ -81,8 +96,21 @@ impl Pipeline {
                     scorer.info().version,
                     scorer.info().origin
                 );
-                let engine = AlertEngine::new(&cfg.alert, sensor_id, scorer.info(), threshold, cfg.flow.max_flows);
-                (Mode::Alerts { scorer, engine, batch_size: cfg.model.batch_size }, Some(sink))
+                let engine = AlertEngine::new(
+                    &cfg.alert,
+                    sensor_id,
+                    scorer.info(),
+                    threshold,
+                    cfg.flow.max_flows,
+                );
+                (
+                    Mode::Alerts {
+                        scorer,
+                        engine: Box::new(engine),
+                        batch_size: cfg.model.batch_size,
+                    },
+                    Some(sink),
+                )
             }
             Output::Features { csv } => (Mode::Features { csv }, None),
         };
@@ -106,7 +134,9 @@ impl Pipeline {
         let mut stage = ScoringStage::new(hosts, mode);
         stage.write_header().map_err(AgentError::Output)?;
         let scorer_stats = stats.clone();
-        threads.push(spawn("ew-score", move || scoring_worker(stage, workers, report_rx, alert_tx, scorer_stats))?);
+        threads.push(spawn("ew-score", move || {
+            scoring_worker(stage, workers, report_rx, alert_tx, scorer_stats)
+        })?);
 
         if let Some(mut sink) = sink {
             let stats = stats.clone();
@@ -122,8 +152,17 @@ impl Pipeline {
             })?);
         }
 
-        let dispatcher = Dispatcher::new(shard_txs, cfg.capture.batch_size, cfg.flow.max_fragments, when_full);
-        Ok(Pipeline { dispatcher, stats, threads })
+        let dispatcher = Dispatcher::new(
+            shard_txs,
+            cfg.capture.batch_size,
+            cfg.flow.max_fragments,
+            when_full,
+        );
+        Ok(Pipeline {
+            dispatcher,
+            stats,
+            threads,
+        })
     }
 
     /// Publishes the dispatcher's counters.
@@ -140,7 +179,11 @@ impl Pipeline {
     pub fn finish(mut self) -> Result<Snapshot, AgentError> {
         self.dispatcher.flush();
         self.publish_dispatch();
-        let Pipeline { dispatcher, stats, threads } = self;
+        let Pipeline {
+            dispatcher,
+            stats,
+            threads,
+        } = self;
         drop(dispatcher); // closes the shard queues: the workers flush and stop
         let mut result = Ok(());
         for t in threads {
@@ -157,10 +200,19 @@ fn spawn(
     name: &str,
     f: impl FnOnce() -> Result<(), AgentError> + Send + 'static,
 ) -> Result<JoinHandle<Result<(), AgentError>>, AgentError> {
-    std::thread::Builder::new().name(name.to_string()).spawn(f).map_err(AgentError::Spawn)
+    std::thread::Builder::new()
+        .name(name.to_string())
+        .spawn(f)
+        .map_err(AgentError::Spawn)
 }
 
-fn shard_worker(shard: usize, mut table: FlowTable, rx: Receiver<Batch>, tx: Sender<ShardReport>, stats: Arc<Stats>) {
+fn shard_worker(
+    shard: usize,
+    mut table: FlowTable,
+    rx: Receiver<Batch>,
+    tx: Sender<ShardReport>,
+    stats: Arc<Stats>,
+) {
     let mut published = table.counters;
     let mut events = Vec::new();
     for batch in rx {
@@ -169,22 +221,46 @@ fn shard_worker(shard: usize, mut table: FlowTable, rx: Receiver<Batch>, tx: Sen
         }
         table.advance(batch.reached.ts, &mut events);
         publish_flow_counters(&stats, &table, &mut published);
-        let report = ShardReport { shard, events: std::mem::take(&mut events), watermark: batch.reached };
+        let report = ShardReport {
+            shard,
+            events: std::mem::take(&mut events),
+            watermark: batch.reached,
+        };
         if tx.send(report).is_err() {
             return;
         }
     }
     table.flush(&mut events);
     publish_flow_counters(&stats, &table, &mut published);
-    let _ = tx.send(ShardReport { shard, events, watermark: Order::END });
+    let _ = tx.send(ShardReport {
+        shard,
+        events,
+        watermark: Order::END,
+    });
 }
 
-fn publish_flow_counters(stats: &Stats, table: &FlowTable, published: &mut crate::flow::FlowCounters) {
+fn publish_flow_counters(
+    stats: &Stats,
+    table: &FlowTable,
+    published: &mut crate::flow::FlowCounters,
+) {
     let c = table.counters;
-    Stats::add(&stats.flows_created, c.flows_created - published.flows_created);
-    Stats::add(&stats.flows_evicted, c.flows_evicted - published.flows_evicted);
-    Stats::add(&stats.flow_evaluations, c.evaluations - published.evaluations);
-    Stats::add(&stats.icmp_errors_attributed, c.icmp_errors_attributed - published.icmp_errors_attributed);
+    Stats::add(
+        &stats.flows_created,
+        c.flows_created - published.flows_created,
+    );
+    Stats::add(
+        &stats.flows_evicted,
+        c.flows_evicted - published.flows_evicted,
+    );
+    Stats::add(
+        &stats.flow_evaluations,
+        c.evaluations - published.evaluations,
+    );
+    Stats::add(
+        &stats.icmp_errors_attributed,
+        c.icmp_errors_attributed - published.icmp_errors_attributed,
+    );
     *published = c;
     let _ = table.len();
 }
@@ -206,10 +282,14 @@ fn scoring_worker(
     };
     for report in rx {
         merger.push(report.shard, report.events, report.watermark, &mut released);
-        stage.handle(&mut released, &mut alerts).map_err(AgentError::Output)?;
+        stage
+            .handle(&mut released, &mut alerts)
+            .map_err(AgentError::Output)?;
         let low = merger.low_watermark();
         if low != Order::END {
-            stage.settle(low.ts, &mut alerts).map_err(AgentError::Output)?;
+            stage
+                .settle(low.ts, &mut alerts)
+                .map_err(AgentError::Output)?;
         }
         send(&mut alerts);
         publish_scoring(&stats, &stage);
@@ -245,7 +325,11 @@ pub struct ReplaySummary {
 }
 
 /// Reads a capture file through a pipeline until its end, then drains it.
-pub fn replay(mut reader: CaptureReader, mut pipeline: Pipeline, stop: &AtomicBool) -> Result<ReplaySummary, AgentError> {
+pub fn replay(
+    mut reader: CaptureReader,
+    mut pipeline: Pipeline,
+    stop: &AtomicBool,
+) -> Result<ReplaySummary, AgentError> {
     let started = Instant::now();
     let mut frames = 0u64;
     let mut bytes = 0u64;
@@ -257,10 +341,12 @@ pub fn replay(mut reader: CaptureReader, mut pipeline: Pipeline, stop: &AtomicBo
             Ok(meta) => pipeline.dispatcher.push(meta),
             Err(skip) => skipped[skip.index()] += 1,
         }
-        if frames % 65536 == 0 {
+        if frames.is_multiple_of(65536) {
             publish_capture(&pipeline, frames, bytes, &skipped);
             if stop.load(Ordering::Relaxed) {
-                log::warn!("Stopped by a signal after {frames} frames; flushing the flows read so far.");
+                log::warn!(
+                    "Stopped by a signal after {frames} frames; flushing the flows read so far."
+                );
                 break;
             }
         }
@@ -268,13 +354,24 @@ pub fn replay(mut reader: CaptureReader, mut pipeline: Pipeline, stop: &AtomicBo
     publish_capture(&pipeline, frames, bytes, &skipped);
     let truncation = reader.truncation().cloned();
     if let Some(t) = &truncation {
-        log::warn!("The capture stops early after {} records: {}. Processed up to that point.", t.after_records, t.detail);
+        log::warn!(
+            "The capture stops early after {} records: {}. Processed up to that point.",
+            t.after_records,
+            t.detail
+        );
     }
     if reader.unsupported_frames > 0 {
-        log::warn!("{} frames were on interfaces with an unsupported link type and were skipped.", reader.unsupported_frames);
+        log::warn!(
+            "{} frames were on interfaces with an unsupported link type and were skipped.",
+            reader.unsupported_frames
+        );
     }
     let stats = pipeline.finish()?;
-    Ok(ReplaySummary { stats, elapsed: started.elapsed(), truncation })
+    Ok(ReplaySummary {
+        stats,
+        elapsed: started.elapsed(),
+        truncation,
+    })
 }
 
 fn publish_capture(pipeline: &Pipeline, frames: u64, bytes: u64, skipped: &[u64]) {
@@ -297,14 +394,24 @@ pub fn run_live(
 ) -> Result<Snapshot, AgentError> {
     // Capture threads -> dispatcher: capture drops the newest batch when full (never stalls).
     let (tx, rx) = bounded::<Vec<PacketMeta>>(64);
-    let counters: Vec<Arc<CaptureCounters>> = receivers.iter().map(|_| Arc::new(CaptureCounters::default())).collect();
+    let counters: Vec<Arc<CaptureCounters>> = receivers
+        .iter()
+        .map(|_| Arc::new(CaptureCounters::default()))
+        .collect();
     let mut captures = Vec::new();
     for ((name, mut receiver), counters) in receivers.into_iter().zip(counters.iter().cloned()) {
         let (tx, stop, clock) = (tx.clone(), stop.clone(), clock.clone());
         let handle = std::thread::Builder::new()
             .name(format!("ew-cap-{name}"))
             .spawn(move || {
-                if let Err(e) = capture_loop(receiver.as_mut(), clock.as_ref(), batch_size, &stop, &tx, &counters) {
+                if let Err(e) = capture_loop(
+                    receiver.as_mut(),
+                    clock.as_ref(),
+                    batch_size,
+                    &stop,
+                    &tx,
+                    &counters,
+                ) {
                     log::error!("Capture on {name} failed: {e}");
                 }
             })
@@ -323,13 +430,18 @@ pub fn run_live(
                 // Live: hand every capture batch on at once, for alert latency.
                 pipeline.dispatcher.flush();
             }
-            Err(crossbeam_channel::RecvTimeoutError::Timeout) => pipeline.dispatcher.tick(clock.now()),
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                pipeline.dispatcher.tick(clock.now())
+            }
             Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
         }
         publish_live(&pipeline, &counters);
         if last_stats.elapsed() >= stats_interval {
             last_stats = Instant::now();
-            log::info!("Stats: {}", serde_json::to_string(&pipeline.stats.snapshot()).unwrap_or_default());
+            log::info!(
+                "Stats: {}",
+                serde_json::to_string(&pipeline.stats.snapshot()).unwrap_or_default()
+            );
         }
     }
     for handle in captures {
@@ -341,12 +453,21 @@ pub fn run_live(
 
 fn publish_live(pipeline: &Pipeline, counters: &[Arc<CaptureCounters>]) {
     let sum = |f: fn(&CaptureCounters) -> &std::sync::atomic::AtomicU64| {
-        counters.iter().map(|c| f(c).load(Ordering::Relaxed)).sum::<u64>()
+        counters
+            .iter()
+            .map(|c| f(c).load(Ordering::Relaxed))
+            .sum::<u64>()
     };
     Stats::set(&pipeline.stats.frames, sum(|c| &c.frames));
     Stats::set(&pipeline.stats.bytes, sum(|c| &c.bytes));
     for (i, slot) in pipeline.stats.skipped.iter().enumerate() {
-        Stats::set(slot, counters.iter().map(|c| c.skipped[i].load(Ordering::Relaxed)).sum());
+        Stats::set(
+            slot,
+            counters
+                .iter()
+                .map(|c| c.skipped[i].load(Ordering::Relaxed))
+                .sum(),
+        );
     }
     pipeline.publish_dispatch();
     Stats::add(&pipeline.stats.queue_drops, sum(|c| &c.queue_drops));

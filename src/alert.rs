@@ -164,10 +164,19 @@ pub struct AlertEngine {
 }
 
 impl AlertEngine {
-    pub fn new(cfg: &AlertConfig, sensor_id: String, model: &ModelInfo, threshold: f32, max_tracked: usize) -> AlertEngine {
+    pub fn new(
+        cfg: &AlertConfig,
+        sensor_id: String,
+        model: &ModelInfo,
+        threshold: f32,
+        max_tracked: usize,
+    ) -> AlertEngine {
         AlertEngine {
             sensor_id,
-            model: ModelRef { name: model.name.clone(), version: model.version.clone() },
+            model: ModelRef {
+                name: model.name.clone(),
+                version: model.version.clone(),
+            },
             classes: model.classes.clone(),
             threshold,
             window: ((cfg.alert_window_s * 1e6) as Micros).max(1),
@@ -187,7 +196,14 @@ impl AlertEngine {
     }
 
     /// Offers one scored evaluation made at `ts`.
-    pub fn offer(&mut self, ts: Micros, flow: &Flow, reason: EvalReason, score: Score, out: &mut Vec<Alert>) {
+    pub fn offer(
+        &mut self,
+        ts: Micros,
+        flow: &Flow,
+        reason: EvalReason,
+        score: Score,
+        out: &mut Vec<Alert>,
+    ) {
         self.advance(ts, out);
         if reason.is_final() {
             self.counted.remove(&flow.uid);
@@ -202,7 +218,13 @@ impl AlertEngine {
             None => {
                 let window_end = ts + self.window;
                 if self.groups.len() < self.max_tracked {
-                    self.groups.insert(key, Group { window_end, pending: None });
+                    self.groups.insert(
+                        key,
+                        Group {
+                            window_end,
+                            pending: None,
+                        },
+                    );
                     self.deadlines.push(Reverse((window_end, key)));
                     if !reason.is_final() && self.counted.len() < self.max_tracked {
                         self.counted.insert(flow.uid, window_end);
@@ -234,7 +256,9 @@ impl AlertEngine {
                 break;
             }
             self.deadlines.pop();
-            let Some(group) = self.groups.get_mut(&key) else { continue };
+            let Some(group) = self.groups.get_mut(&key) else {
+                continue;
+            };
             match group.pending.take() {
                 Some(p) => {
                     // Activity went on: alert and open the next window.
@@ -329,7 +353,16 @@ pub fn community_id(f: &Flow) -> Option<String> {
         PROTO_ICMP | PROTO_ICMPV6 => (Some(u16::from(f.icmp_type)), Some(u16::from(f.icmp_code))),
         _ => (None, None),
     };
-    community_id::calculate_community_id(0, f.initiator, f.responder, sport, dport, f.key.proto, false).ok()
+    community_id::calculate_community_id(
+        0,
+        f.initiator,
+        f.responder,
+        sport,
+        dport,
+        f.key.proto,
+        false,
+    )
+    .ok()
 }
 
 #[cfg(test)]
@@ -338,7 +371,10 @@ mod tests {
 
     #[test]
     fn rfc3339_has_microseconds() {
-        assert_eq!(rfc3339(1_714_564_800_123_456), "2024-05-01T12:00:00.123456Z");
+        assert_eq!(
+            rfc3339(1_714_564_800_123_456),
+            "2024-05-01T12:00:00.123456Z"
+        );
     }
 
     #[test]

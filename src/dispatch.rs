@@ -65,8 +65,16 @@ pub struct Dispatcher {
 }
 
 impl Dispatcher {
-    pub fn new(shards: Vec<Sender<Batch>>, batch_size: usize, max_fragments: usize, when_full: WhenFull) -> Dispatcher {
-        let pending = shards.iter().map(|_| Vec::with_capacity(batch_size)).collect();
+    pub fn new(
+        shards: Vec<Sender<Batch>>,
+        batch_size: usize,
+        max_fragments: usize,
+        when_full: WhenFull,
+    ) -> Dispatcher {
+        let pending = shards
+            .iter()
+            .map(|_| Vec::with_capacity(batch_size))
+            .collect();
         Dispatcher {
             shards,
             pending,
@@ -83,7 +91,12 @@ impl Dispatcher {
 
     /// The position reached: the last packet's time and number.
     pub fn reached(&self) -> Order {
-        Order { ts: self.clock, class: 1, a: self.seq, b: u64::MAX }
+        Order {
+            ts: self.clock,
+            class: 1,
+            a: self.seq,
+            b: u64::MAX,
+        }
     }
 
     /// Takes one parsed packet.
@@ -126,8 +139,14 @@ impl Dispatcher {
     }
 
     fn send(&mut self, shard: usize) {
-        let packets = std::mem::replace(&mut self.pending[shard], Vec::with_capacity(self.batch_size));
-        let batch = Batch { packets, reached: self.reached() };
+        let packets = std::mem::replace(
+            &mut self.pending[shard],
+            Vec::with_capacity(self.batch_size),
+        );
+        let batch = Batch {
+            packets,
+            reached: self.reached(),
+        };
         match self.when_full {
             WhenFull::Block => {
                 // A closed channel means the worker is gone; shutdown handles that.
@@ -165,7 +184,11 @@ impl Dispatcher {
                     self.fragments.retain(|_, f| f.seen >= horizon);
                 }
                 if self.fragments.len() < self.max_fragments {
-                    let ports = FragPorts { sport: p.sport, dport: p.dport, seen: p.ts };
+                    let ports = FragPorts {
+                        sport: p.sport,
+                        dport: p.dport,
+                        seen: p.ts,
+                    };
                     self.fragments.insert(key, ports);
                 }
                 true

@@ -87,7 +87,10 @@ pub fn schema_id() -> &'static str {
     static ID: OnceLock<String> = OnceLock::new();
     ID.get_or_init(|| {
         let text = format!("{SCHEMA_VERSION}\n{}", FEATURE_NAMES.join("\n"));
-        format!("ew1-{FEATURE_COUNT}-{:016x}", xxhash_rust::xxh3::xxh3_64(text.as_bytes()))
+        format!(
+            "ew1-{FEATURE_COUNT}-{:016x}",
+            xxhash_rust::xxh3::xxh3_64(text.as_bytes())
+        )
     })
 }
 
@@ -102,7 +105,12 @@ fn dir_features(d: &DirStats) -> ([f32; 4], [f32; 2]) {
     let n = f64::from(d.pkts);
     let mean = d.len_sum / n;
     let var = (d.len_sumsq / n - mean * mean).max(0.0);
-    let lens = [mean as f32, var.sqrt() as f32, f32::from(d.len_min), f32::from(d.len_max)];
+    let lens = [
+        mean as f32,
+        var.sqrt() as f32,
+        f32::from(d.len_min),
+        f32::from(d.len_max),
+    ];
     let gaps = n - 1.0;
     let iat = if gaps > 0.0 {
         let m = d.iat_sum / gaps;
@@ -116,14 +124,26 @@ fn dir_features(d: &DirStats) -> ([f32; 4], [f32; 2]) {
 
 /// Writes the feature vector of `flow` evaluated for `reason`, with the initiator's (`src`) and
 /// responder's (`dst`) host context as [short, long] views.
-pub fn compute(flow: &Flow, reason: EvalReason, src: &[HostView; 2], dst: &[HostView; 2], out: &mut [f32]) {
+pub fn compute(
+    flow: &Flow,
+    reason: EvalReason,
+    src: &[HostView; 2],
+    dst: &[HostView; 2],
+    out: &mut [f32],
+) {
     debug_assert_eq!(out.len(), FEATURE_COUNT);
     let (f, b) = (&flow.fwd, &flow.bwd);
     let (f_len, f_iat) = dir_features(f);
     let (b_len, b_iat) = dir_features(b);
     let proto = flow.key.proto;
     let bool01 = |v: bool| if v { 1.0 } else { 0.0 };
-    let ratio = |num: u64, den: u64| if den > 0 { num as f32 / den as f32 } else { 0.0 };
+    let ratio = |num: u64, den: u64| {
+        if den > 0 {
+            num as f32 / den as f32
+        } else {
+            0.0
+        }
+    };
     let mut v = Vec::with_capacity(FEATURE_COUNT);
     v.extend_from_slice(&[
         bool01(proto == PROTO_TCP),
@@ -160,7 +180,8 @@ pub fn compute(flow: &Flow, reason: EvalReason, src: &[HostView; 2], dst: &[Host
         ratio(b.bytes, f.bytes + b.bytes),
         bool01(reason.is_final()),
     ]);
-    let counts: [fn(&HostView) -> f32; 3] = [|h| h.flows_out_per_s, |h| h.dst_ports, |h| h.dst_hosts];
+    let counts: [fn(&HostView) -> f32; 3] =
+        [|h| h.flows_out_per_s, |h| h.dst_ports, |h| h.dst_hosts];
     for count in counts {
         v.extend(src.iter().map(|h| ln1p(f64::from(count(h)))));
     }

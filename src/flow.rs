@@ -34,7 +34,17 @@ impl FlowKey {
         } else {
             (p.dst, p.src, p.dport, p.sport)
         };
-        (FlowKey { lo, hi, lo_port, hi_port, proto: p.proto, vlan: p.vlan }, from_lo)
+        (
+            FlowKey {
+                lo,
+                hi,
+                lo_port,
+                hi_port,
+                proto: p.proto,
+                vlan: p.vlan,
+            },
+            from_lo,
+        )
     }
 
     /// A stable 64-bit hash (the same on every run and every machine).
@@ -65,7 +75,14 @@ pub fn shard_of(src: IpAddr, dst: IpAddr, shards: usize) -> usize {
         return 0;
     }
     let (lo, hi) = if src <= dst { (src, dst) } else { (dst, src) };
-    let key = FlowKey { lo, hi, lo_port: 0, hi_port: 0, proto: 0, vlan: [0; 2] };
+    let key = FlowKey {
+        lo,
+        hi,
+        lo_port: 0,
+        hi_port: 0,
+        proto: 0,
+        vlan: [0; 2],
+    };
     (key.stable_hash(0x5eed) % shards as u64) as usize
 }
 
@@ -149,7 +166,10 @@ pub enum EvalReason {
 
 impl EvalReason {
     pub fn is_final(self) -> bool {
-        !matches!(self, EvalReason::Early | EvalReason::Probe | EvalReason::Active)
+        !matches!(
+            self,
+            EvalReason::Early | EvalReason::Probe | EvalReason::Active
+        )
     }
 }
 
@@ -231,15 +251,33 @@ pub struct Order {
 }
 
 impl Order {
-    pub const ZERO: Order = Order { ts: 0, class: 0, a: 0, b: 0 };
-    pub const END: Order = Order { ts: Micros::MAX, class: u8::MAX, a: u64::MAX, b: u64::MAX };
+    pub const ZERO: Order = Order {
+        ts: 0,
+        class: 0,
+        a: 0,
+        b: 0,
+    };
+    pub const END: Order = Order {
+        ts: Micros::MAX,
+        class: u8::MAX,
+        a: u64::MAX,
+        b: u64::MAX,
+    };
 }
 
 /// What a flow table tells the scorer.
 #[derive(Clone, Debug, PartialEq)]
 pub enum FlowEvent {
-    Start { order: Order, flow: Flow },
-    Eval { order: Order, flow: Flow, reason: EvalReason, first_outcome: Option<Outcome> },
+    Start {
+        order: Order,
+        flow: Flow,
+    },
+    Eval {
+        order: Order,
+        flow: Flow,
+        reason: EvalReason,
+        first_outcome: Option<Outcome>,
+    },
 }
 
 impl FlowEvent {
@@ -333,7 +371,7 @@ impl FlowTable {
     fn idle_deadline(&self, f: &Flow) -> Micros {
         let t = &self.timeouts;
         let idle = match f.key.proto {
-            _ if f.closed => t.tcp_closed,
+            _ if f.closed || (f.fwd.fin > 0 && f.bwd.fin > 0) => t.tcp_closed,
             PROTO_TCP if f.established || f.synack_seen => t.tcp_established,
             PROTO_TCP => t.tcp_handshake,
             PROTO_ICMP | PROTO_ICMPV6 => t.icmp,
@@ -362,7 +400,9 @@ impl FlowTable {
                 break;
             }
             self.timers.pop();
-            let Some(flow) = self.flows.get(&key) else { continue };
+            let Some(flow) = self.flows.get(&key) else {
+                continue;
+            };
             if flow.uid != hash {
                 continue; // an entry of an earlier flow with the same key
             }
@@ -377,8 +417,15 @@ impl FlowTable {
 
     fn fire(&mut self, key: FlowKey, due: Micros, hash: u64, out: &mut Vec<FlowEvent>) {
         let t = self.timeouts;
-        let Some(mut flow) = self.flows.get(&key).copied() else { return };
-        let order = Order { ts: due, class: 0, a: hash, b: 0 };
+        let Some(mut flow) = self.flows.get(&key).copied() else {
+            return;
+        };
+        let order = Order {
+            ts: due,
+            class: 0,
+            a: hash,
+            b: 0,
+        };
         if flow.closed {
             self.flows.remove(&key);
             return;
@@ -406,16 +453,27 @@ impl FlowTable {
     }
 
     /// Emits an evaluation and updates the stored flow's evaluation count.
-    fn emit_eval(&mut self, mut flow: Flow, order: Order, reason: EvalReason, out: &mut Vec<FlowEvent>) {
+    fn emit_eval(
+        &mut self,
+        mut flow: Flow,
+        order: Order,
+        reason: EvalReason,
+        out: &mut Vec<FlowEvent>,
+    ) {
         let first_outcome = (flow.evals == 0).then(|| flow.outcome());
         flow.evals = flow.evals.saturating_add(1);
-        if let Some(stored) = self.flows.get_mut(&flow.key) {
-            if stored.uid == flow.uid {
-                stored.evals = flow.evals;
-            }
+        if let Some(stored) = self.flows.get_mut(&flow.key)
+            && stored.uid == flow.uid
+        {
+            stored.evals = flow.evals;
         }
         self.counters.evaluations += 1;
-        out.push(FlowEvent::Eval { order, flow, reason, first_outcome });
+        out.push(FlowEvent::Eval {
+            order,
+            flow,
+            reason,
+            first_outcome,
+        });
     }
 
     /// Accounts one packet. Timers due at its timestamp fire first.
@@ -425,22 +483,31 @@ impl FlowTable {
         let mut sub = 0u64;
         let mut order = || {
             sub += 1;
-            Order { ts: p.ts, class: 1, a: p.seq, b: sub }
+            Order {
+                ts: p.ts,
+                class: 1,
+                a: p.seq,
+                b: sub,
+            }
         };
 
         if let PacketKind::IcmpError { reporter } = p.kind {
             let (key, _) = FlowKey::of(p);
-            if let Some(flow) = self.flows.get_mut(&key) {
-                if !flow.closed {
-                    flow.icmp_error = true;
-                    self.counters.icmp_errors_attributed += 1;
-                    return;
-                }
+            if let Some(flow) = self.flows.get_mut(&key)
+                && !flow.closed
+            {
+                flow.icmp_error = true;
+                self.counters.icmp_errors_attributed += 1;
+                return;
             }
             // Not a flow we know: account the error as ICMP traffic between its own endpoints.
             let mut own = *p;
             own.kind = PacketKind::Normal;
-            own.proto = if p.src.is_ipv4() { PROTO_ICMP } else { PROTO_ICMPV6 };
+            own.proto = if p.src.is_ipv4() {
+                PROTO_ICMP
+            } else {
+                PROTO_ICMPV6
+            };
             own.src = reporter;
             own.dst = p.src;
             own.sport = u16::from(p.icmp_type);
@@ -450,7 +517,12 @@ impl FlowTable {
         self.process_normal(p, &mut order, out)
     }
 
-    fn process_normal(&mut self, p: &PacketMeta, order: &mut impl FnMut() -> Order, out: &mut Vec<FlowEvent>) {
+    fn process_normal(
+        &mut self,
+        p: &PacketMeta,
+        order: &mut impl FnMut() -> Order,
+        out: &mut Vec<FlowEvent>,
+    ) {
         let (key, _) = FlowKey::of(p);
         let is_syn = p.proto == PROTO_TCP
             && p.tcp_flags & tcp_flags::SYN != 0
@@ -487,7 +559,10 @@ impl FlowTable {
         let flow = new_flow(key, p);
         let hash = flow.uid;
         self.counters.flows_created += 1;
-        out.push(FlowEvent::Start { order: order(), flow });
+        out.push(FlowEvent::Start {
+            order: order(),
+            flow,
+        });
         let next = self.deadline(&flow);
         self.flows.insert(key, flow);
         self.timers.push(Reverse((next, hash, key)));
@@ -514,7 +589,9 @@ impl FlowTable {
     fn evict_one(&mut self, order: Order, out: &mut Vec<FlowEvent>) {
         let mut retries = 8;
         while let Some(Reverse((due, hash, key))) = self.timers.pop() {
-            let Some(flow) = self.flows.get(&key) else { continue };
+            let Some(flow) = self.flows.get(&key) else {
+                continue;
+            };
             if flow.uid != hash {
                 continue;
             }
@@ -542,10 +619,20 @@ impl FlowTable {
     /// Evaluates and removes every flow (end of input or shutdown), in start order, at the
     /// time reached (the same in every shard: the dispatcher's last position reaches them all).
     pub fn flush(&mut self, out: &mut Vec<FlowEvent>) {
-        let mut flows: Vec<Flow> = self.flows.drain().map(|(_, f)| f).filter(|f| !f.closed).collect();
+        let mut flows: Vec<Flow> = self
+            .flows
+            .drain()
+            .map(|(_, f)| f)
+            .filter(|f| !f.closed)
+            .collect();
         flows.sort_by_key(|f| (f.start, f.uid));
         for flow in flows {
-            let order = Order { ts: self.now, class: 2, a: flow.start, b: flow.uid };
+            let order = Order {
+                ts: self.now,
+                class: 2,
+                a: flow.start,
+                b: flow.uid,
+            };
             self.emit_eval(flow, order, EvalReason::Flush, out);
         }
         self.timers.clear();
@@ -604,6 +691,7 @@ fn update(flow: &mut Flow, p: &PacketMeta) -> bool {
     if p.proto != PROTO_TCP {
         return false;
     }
+    let fins_before = flow.fwd.fin > 0 && flow.bwd.fin > 0;
     let f = p.tcp_flags;
     let syn = f & tcp_flags::SYN != 0;
     let ack = f & tcp_flags::ACK != 0;
@@ -617,7 +705,8 @@ fn update(flow: &mut Flow, p: &PacketMeta) -> bool {
     if f & tcp_flags::RST != 0 {
         return true;
     }
-    flow.fwd.fin > 0 && flow.bwd.fin > 0
+    // FIN both ways ends the flow with the ACK of the second FIN (or at the closed timeout).
+    fins_before && ack && f & tcp_flags::FIN == 0
 }
 
 #[cfg(test)]
@@ -626,7 +715,15 @@ mod tests {
     use crate::config::Config;
     use std::net::Ipv4Addr;
 
-    fn pkt(ts: Micros, seq: u64, src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16, flags: u8) -> PacketMeta {
+    fn pkt(
+        ts: Micros,
+        seq: u64,
+        src: [u8; 4],
+        sport: u16,
+        dst: [u8; 4],
+        dport: u16,
+        flags: u8,
+    ) -> PacketMeta {
         PacketMeta {
             ts,
             seq,
@@ -655,7 +752,11 @@ mod tests {
     fn evals(out: &[FlowEvent]) -> Vec<(EvalReason, Option<Outcome>)> {
         out.iter()
             .filter_map(|e| match e {
-                FlowEvent::Eval { reason, first_outcome, .. } => Some((*reason, *first_outcome)),
+                FlowEvent::Eval {
+                    reason,
+                    first_outcome,
+                    ..
+                } => Some((*reason, *first_outcome)),
                 _ => None,
             })
             .collect()
@@ -677,12 +778,29 @@ mod tests {
         for p in &seq {
             t.process(p, &mut out);
         }
-        assert_eq!(evals(&out), vec![(EvalReason::TcpEnd, Some(Outcome::TcpEstablished))]);
-        let FlowEvent::Start { flow, .. } = &out[0] else { panic!("first event is the start") };
+        assert_eq!(
+            evals(&out),
+            vec![(EvalReason::TcpEnd, Some(Outcome::TcpEstablished))]
+        );
+        let FlowEvent::Start { flow, .. } = &out[0] else {
+            panic!("first event is the start")
+        };
         assert_eq!(flow.initiator, IpAddr::V4(Ipv4Addr::from(A)));
-        assert_eq!(t.counters.packets_after_end, 1, "the last ACK belongs to the ended flow");
+        let FlowEvent::Eval { flow, .. } = &out[1] else {
+            panic!("then the end")
+        };
+        assert_eq!(
+            flow.packets(),
+            6,
+            "the ACK of the second FIN is the flow's last packet"
+        );
+        t.process(&pkt(2_300, 7, B, 80, A, 40000, ACK), &mut out);
+        assert_eq!(
+            t.counters.packets_after_end, 1,
+            "a late packet is absorbed by the ended flow"
+        );
         // A new SYN on the same 5-tuple starts a new flow.
-        t.process(&pkt(3_000, 7, A, 40000, B, 80, SYN), &mut out);
+        t.process(&pkt(3_000, 8, A, 40000, B, 80, SYN), &mut out);
         assert_eq!(t.counters.flows_created, 2);
     }
 
@@ -693,7 +811,10 @@ mod tests {
         let mut out = Vec::new();
         t.process(&pkt(1_000, 1, A, 40001, B, 23, SYN), &mut out);
         t.process(&pkt(1_050, 2, B, 23, A, 40001, RST | ACK), &mut out);
-        assert_eq!(evals(&out), vec![(EvalReason::TcpEnd, Some(Outcome::TcpRejected))]);
+        assert_eq!(
+            evals(&out),
+            vec![(EvalReason::TcpEnd, Some(Outcome::TcpRejected))]
+        );
     }
 
     #[test]
@@ -703,12 +824,21 @@ mod tests {
         let mut out = Vec::new();
         t.process(&pkt(0, 1, A, 40002, B, 443, SYN), &mut out);
         t.advance(micros(cfg.probe_eval_s), &mut out);
-        assert_eq!(evals(&out), vec![(EvalReason::Probe, Some(Outcome::TcpHalfOpen))]);
+        assert_eq!(
+            evals(&out),
+            vec![(EvalReason::Probe, Some(Outcome::TcpHalfOpen))]
+        );
         t.advance(micros(cfg.tcp_handshake_timeout_s), &mut out);
         assert_eq!(evals(&out)[1], (EvalReason::Idle, None));
         assert!(t.is_empty());
-        let Some(FlowEvent::Eval { order, .. }) = out.last() else { panic!() };
-        assert_eq!(order.ts, micros(cfg.tcp_handshake_timeout_s), "evaluated at its deadline");
+        let Some(FlowEvent::Eval { order, .. }) = out.last() else {
+            panic!()
+        };
+        assert_eq!(
+            order.ts,
+            micros(cfg.tcp_handshake_timeout_s),
+            "evaluated at its deadline"
+        );
     }
 
     #[test]
@@ -717,11 +847,20 @@ mod tests {
         let mut t = FlowTable::new(&cfg, 3);
         let mut out = Vec::new();
         for i in 0..10u16 {
-            t.process(&pkt(u64::from(i), u64::from(i), A, 1000 + i, B, 80, SYN), &mut out);
+            t.process(
+                &pkt(u64::from(i), u64::from(i), A, 1000 + i, B, 80, SYN),
+                &mut out,
+            );
             assert!(t.len() <= 3);
         }
         assert_eq!(t.counters.flows_evicted, 7);
-        assert_eq!(evals(&out).iter().filter(|(r, _)| *r == EvalReason::Evicted).count(), 7);
+        assert_eq!(
+            evals(&out)
+                .iter()
+                .filter(|(r, _)| *r == EvalReason::Evicted)
+                .count(),
+            7
+        );
     }
 }
 
@@ -734,7 +873,15 @@ mod properties {
 
     fn arb_packet() -> impl Strategy<Value = (u8, u8, u16, u16, u8, u8, u64)> {
         // (src host, dst host, sport, dport, proto selector, tcp flags, time step µs)
-        (0u8..6, 0u8..6, 1u16..6, prop_oneof![Just(22u16), Just(53), Just(80)], 0u8..3, any::<u8>(), 0u64..3_000_000)
+        (
+            0u8..6,
+            0u8..6,
+            1u16..6,
+            prop_oneof![Just(22u16), Just(53), Just(80)],
+            0u8..3,
+            any::<u8>(),
+            0u64..3_000_000,
+        )
     }
 
     proptest! {

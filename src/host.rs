@@ -31,7 +31,11 @@ impl Bitmap {
     fn estimate(self) -> f32 {
         let m = 128.0f32;
         let zeros = (self.0[0].count_zeros() + self.0[1].count_zeros()) as f32;
-        if zeros == 0.0 { m * m.ln() } else { -m * (zeros / m).ln() }
+        if zeros == 0.0 {
+            m * m.ln()
+        } else {
+            -m * (zeros / m).ln()
+        }
     }
 }
 
@@ -154,8 +158,14 @@ impl HostTable {
         let e = self.hosts.entry(ip).or_insert_with(|| {
             counters.hosts += 1;
             HostEntry {
-                short: Window { start: now - now % short_len, ..Window::default() },
-                long: Window { start: now - now % long_len, ..Window::default() },
+                short: Window {
+                    start: now - now % short_len,
+                    ..Window::default()
+                },
+                long: Window {
+                    start: now - now % long_len,
+                    ..Window::default()
+                },
                 last_seen: now,
             }
         });
@@ -184,7 +194,9 @@ impl HostTable {
 
     /// A flow's outcome became known (at its first evaluation).
     pub fn outcome(&mut self, flow: &Flow, outcome: Outcome, now: Micros) {
-        let Some(e) = self.entry(flow.initiator, now) else { return };
+        let Some(e) = self.entry(flow.initiator, now) else {
+            return;
+        };
         for b in [&mut e.short.cur, &mut e.long.cur] {
             match outcome {
                 Outcome::TcpEstablished => b.tcp_attempts += 1,

@@ -19,15 +19,24 @@ pub const EMBEDDED_MODEL: &[u8] = include_bytes!("../models/edgewatch-default.on
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
     #[error("cannot read model {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("model {origin} is not a valid ONNX model: {detail}")]
     NotOnnx { origin: String, detail: String },
     #[error(
         "model {origin} was trained on feature schema {found}, this agent computes {expected}: \
          retrain or re-export it with models/train.py from features made by this version"
     )]
-    SchemaMismatch { origin: String, found: String, expected: String },
-    #[error("model {origin} has no edgewatch.feature_schema metadata: export it with models/train.py")]
+    SchemaMismatch {
+        origin: String,
+        found: String,
+        expected: String,
+    },
+    #[error(
+        "model {origin} has no edgewatch.feature_schema metadata: export it with models/train.py"
+    )]
     NoSchema { origin: String },
     #[error("model {origin}: {detail}")]
     Contract { origin: String, detail: String },
@@ -66,10 +75,12 @@ pub struct Scorer {
 fn metadata(model: &InferenceModel) -> HashMap<String, String> {
     let mut out = HashMap::new();
     for (key, value) in &model.properties {
-        if let Some(k) = key.strip_prefix("onnx.metadata_props.") {
-            if let Ok(s) = value.try_as_plain_ram().and_then(|v| v.to_scalar::<String>().cloned()) {
-                out.insert(k.to_string(), s);
-            }
+        if let Some(k) = key.strip_prefix("onnx.metadata_props.")
+            && let Ok(s) = value
+                .try_as_plain_ram()
+                .and_then(|v| v.to_scalar::<String>().cloned())
+        {
+            out.insert(k.to_string(), s);
         }
     }
     out
@@ -81,8 +92,10 @@ impl Scorer {
         if path.is_empty() {
             return Scorer::from_bytes(EMBEDDED_MODEL, "embedded");
         }
-        let bytes = std::fs::read(path)
-            .map_err(|source| ModelError::Read { path: path.to_string(), source })?;
+        let bytes = std::fs::read(path).map_err(|source| ModelError::Read {
+            path: path.to_string(),
+            source,
+        })?;
         Scorer::from_bytes(&bytes, path)
     }
 
@@ -90,9 +103,15 @@ impl Scorer {
         let o = || origin.to_string();
         let mut model = tract_onnx::onnx()
             .model_for_read(&mut &bytes[..])
-            .map_err(|e| ModelError::NotOnnx { origin: o(), detail: format!("{e:#}") })?;
+            .map_err(|e| ModelError::NotOnnx {
+                origin: o(),
+                detail: format!("{e:#}"),
+            })?;
         let meta = metadata(&model);
-        let schema = meta.get("edgewatch.feature_schema").cloned().ok_or(ModelError::NoSchema { origin: o() })?;
+        let schema = meta
+            .get("edgewatch.feature_schema")
+            .cloned()
+            .ok_or(ModelError::NoSchema { origin: o() })?;
         if schema != schema_id() {
             return Err(ModelError::SchemaMismatch {
                 origin: o(),
@@ -100,7 +119,10 @@ impl Scorer {
                 expected: schema_id().to_string(),
             });
         }
-        let contract = |detail: String| ModelError::Contract { origin: o(), detail };
+        let contract = |detail: String| ModelError::Contract {
+            origin: o(),
+            detail,
+        };
         let threshold = match meta.get("edgewatch.threshold") {
             None => 0.5,
             Some(t) => t
@@ -108,62 +130,124 @@ impl Scorer {
                 .parse::<f32>()
                 .ok()
                 .filter(|t| (0.0..=1.0).contains(t))
-                .ok_or_else(|| contract(format!("edgewatch.threshold {t:?} is not a number between 0 and 1")))?,
+                .ok_or_else(|| {
+                    contract(format!(
+                        "edgewatch.threshold {t:?} is not a number between 0 and 1"
+                    ))
+                })?,
         };
         let classes: Vec<String> = meta
             .get("edgewatch.classes")
-            .map(|c| c.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect())
+            .map(|c| {
+                c.split(',')
+                    .map(|s| s.trim().to_string())
+                    .filter(|s| !s.is_empty())
+                    .collect()
+            })
             .unwrap_or_default();
 
         // Inputs and outputs by name.
-        let inputs = model.input_outlets().map_err(|e| contract(e.to_string()))?.to_vec();
+        let inputs = model
+            .input_outlets()
+            .map_err(|e| contract(e.to_string()))?
+            .to_vec();
         if inputs.len() != 1 || model.node(inputs[0].node).name != "features" {
-            let names: Vec<_> = inputs.iter().map(|i| model.node(i.node).name.clone()).collect();
-            return Err(contract(format!("expects one input named \"features\", found {names:?}")));
+            let names: Vec<_> = inputs
+                .iter()
+                .map(|i| model.node(i.node).name.clone())
+                .collect();
+            return Err(contract(format!(
+                "expects one input named \"features\", found {names:?}"
+            )));
         }
-        if let Ok(fact) = model.input_fact(0) {
-            if let Some(width) = fact.shape.dims().nth(1).and_then(|d| d.concretize()).and_then(|d| d.as_i64()).map(|d| d as usize) {
-                if width != FEATURE_COUNT {
-                    return Err(contract(format!(
-                        "expects {width} features, the feature schema has {FEATURE_COUNT}: \
+        if let Ok(fact) = model.input_fact(0)
+            && let Some(width) = fact
+                .shape
+                .dims()
+                .nth(1)
+                .and_then(|d| d.concretize())
+                .and_then(|d| d.as_i64())
+                .map(|d| d as usize)
+            && width != FEATURE_COUNT
+        {
+            return Err(contract(format!(
+                "expects {width} features, the feature schema has {FEATURE_COUNT}: \
                          re-export the model with models/train.py"
-                    )));
-                }
-            }
+            )));
         }
         let output_names: Vec<String> = model
             .output_outlets()
             .map_err(|e| contract(e.to_string()))?
             .iter()
-            .map(|o| model.outlet_label(*o).map(str::to_string).unwrap_or_else(|| model.node(o.node).name.clone()))
+            .map(|o| {
+                model
+                    .outlet_label(*o)
+                    .map(str::to_string)
+                    .unwrap_or_else(|| model.node(o.node).name.clone())
+            })
             .collect();
         if !output_names.iter().any(|n| n == "score") {
-            return Err(contract(format!("has no output named \"score\" (outputs: {output_names:?})")));
+            return Err(contract(format!(
+                "has no output named \"score\" (outputs: {output_names:?})"
+            )));
         }
         let has_class = output_names.iter().any(|n| n == "class");
         if has_class && classes.is_empty() {
-            return Err(contract("has a \"class\" output but no edgewatch.classes metadata".into()));
+            return Err(contract(
+                "has a \"class\" output but no edgewatch.classes metadata".into(),
+            ));
         }
-        let wanted: Vec<&str> = if has_class { vec!["score", "class"] } else { vec!["score"] };
-        let runtime = |e: TractError| ModelError::Runtime { origin: o(), detail: format!("{e:#}") };
+        let wanted: Vec<&str> = if has_class {
+            vec!["score", "class"]
+        } else {
+            vec!["score"]
+        };
+        let runtime = |e: TractError| ModelError::Runtime {
+            origin: o(),
+            detail: format!("{e:#}"),
+        };
         model.select_outputs_by_name(&wanted).map_err(runtime)?;
         let batch = model.symbols.sym("N");
         model
-            .set_input_fact(0, InferenceFact::dt_shape(f32::datum_type(), tvec!(batch.to_dim(), FEATURE_COUNT.to_dim())))
+            .set_input_fact(
+                0,
+                InferenceFact::dt_shape(
+                    f32::datum_type(),
+                    tvec!(batch.to_dim(), FEATURE_COUNT.to_dim()),
+                ),
+            )
             .map_err(runtime)?;
-        let plan = model.into_optimized().and_then(|m| m.into_runnable()).map_err(runtime)?;
+        let plan = model
+            .into_optimized()
+            .and_then(|m| m.into_runnable())
+            .map_err(runtime)?;
 
         let info = ModelInfo {
             origin: o(),
-            name: meta.get("edgewatch.name").cloned().unwrap_or_else(|| "edgewatch".to_string()),
-            version: meta.get("edgewatch.version").cloned().unwrap_or_else(|| "unversioned".to_string()),
+            name: meta
+                .get("edgewatch.name")
+                .cloned()
+                .unwrap_or_else(|| "edgewatch".to_string()),
+            version: meta
+                .get("edgewatch.version")
+                .cloned()
+                .unwrap_or_else(|| "unversioned".to_string()),
             schema,
             classes,
             threshold,
         };
-        let scorer = Scorer { plan, info, has_class };
+        let scorer = Scorer {
+            plan,
+            info,
+            has_class,
+        };
         // Run once so a graph that loads but cannot compute fails now, not on the first flow.
-        scorer.score(&[0.0; FEATURE_COUNT]).map_err(|e| ModelError::Runtime { origin: o(), detail: e })?;
+        scorer
+            .score(&[0.0; FEATURE_COUNT])
+            .map_err(|e| ModelError::Runtime {
+                origin: o(),
+                detail: e,
+            })?;
         Ok(scorer)
     }
 
@@ -177,14 +261,27 @@ impl Scorer {
         if n == 0 {
             return Ok(Vec::new());
         }
-        let input = Tensor::from_shape(&[n, FEATURE_COUNT], &rows[..n * FEATURE_COUNT]).map_err(|e| e.to_string())?;
-        let outputs = self.plan.run(tvec!(input.into_tvalue())).map_err(|e| format!("{e:#}"))?;
-        let scores = outputs[0].try_as_plain_ram().and_then(|v| v.as_slice::<f32>()).map_err(|e| e.to_string())?;
+        let input = Tensor::from_shape(&[n, FEATURE_COUNT], &rows[..n * FEATURE_COUNT])
+            .map_err(|e| e.to_string())?;
+        let outputs = self
+            .plan
+            .run(tvec!(input.into_tvalue()))
+            .map_err(|e| format!("{e:#}"))?;
+        let scores = outputs[0]
+            .try_as_plain_ram()
+            .and_then(|v| v.as_slice::<f32>())
+            .map_err(|e| e.to_string())?;
         if scores.len() != n {
-            return Err(format!("score output has {} values for {n} rows", scores.len()));
+            return Err(format!(
+                "score output has {} values for {n} rows",
+                scores.len()
+            ));
         }
         let classes = if self.has_class {
-            let c = outputs[1].try_as_plain_ram().and_then(|v| v.as_slice::<f32>()).map_err(|e| e.to_string())?;
+            let c = outputs[1]
+                .try_as_plain_ram()
+                .and_then(|v| v.as_slice::<f32>())
+                .map_err(|e| e.to_string())?;
             let width = c.len() / n;
             if width != self.info.classes.len() {
                 return Err(format!(
@@ -198,7 +295,11 @@ impl Scorer {
         };
         Ok((0..n)
             .map(|i| Score {
-                anomaly: if scores[i].is_finite() { scores[i].clamp(0.0, 1.0) } else { 0.0 },
+                anomaly: if scores[i].is_finite() {
+                    scores[i].clamp(0.0, 1.0)
+                } else {
+                    0.0
+                },
                 class: classes.map(|(c, w)| {
                     let row = &c[i * w..(i + 1) * w];
                     (0..w).fold(0, |best, j| if row[j] > row[best] { j } else { best })

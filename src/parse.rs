@@ -101,7 +101,12 @@ fn be16(bytes: &[u8], at: usize) -> Option<u16> {
 /// Parses one captured frame. `wire_len` is the frame's length on the wire: a frame cut by the
 /// capture's snap length is fine, but an IP header claiming more bytes than the wire carried is
 /// malformed.
-pub fn parse_frame(link: LinkType, ts: Micros, frame: &[u8], wire_len: u32) -> Result<PacketMeta, Skip> {
+pub fn parse_frame(
+    link: LinkType,
+    ts: Micros,
+    frame: &[u8],
+    wire_len: u32,
+) -> Result<PacketMeta, Skip> {
     let mut vlan = [0u16; 2];
     let ip = match link {
         LinkType::Ethernet => ethernet_payload(frame, &mut vlan)?,
@@ -243,7 +248,11 @@ fn ip_info(net: &LaxNetSlice<'_>, captured: usize) -> Option<IpInfo> {
                 dst: IpAddr::V4(h.destination_addr()),
                 proto: v4.payload().ip_number.0,
                 ttl: h.ttl(),
-                ip_len: if declared == 0 { captured as u16 } else { declared },
+                ip_len: if declared == 0 {
+                    captured as u16
+                } else {
+                    declared
+                },
                 header_len,
                 fragment,
                 later_fragment: offset != 0,
@@ -257,7 +266,10 @@ fn ip_info(net: &LaxNetSlice<'_>, captured: usize) -> Option<IpInfo> {
                 if let etherparse::Ipv6ExtensionSlice::Fragment(f) = ext {
                     let offset = f.fragment_offset().value();
                     if f.more_fragments() || offset != 0 {
-                        fragment = Some(Fragment { id: f.identification(), more: f.more_fragments() });
+                        fragment = Some(Fragment {
+                            id: f.identification(),
+                            more: f.more_fragments(),
+                        });
                         later_fragment = offset != 0;
                     }
                 }
@@ -287,7 +299,10 @@ pub fn parse_ip(ts: Micros, ip: &[u8], vlan: [u16; 2]) -> Result<PacketMeta, Ski
     let sliced = LaxSlicedPacket::from_ip(ip).map_err(|_| Skip::BadIp)?;
     let net = sliced.net.as_ref().ok_or(Skip::BadIp)?;
     let info = ip_info(net, ip.len()).ok_or(Skip::NotIp)?;
-    if !matches!(info.proto, PROTO_TCP | PROTO_UDP | PROTO_ICMP | PROTO_ICMPV6) {
+    if !matches!(
+        info.proto,
+        PROTO_TCP | PROTO_UDP | PROTO_ICMP | PROTO_ICMPV6
+    ) {
         return Err(Skip::OtherProtocol);
     }
     let mut meta = PacketMeta {
@@ -380,22 +395,27 @@ fn tcp_flag_byte(header: &[u8]) -> u8 {
 }
 
 /// Fills the ICMP fields. ICMP errors take the 5-tuple of the packet they quote.
-fn icmp_fields(meta: &mut PacketMeta, proto: u8, icmp: &[u8], l3_payload: usize) -> Result<(), Skip> {
+fn icmp_fields(
+    meta: &mut PacketMeta,
+    proto: u8,
+    icmp: &[u8],
+    l3_payload: usize,
+) -> Result<(), Skip> {
     let (sport, dport, t, c) = l4_prefix(proto, icmp).ok_or(Skip::BadTransport)?;
     meta.icmp_type = t;
     meta.icmp_code = c;
     meta.sport = sport;
     meta.dport = dport;
     meta.payload_len = clamp16(l3_payload.saturating_sub(8));
-    if is_icmp_error(proto, t) {
-        if let Some(quoted) = quoted_packet(icmp.get(8..).unwrap_or(&[])) {
-            meta.kind = PacketKind::IcmpError { reporter: meta.src };
-            meta.src = quoted.src;
-            meta.dst = quoted.dst;
-            meta.proto = quoted.proto;
-            meta.sport = quoted.sport;
-            meta.dport = quoted.dport;
-        }
+    if is_icmp_error(proto, t)
+        && let Some(quoted) = quoted_packet(icmp.get(8..).unwrap_or(&[]))
+    {
+        meta.kind = PacketKind::IcmpError { reporter: meta.src };
+        meta.src = quoted.src;
+        meta.dst = quoted.dst;
+        meta.proto = quoted.proto;
+        meta.sport = quoted.sport;
+        meta.dport = quoted.dport;
     }
     Ok(())
 }
@@ -421,7 +441,13 @@ fn quoted_packet(bytes: &[u8]) -> Option<Quoted> {
         // An error about an error (or about other ICMP) is not attributed to a flow.
         return None;
     }
-    Some(Quoted { src: info.src, dst: info.dst, proto: info.proto, sport, dport })
+    Some(Quoted {
+        src: info.src,
+        dst: info.dst,
+        proto: info.proto,
+        sport,
+        dport,
+    })
 }
 
 #[cfg(test)]
@@ -434,7 +460,10 @@ mod tests {
         let hex = "0200000000020200000000018100006408004500003010004000400616c40a0100010a010002\
                    9c400050000f4240000000007002faf0954a0000020405b401010402";
         let clean: String = hex.split_whitespace().collect();
-        (0..clean.len()).step_by(2).map(|i| u8::from_str_radix(&clean[i..i + 2], 16).unwrap()).collect()
+        (0..clean.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&clean[i..i + 2], 16).unwrap())
+            .collect()
     }
 
     #[test]
@@ -467,7 +496,10 @@ mod tests {
         // The frame was 66 bytes on the wire; an IP header claiming 1328 bytes cannot be right.
         let mut long = frame.clone();
         long[18 + 2] = 0x05; // total length 0x0530 = 1328
-        assert_eq!(parse_frame(LinkType::Ethernet, 0, &long, long.len() as u32), Err(Skip::BadIp));
+        assert_eq!(
+            parse_frame(LinkType::Ethernet, 0, &long, long.len() as u32),
+            Err(Skip::BadIp)
+        );
     }
 
     proptest! {

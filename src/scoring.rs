@@ -44,11 +44,20 @@ impl Ord for Keyed {
 
 impl Merger {
     pub fn new(shards: usize) -> Merger {
-        Merger { heap: BinaryHeap::new(), watermarks: vec![Order::ZERO; shards] }
+        Merger {
+            heap: BinaryHeap::new(),
+            watermarks: vec![Order::ZERO; shards],
+        }
     }
 
     /// Takes a shard's events and its new watermark; returns the events now safe to process, in order.
-    pub fn push(&mut self, shard: usize, events: Vec<FlowEvent>, watermark: Order, out: &mut Vec<FlowEvent>) {
+    pub fn push(
+        &mut self,
+        shard: usize,
+        events: Vec<FlowEvent>,
+        watermark: Order,
+        out: &mut Vec<FlowEvent>,
+    ) {
         for e in events {
             self.heap.push(Reverse(Keyed(e)));
         }
@@ -58,7 +67,9 @@ impl Merger {
             if e.order() > low {
                 break;
             }
-            let Some(Reverse(Keyed(e))) = self.heap.pop() else { break };
+            let Some(Reverse(Keyed(e))) = self.heap.pop() else {
+                break;
+            };
             out.push(e);
         }
     }
@@ -75,8 +86,14 @@ impl Merger {
 
 /// What the stage does with feature vectors.
 pub enum Mode {
-    Alerts { scorer: Scorer, engine: AlertEngine, batch_size: usize },
-    Features { csv: Box<dyn Write + Send> },
+    Alerts {
+        scorer: Scorer,
+        engine: Box<AlertEngine>,
+        batch_size: usize,
+    },
+    Features {
+        csv: Box<dyn Write + Send>,
+    },
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -103,7 +120,13 @@ pub struct ScoringStage {
 
 impl ScoringStage {
     pub fn new(hosts: HostTable, mode: Mode) -> ScoringStage {
-        ScoringStage { hosts, mode, pending: Vec::new(), rows: Vec::new(), counters: ScoringCounters::default() }
+        ScoringStage {
+            hosts,
+            mode,
+            pending: Vec::new(),
+            rows: Vec::new(),
+            counters: ScoringCounters::default(),
+        }
     }
 
     pub fn hosts(&self) -> &HostTable {
@@ -133,11 +156,20 @@ impl ScoringStage {
     }
 
     /// Handles events in global order.
-    pub fn handle(&mut self, events: &mut Vec<FlowEvent>, alerts: &mut Vec<Alert>) -> std::io::Result<()> {
+    pub fn handle(
+        &mut self,
+        events: &mut Vec<FlowEvent>,
+        alerts: &mut Vec<Alert>,
+    ) -> std::io::Result<()> {
         for event in events.drain(..) {
             match event {
                 FlowEvent::Start { order, flow } => self.hosts.flow_started(&flow, order.ts),
-                FlowEvent::Eval { order, flow, reason, first_outcome } => {
+                FlowEvent::Eval {
+                    order,
+                    flow,
+                    reason,
+                    first_outcome,
+                } => {
                     let ts = order.ts;
                     if let Some(outcome) = first_outcome {
                         self.hosts.outcome(&flow, outcome, ts);
@@ -197,12 +229,19 @@ impl ScoringStage {
                             engine.offer(p.ts, &p.flow, p.reason, score, alerts);
                         }
                     }
-                    Err(e) => log::error!("Model inference failed, {} flows not scored: {e}", self.pending.len()),
+                    Err(e) => log::error!(
+                        "Model inference failed, {} flows not scored: {e}",
+                        self.pending.len()
+                    ),
                 }
             }
             Mode::Features { csv } => {
                 for (i, p) in self.pending.iter().enumerate() {
-                    write_row(csv, p, &self.rows[i * FEATURE_COUNT..(i + 1) * FEATURE_COUNT])?;
+                    write_row(
+                        csv,
+                        p,
+                        &self.rows[i * FEATURE_COUNT..(i + 1) * FEATURE_COUNT],
+                    )?;
                     self.counters.rows_written += 1;
                 }
             }
@@ -227,7 +266,14 @@ fn reason_name(r: EvalReason) -> &'static str {
 
 fn write_row(csv: &mut dyn Write, p: &Pending, features: &[f32]) -> std::io::Result<()> {
     let f = &p.flow;
-    let vlan = f.key.vlan.iter().filter(|&&v| v != 0).map(u16::to_string).collect::<Vec<_>>().join(".");
+    let vlan = f
+        .key
+        .vlan
+        .iter()
+        .filter(|&&v| v != 0)
+        .map(u16::to_string)
+        .collect::<Vec<_>>()
+        .join(".");
     let secs = |t: Micros| format!("{}.{:06}", t / 1_000_000, t % 1_000_000);
     write!(
         csv,

@@ -8,7 +8,12 @@ use common::*;
 fn only_flow(capture: &str) -> Row {
     let rows = features(&data(capture), &[]);
     let finals = final_rows(&rows);
-    assert_eq!(finals.len(), 1, "{capture}: flows {:?}", finals.keys().collect::<Vec<_>>());
+    assert_eq!(
+        finals.len(),
+        1,
+        "{capture}: flows {:?}",
+        finals.keys().collect::<Vec<_>>()
+    );
     finals.into_values().next().unwrap()
 }
 
@@ -54,10 +59,18 @@ fn pppoe_session_carries_ipv4_and_ipv6() {
     let finals = final_rows(&features(&data("pppoe.pcap"), &[]));
     let tcp = &finals["TCP 10.3.0.1:50000 -> 10.3.0.2:443"];
     assert_eq!(counts(tcp), (5, 245, 2, 141));
-    assert_eq!(tcp.s("eval_reason"), "tcp_end", "the client's RST ends the flow");
+    assert_eq!(
+        tcp.s("eval_reason"),
+        "tcp_end",
+        "the client's RST ends the flow"
+    );
     let icmp = &finals["IPv6-ICMP 2001:db8:3::1:771 -> 2001:db8:3::2:771"];
     assert_eq!(counts(icmp).0, 1);
-    assert_eq!(counts(icmp).2, 1, "echo reply grouped with its request by identifier 0x0303");
+    assert_eq!(
+        counts(icmp).2,
+        1,
+        "echo reply grouped with its request by identifier 0x0303"
+    );
     assert_eq!(finals.len(), 2);
 }
 
@@ -67,8 +80,16 @@ fn ipv6_extension_headers_are_walked() {
     let tcp = &finals["TCP fd00::1:51000 -> fd00::2:22"];
     assert_eq!(counts(tcp), (3, 260, 2, 183));
     assert_eq!(tcp.f("handshake_complete"), 1.0);
-    assert!(finals.keys().any(|k| k.starts_with("UDP ")), "{:?}", finals.keys());
-    assert!(finals.contains_key("IPv6-ICMP fd00::1:4660 -> fd00::2:4660"), "{:?}", finals.keys());
+    assert!(
+        finals.keys().any(|k| k.starts_with("UDP ")),
+        "{:?}",
+        finals.keys()
+    );
+    assert!(
+        finals.contains_key("IPv6-ICMP fd00::1:4660 -> fd00::2:4660"),
+        "{:?}",
+        finals.keys()
+    );
     assert_eq!(finals.len(), 3);
 }
 
@@ -76,11 +97,24 @@ fn ipv6_extension_headers_are_walked() {
 fn ipv4_fragments_are_attributed_and_orphans_counted() {
     let o = run(&["replay", data("ipv4_frag.pcap").to_str().unwrap()]);
     assert!(o.status.success());
-    assert!(stderr(&o).contains(", 2 skipped,"), "two later fragments without a first: {}", stderr(&o));
+    assert!(
+        stderr(&o).contains(", 2 skipped,"),
+        "two later fragments without a first: {}",
+        stderr(&o)
+    );
     let finals = final_rows(&features(&data("ipv4_frag.pcap"), &[]));
     let r = &finals["UDP 10.4.0.1:5000 -> 10.4.0.2:6000"];
-    assert_eq!(counts(r), (3, 3060, 1, 128), "all three fragments in the flow");
-    assert_eq!(finals.len(), 1, "no flow made of a later fragment's payload: {:?}", finals.keys());
+    assert_eq!(
+        counts(r),
+        (3, 3060, 1, 128),
+        "all three fragments in the flow"
+    );
+    assert_eq!(
+        finals.len(),
+        1,
+        "no flow made of a later fragment's payload: {:?}",
+        finals.keys()
+    );
 }
 
 #[test]
@@ -90,7 +124,7 @@ fn linux_cooked_v1() {
     assert_eq!((counts(echo).0, counts(echo).2), (2, 2));
     let tcp = &finals["TCP 10.5.0.1:45000 -> 10.5.0.2:23"];
     assert_eq!(counts(tcp), (1, 48, 1, 40));
-    assert_eq!(tcp.f("bwd_rst_log1p"), 1f64.ln_1p() as f32 as f64);
+    assert_eq!(tcp.count("bwd_rst_log1p"), 1);
     assert_eq!(tcp.f("handshake_complete"), 0.0);
 }
 
@@ -130,18 +164,32 @@ fn pcapng_with_two_timestamp_resolutions() {
     // Both interfaces are on one timeline starting at T0, whatever their resolution.
     for r in finals.values() {
         let start: f64 = r.f("start");
-        assert!((1714564800.0..1714564810.0).contains(&start), "{} starts at {start}", r.endpoints());
+        assert!(
+            (1714564800.0..1714564810.0).contains(&start),
+            "{} starts at {start}",
+            r.endpoints()
+        );
     }
 }
 
 #[test]
 fn icmp_errors_are_attributed_to_the_quoted_flow() {
     let finals = final_rows(&features(&data("icmp_error.pcap"), &[]));
-    assert_eq!(finals.len(), 2, "no flow made from quoted headers: {:?}", finals.keys());
+    assert_eq!(
+        finals.len(),
+        2,
+        "no flow made from quoted headers: {:?}",
+        finals.keys()
+    );
     for r in finals.values() {
         assert_eq!(r.s("proto"), "UDP");
         assert_eq!(r.s("src_ip"), "10.6.0.1");
-        assert_eq!(r.f("icmp_error"), 1.0, "{} got its ICMP error", r.endpoints());
+        assert_eq!(
+            r.f("icmp_error"),
+            1.0,
+            "{} got its ICMP error",
+            r.endpoints()
+        );
         assert_eq!(r.f("answered"), 0.0);
     }
 }
@@ -159,10 +207,21 @@ fn truncated_capture_is_processed_up_to_the_cut() {
 fn malformed_frames_are_skipped_not_fatal() {
     let o = run(&["replay", data("malformed.pcap").to_str().unwrap()]);
     assert!(o.status.success(), "{}", stderr(&o));
-    assert!(stderr(&o).contains("replay: 10 packets, 2 flows, 0 alerts, 7 skipped"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("replay: 10 packets, 2 flows, 0 alerts, 7 skipped"),
+        "{}",
+        stderr(&o)
+    );
     let finals = final_rows(&features(&data("malformed.pcap"), &[]));
-    assert_eq!(counts(&finals["UDP 10.13.0.1:40000 -> 10.13.0.2:9999"]), (1, 43, 1, 43));
-    assert_eq!(counts(&finals["UDP 10.13.0.1:40001 -> 10.13.0.2:9000"]).1, 8986, "jumbo frame");
+    assert_eq!(
+        counts(&finals["UDP 10.13.0.1:40000 -> 10.13.0.2:9999"]),
+        (1, 43, 1, 43)
+    );
+    assert_eq!(
+        counts(&finals["UDP 10.13.0.1:40001 -> 10.13.0.2:9000"]).1,
+        8986,
+        "jumbo frame"
+    );
 }
 
 #[test]
@@ -170,15 +229,26 @@ fn time_going_backwards_keeps_one_flow() {
     let r = only_flow("backwards_time.pcap");
     assert_eq!(counts(&r).0 + counts(&r).2, 9);
     let (start, end) = (r.f("start"), r.f("end"));
-    assert!(end >= start, "the clock never runs backwards inside the agent");
+    assert!(
+        end >= start,
+        "the clock never runs backwards inside the agent"
+    );
 }
 
 #[test]
 fn a_file_that_is_not_a_capture_exits_2() {
     let o = run(&["replay", data("not_a_capture.txt").to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(stderr(&o).contains("is not a pcap or pcapng capture"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("is not a pcap or pcapng capture"),
+        "{}",
+        stderr(&o)
+    );
     let o = run(&["replay", "/nonexistent/x.pcap"]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(stderr(&o).contains("cannot open /nonexistent/x.pcap"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("cannot open /nonexistent/x.pcap"),
+        "{}",
+        stderr(&o)
+    );
 }

@@ -11,7 +11,11 @@ fn replay_alerts(capture: &str, extra: &[&str]) -> Vec<String> {
     args.extend_from_slice(extra);
     let o = run(&args);
     assert!(o.status.success(), "replay failed: {}", stderr(&o));
-    String::from_utf8(o.stdout).unwrap().lines().map(String::from).collect()
+    String::from_utf8(o.stdout)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect()
 }
 
 fn sorted(mut v: Vec<String>) -> Vec<String> {
@@ -24,9 +28,16 @@ fn replay_is_deterministic_across_workers_and_runs() {
     let one = replay_alerts("lab-mini.pcap", &["--workers", "1"]);
     assert!(!one.is_empty(), "the lab capture raises alerts");
     let four = replay_alerts("lab-mini.pcap", &["--workers", "4"]);
-    assert_eq!(sorted(one.clone()), sorted(four), "1 and 4 workers give the same alerts");
+    assert_eq!(
+        sorted(one.clone()),
+        sorted(four),
+        "1 and 4 workers give the same alerts"
+    );
     let again = replay_alerts("lab-mini.pcap", &["--workers", "1"]);
-    assert_eq!(one, again, "two runs give the same alerts in the same order");
+    assert_eq!(
+        one, again,
+        "two runs give the same alerts in the same order"
+    );
 }
 
 #[test]
@@ -35,29 +46,56 @@ fn features_are_deterministic_across_workers() {
     let mut outputs = Vec::new();
     for workers in ["1", "3"] {
         let out = dir.path().join(format!("f{workers}.csv"));
-        let o = run(&["features", data("lab-mini.pcap").to_str().unwrap(), "-o", out.to_str().unwrap(), "--workers", workers]);
+        let o = run(&[
+            "features",
+            data("lab-mini.pcap").to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+            "--workers",
+            workers,
+        ]);
         assert!(o.status.success(), "{}", stderr(&o));
         outputs.push(std::fs::read_to_string(&out).unwrap());
     }
-    assert_eq!(outputs[0], outputs[1], "feature rows identical, in the same order");
-    assert!(outputs[0].lines().count() > 1000, "one row per evaluation of ~2000 flows");
+    assert_eq!(
+        outputs[0], outputs[1],
+        "feature rows identical, in the same order"
+    );
+    assert!(
+        outputs[0].lines().count() > 1000,
+        "one row per evaluation of ~2000 flows"
+    );
 }
 
 #[test]
 fn alerts_match_the_json_schema_and_the_design() {
-    let schema: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/alert-schema.json")).unwrap())
-            .unwrap();
+    let schema: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/docs/alert-schema.json"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
     let validator = jsonschema::validator_for(&schema).expect("schema compiles");
     let lines = replay_alerts("lab-mini.pcap", &[]);
     let mut ids = std::collections::HashSet::new();
     for line in &lines {
         let alert: serde_json::Value = serde_json::from_str(line).unwrap();
-        let errors: Vec<String> = validator.iter_errors(&alert).map(|e| e.to_string()).collect();
+        let errors: Vec<String> = validator
+            .iter_errors(&alert)
+            .map(|e| e.to_string())
+            .collect();
         assert!(errors.is_empty(), "{line}: {errors:?}");
-        assert!(ids.insert(alert["alert_id"].as_str().unwrap().to_string()), "alert_id unique");
+        assert!(
+            ids.insert(alert["alert_id"].as_str().unwrap().to_string()),
+            "alert_id unique"
+        );
         if alert["count"] == 1 && alert["proto"] != "ICMP" {
-            assert!(alert["community_id"].is_string() && alert["src_port"].is_u64(), "{line}");
+            assert!(
+                alert["community_id"].is_string() && alert["src_port"].is_u64(),
+                "{line}"
+            );
         }
     }
     // The SYN flood of the lab run (hping3 from 10.77.0.66 to port 22) is one aggregated alert per
@@ -65,10 +103,15 @@ fn alerts_match_the_json_schema_and_the_design() {
     let flood: Vec<serde_json::Value> = lines
         .iter()
         .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .filter(|a| a["src_ip"] == "10.77.0.66" && a["dest_port"] == 22 && a["count"].as_u64().unwrap() > 1)
+        .filter(|a| {
+            a["src_ip"] == "10.77.0.66" && a["dest_port"] == 22 && a["count"].as_u64().unwrap() > 1
+        })
         .collect();
     assert!(!flood.is_empty(), "the SYN flood is reported aggregated");
-    assert!(flood.iter().all(|a| a.get("src_port").is_none()), "varying source ports are omitted");
+    assert!(
+        flood.iter().all(|a| a.get("src_port").is_none()),
+        "varying source ports are omitted"
+    );
     let lines_again = replay_alerts("lab-mini.pcap", &[]);
     assert_eq!(lines, lines_again);
 }
@@ -77,13 +120,24 @@ fn alerts_match_the_json_schema_and_the_design() {
 fn alerts_file_and_summary_line() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("alerts.jsonl");
-    let o = run(&["replay", data("lab-mini.pcap").to_str().unwrap(), "--alerts", path.to_str().unwrap()]);
+    let o = run(&[
+        "replay",
+        data("lab-mini.pcap").to_str().unwrap(),
+        "--alerts",
+        path.to_str().unwrap(),
+    ]);
     assert!(o.status.success());
     assert!(o.stdout.is_empty(), "alerts went to the file");
     let written = std::fs::read_to_string(&path).unwrap().lines().count();
     let err = stderr(&o);
-    let summary = err.lines().find(|l| l.starts_with("replay: ")).expect("summary line");
-    assert!(summary.contains(&format!(", {written} alerts,")), "{summary}");
+    let summary = err
+        .lines()
+        .find(|l| l.starts_with("replay: "))
+        .expect("summary line");
+    assert!(
+        summary.contains(&format!(", {written} alerts,")),
+        "{summary}"
+    );
     assert!(summary.contains("11111 packets"), "{summary}");
     assert!(summary.ends_with("packets/s"), "{summary}");
 }
@@ -92,27 +146,63 @@ fn alerts_file_and_summary_line() {
 fn rate_limit_caps_alerts_and_threshold_override_applies() {
     let dir = tempfile::tempdir().unwrap();
     // Threshold 0: every evaluation is above it; one alert per second at most.
-    let cfg = config(dir.path(), "[model]\nthreshold = 0.0\n[alert]\nmax_alerts_per_s = 1.0\n");
+    let cfg = config(
+        dir.path(),
+        "[model]\nthreshold = 0.0\n[alert]\nmax_alerts_per_s = 1.0\n",
+    );
     let limited = replay_alerts("lab-mini.pcap", &["--config", cfg.to_str().unwrap()]);
-    let cfg = config(dir.path(), "[model]\nthreshold = 0.0\n[alert]\nmax_alerts_per_s = 1000000.0\n");
+    let cfg = config(
+        dir.path(),
+        "[model]\nthreshold = 0.0\n[alert]\nmax_alerts_per_s = 1000000.0\n",
+    );
     let all = replay_alerts("lab-mini.pcap", &["--config", cfg.to_str().unwrap()]);
-    assert!(all.len() > 500, "threshold 0 alerts on every flow group: {}", all.len());
-    // The capture spans about a minute: about one alert per second plus the initial burst.
-    assert!(limited.len() < 120, "rate limited to {}", limited.len());
+    assert!(
+        all.len() > 200,
+        "threshold 0 alerts on every flow group: {}",
+        all.len()
+    );
+    // The capture spans 58 s: one alert per second at most, after a burst of one.
+    assert!(limited.len() <= 59, "rate limited to {}", limited.len());
+    assert!(
+        limited.len() >= 20,
+        "the limit still lets alerts through: {}",
+        limited.len()
+    );
 }
 
 #[test]
 fn models_are_checked_at_load() {
     let models = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/models/");
-    let o = run(&["replay", data("vlan.pcap").to_str().unwrap(), "--model", &format!("{models}wrong-schema.onnx")]);
+    let o = run(&[
+        "replay",
+        data("vlan.pcap").to_str().unwrap(),
+        "--model",
+        &format!("{models}wrong-schema.onnx"),
+    ]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(stderr(&o).contains("was trained on feature schema ew1-60-0000000000000000"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("was trained on feature schema ew1-60-0000000000000000"),
+        "{}",
+        stderr(&o)
+    );
     let o = run(&["validate", "--model", &format!("{models}wrong-width.onnx")]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(stderr(&o).contains("expects 60 features, the feature schema has 61"), "{}", stderr(&o));
-    let o = run(&["validate", "--model", &format!("{models}../not_a_capture.txt")]);
+    assert!(
+        stderr(&o).contains("expects 60 features, the feature schema has 61"),
+        "{}",
+        stderr(&o)
+    );
+    let o = run(&[
+        "validate",
+        "--model",
+        &format!("{models}../not_a_capture.txt"),
+    ]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(stderr(&o).contains("not a valid ONNX model"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("not a valid ONNX model"),
+        "{}",
+        stderr(&o)
+    );
     for good in ["baseline-int8.onnx", "score-only.onnx"] {
         let o = run(&["validate", "--model", &format!("{models}{good}")]);
         assert!(o.status.success(), "{good}: {}", stderr(&o));
@@ -121,17 +211,26 @@ fn models_are_checked_at_load() {
 
 #[test]
 fn int8_and_f32_models_raise_the_same_alerts_on_the_lab_capture() {
-    let int8 = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/models/baseline-int8.onnx");
+    let int8 = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/models/baseline-int8.onnx"
+    );
     let f32_alerts = replay_alerts("lab-mini.pcap", &[]);
     let int8_alerts = replay_alerts("lab-mini.pcap", &["--model", int8]);
     let key = |l: &String| {
         let a: serde_json::Value = serde_json::from_str(l).unwrap();
-        format!("{} {} {} {}", a["src_ip"], a["dest_ip"], a["alert"]["signature"], a["count"])
+        format!(
+            "{} {} {} {}",
+            a["src_ip"], a["dest_ip"], a["alert"]["signature"], a["count"]
+        )
     };
     let f: std::collections::BTreeSet<String> = f32_alerts.iter().map(key).collect();
     let i: std::collections::BTreeSet<String> = int8_alerts.iter().map(key).collect();
     let common = f.intersection(&i).count();
-    assert!(common * 10 >= f.len().max(i.len()) * 8, "int8 {i:?} vs f32 {f:?}");
+    assert!(
+        common * 10 >= f.len().max(i.len()) * 8,
+        "int8 {i:?} vs f32 {f:?}"
+    );
 }
 
 #[test]
@@ -148,7 +247,12 @@ fn generate_config_validates_and_unknown_keys_are_named() {
     let o = run(&["validate", "--config", bad.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("max_flowz"), "{}", stderr(&o));
-    let o = run(&["replay", data("vlan.pcap").to_str().unwrap(), "--config", bad.to_str().unwrap()]);
+    let o = run(&[
+        "replay",
+        data("vlan.pcap").to_str().unwrap(),
+        "--config",
+        bad.to_str().unwrap(),
+    ]);
     assert_eq!(o.status.code(), Some(2), "a broken config is bad input");
 }
 
@@ -156,7 +260,11 @@ fn generate_config_validates_and_unknown_keys_are_named() {
 fn schema_json_matches_the_agent() {
     let o = run(&["features", "--schema"]);
     assert!(o.status.success());
-    let committed = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/models/feature_schema.json")).unwrap();
+    let committed = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/models/feature_schema.json"
+    ))
+    .unwrap();
     assert_eq!(
         String::from_utf8(o.stdout).unwrap(),
         committed,

@@ -29,7 +29,9 @@ pub enum CaptureError {
          give a file written by tcpdump, tshark or dumpcap"
     )]
     NotACapture { path: String, magic: String },
-    #[error("{path}: unsupported link type {linktype}; edgewatch reads Ethernet, Linux cooked (SLL, SLL2), raw IP and BSD loopback captures")]
+    #[error(
+        "{path}: unsupported link type {linktype}; edgewatch reads Ethernet, Linux cooked (SLL, SLL2), raw IP and BSD loopback captures"
+    )]
     UnsupportedLinkType { path: String, linktype: u32 },
     #[error("{path}: bad capture header: {detail}")]
     BadHeader { path: String, detail: String },
@@ -81,17 +83,29 @@ impl CaptureReader {
     pub fn open(path: &Path) -> Result<CaptureReader, CaptureError> {
         let display = path.display().to_string();
         let open = |p: &Path| {
-            File::open(p).map_err(|source| CaptureError::Open { path: display.clone(), source })
+            File::open(p).map_err(|source| CaptureError::Open {
+                path: display.clone(),
+                source,
+            })
         };
         let mut magic = [0u8; 4];
-        let got = read_up_to(&mut open(path)?, &mut magic)
-            .map_err(|source| CaptureError::Open { path: display.clone(), source })?;
+        let got =
+            read_up_to(&mut open(path)?, &mut magic).map_err(|source| CaptureError::Open {
+                path: display.clone(),
+                source,
+            })?;
         let not_a_capture = || CaptureError::NotACapture {
             path: display.clone(),
             magic: if got == 0 {
                 "nothing (the file is empty)".to_string()
             } else {
-                format!("0x{}", magic[..got].iter().map(|b| format!("{b:02x}")).collect::<String>())
+                format!(
+                    "0x{}",
+                    magic[..got]
+                        .iter()
+                        .map(|b| format!("{b:02x}"))
+                        .collect::<String>()
+                )
             },
         };
         if got < 4 {
@@ -107,19 +121,35 @@ impl CaptureReader {
                 let reader = PcapReader::new(file).map_err(bad_header)?;
                 let header = reader.header();
                 let linktype = u32::from(header.datalink);
-                let link = LinkType::from_linktype(linktype).ok_or(
-                    CaptureError::UnsupportedLinkType { path: display.clone(), linktype },
-                )?;
+                let link =
+                    LinkType::from_linktype(linktype).ok_or(CaptureError::UnsupportedLinkType {
+                        path: display.clone(),
+                        linktype,
+                    })?;
                 let nanos = header.ts_resolution == TsResolution::NanoSecond;
-                Inner::Pcap { reader, link, nanos }
+                Inner::Pcap {
+                    reader,
+                    link,
+                    nanos,
+                }
             }
             0x0a0d_0d0a => {
                 let reader = PcapNgReader::new(file).map_err(bad_header)?;
-                Inner::PcapNg { reader, interfaces: Vec::new(), last_ts: 0 }
+                Inner::PcapNg {
+                    reader,
+                    interfaces: Vec::new(),
+                    last_ts: 0,
+                }
             }
             _ => return Err(not_a_capture()),
         };
-        Ok(CaptureReader { inner, records: 0, truncation: None, buf: Vec::new(), unsupported_frames: 0 })
+        Ok(CaptureReader {
+            inner,
+            records: 0,
+            truncation: None,
+            buf: Vec::new(),
+            unsupported_frames: 0,
+        })
     }
 
     /// Records read so far.
@@ -141,7 +171,11 @@ impl CaptureReader {
         let records = self.records;
         let mut stop = None;
         let frame = match &mut self.inner {
-            Inner::Pcap { reader, link, nanos } => match reader.next_raw_packet() {
+            Inner::Pcap {
+                reader,
+                link,
+                nanos,
+            } => match reader.next_raw_packet() {
                 None => None,
                 Some(Err(e)) => {
                     stop = Some(describe(e));
@@ -172,76 +206,88 @@ impl CaptureReader {
                     }
                 }
             },
-            Inner::PcapNg { reader, interfaces, last_ts } => {
+            Inner::PcapNg {
+                reader,
+                interfaces,
+                last_ts,
+            } => {
                 let found = loop {
-                match reader.next_block() {
-                    None => break None,
-                    Some(Err(e)) => {
-                        stop = Some(describe(e));
-                        break None;
-                    }
-                    Some(Ok(Block::SectionHeader(_))) => interfaces.clear(),
-                    Some(Ok(Block::InterfaceDescription(idb))) => {
-                        let link = LinkType::from_linktype(u32::from(idb.linktype));
-                        let (mut num, mut den, mut offset_s) = (1u64, 1_000_000u64, 0u64);
-                        for opt in &idb.options {
-                            match opt {
-                                InterfaceDescriptionOption::IfTsResol(r) => {
-                                    let exp = u32::from(r & 0x7f).min(63);
-                                    (num, den) = if r & 0x80 != 0 {
-                                        (1, 1u64 << exp)
-                                    } else {
-                                        (1, 10u64.checked_pow(exp.min(19)).unwrap_or(u64::MAX))
-                                    };
-                                }
-                                InterfaceDescriptionOption::IfTsOffset(o) => offset_s = *o,
-                                _ => {}
-                            }
-                        }
-                        interfaces.push((link, num, den, offset_s));
-                    }
-                    Some(Ok(Block::EnhancedPacket(epb))) => {
-                        let Some(&(link, num, den, offset_s)) =
-                            interfaces.get(epb.interface_id as usize)
-                        else {
-                            stop = Some(format!(
-                                "packet refers to interface {} which was never described",
-                                epb.interface_id
-                            ));
+                    match reader.next_block() {
+                        None => break None,
+                        Some(Err(e)) => {
+                            stop = Some(describe(e));
                             break None;
-                        };
-                        let Some(link) = link else {
-                            self.unsupported_frames += 1;
-                            continue;
-                        };
-                        // pcap-file stores the raw timestamp units as nanoseconds.
-                        let units = epb.timestamp.as_nanos();
-                        let us = units * u128::from(num) * 1_000_000 / u128::from(den.max(1));
-                        let ts = (us as u64).saturating_add(offset_s.saturating_mul(1_000_000));
-                        *last_ts = ts;
-                        self.buf.clear();
-                        self.buf.extend_from_slice(&epb.data);
-                        let wire_len = epb.original_len.max(epb.data.len() as u32);
-                        break Some((ts, link, wire_len));
+                        }
+                        Some(Ok(Block::SectionHeader(_))) => interfaces.clear(),
+                        Some(Ok(Block::InterfaceDescription(idb))) => {
+                            let link = LinkType::from_linktype(u32::from(idb.linktype));
+                            let (mut num, mut den, mut offset_s) = (1u64, 1_000_000u64, 0u64);
+                            for opt in &idb.options {
+                                match opt {
+                                    InterfaceDescriptionOption::IfTsResol(r) => {
+                                        let exp = u32::from(r & 0x7f).min(63);
+                                        (num, den) = if r & 0x80 != 0 {
+                                            (1, 1u64 << exp)
+                                        } else {
+                                            (1, 10u64.checked_pow(exp.min(19)).unwrap_or(u64::MAX))
+                                        };
+                                    }
+                                    InterfaceDescriptionOption::IfTsOffset(o) => offset_s = *o,
+                                    _ => {}
+                                }
+                            }
+                            interfaces.push((link, num, den, offset_s));
+                        }
+                        Some(Ok(Block::EnhancedPacket(epb))) => {
+                            let Some(&(link, num, den, offset_s)) =
+                                interfaces.get(epb.interface_id as usize)
+                            else {
+                                stop = Some(format!(
+                                    "packet refers to interface {} which was never described",
+                                    epb.interface_id
+                                ));
+                                break None;
+                            };
+                            let Some(link) = link else {
+                                self.unsupported_frames += 1;
+                                continue;
+                            };
+                            // pcap-file stores the raw timestamp units as nanoseconds.
+                            let units = epb.timestamp.as_nanos();
+                            let us = units * u128::from(num) * 1_000_000 / u128::from(den.max(1));
+                            let ts = (us as u64).saturating_add(offset_s.saturating_mul(1_000_000));
+                            *last_ts = ts;
+                            self.buf.clear();
+                            self.buf.extend_from_slice(&epb.data);
+                            let wire_len = epb.original_len.max(epb.data.len() as u32);
+                            break Some((ts, link, wire_len));
+                        }
+                        Some(Ok(Block::SimplePacket(spb))) => {
+                            let Some(&(Some(link), ..)) = interfaces.first() else {
+                                self.unsupported_frames += 1;
+                                continue;
+                            };
+                            self.buf.clear();
+                            self.buf.extend_from_slice(&spb.data);
+                            let wire_len = spb.original_len.max(spb.data.len() as u32);
+                            break Some((*last_ts, link, wire_len));
+                        }
+                        Some(Ok(_)) => {}
                     }
-                    Some(Ok(Block::SimplePacket(spb))) => {
-                        let Some(&(Some(link), ..)) = interfaces.first() else {
-                            self.unsupported_frames += 1;
-                            continue;
-                        };
-                        self.buf.clear();
-                        self.buf.extend_from_slice(&spb.data);
-                        let wire_len = spb.original_len.max(spb.data.len() as u32);
-                        break Some((*last_ts, link, wire_len));
-                    }
-                    Some(Ok(_)) => {}
-                }
                 };
-                found.map(|(ts, link, wire_len)| Frame { ts, link, data: &self.buf, wire_len })
+                found.map(|(ts, link, wire_len)| Frame {
+                    ts,
+                    link,
+                    data: &self.buf,
+                    wire_len,
+                })
             }
         };
         if let Some(detail) = stop {
-            self.truncation = Some(Truncation { after_records: records, detail });
+            self.truncation = Some(Truncation {
+                after_records: records,
+                detail,
+            });
         }
         if frame.is_some() {
             self.records += 1;

@@ -45,7 +45,9 @@ pub struct SystemClock;
 
 impl Clock for SystemClock {
     fn now(&self) -> Micros {
-        SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as Micros)
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as Micros)
     }
 }
 
@@ -57,7 +59,14 @@ impl LinkReceiver for PnetReceiver {
     fn recv(&mut self) -> io::Result<Option<&[u8]>> {
         match self.rx.next() {
             Ok(frame) => Ok(Some(frame)),
-            Err(e) if matches!(e.kind(), io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::TimedOut
+                        | io::ErrorKind::WouldBlock
+                        | io::ErrorKind::Interrupted
+                ) =>
+            {
                 Ok(None)
             }
             Err(e) => Err(e),
@@ -73,8 +82,15 @@ pub const READ_TIMEOUT: Duration = Duration::from_millis(100);
 pub fn open(name: &str, promiscuous: bool) -> Result<Box<dyn LinkReceiver>, LiveError> {
     let interfaces = pnet_datalink::interfaces();
     let Some(iface) = interfaces.iter().find(|i| i.name == name) else {
-        let known = interfaces.iter().map(|i| i.name.as_str()).collect::<Vec<_>>().join(", ");
-        return Err(LiveError::NoSuchInterface { name: name.to_string(), known });
+        let known = interfaces
+            .iter()
+            .map(|i| i.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ");
+        return Err(LiveError::NoSuchInterface {
+            name: name.to_string(),
+            known,
+        });
     };
     let config = pnet_datalink::Config {
         read_timeout: Some(READ_TIMEOUT),
@@ -84,11 +100,19 @@ pub fn open(name: &str, promiscuous: bool) -> Result<Box<dyn LinkReceiver>, Live
     };
     match pnet_datalink::channel(iface, config) {
         Ok(pnet_datalink::Channel::Ethernet(_tx, rx)) => Ok(Box::new(PnetReceiver { rx })),
-        Ok(_) => Err(LiveError::NotEthernet { name: name.to_string() }),
+        Ok(_) => Err(LiveError::NotEthernet {
+            name: name.to_string(),
+        }),
         Err(source) if source.kind() == io::ErrorKind::PermissionDenied => {
-            Err(LiveError::Permission { name: name.to_string(), source })
+            Err(LiveError::Permission {
+                name: name.to_string(),
+                source,
+            })
         }
-        Err(source) => Err(LiveError::Open { name: name.to_string(), source }),
+        Err(source) => Err(LiveError::Open {
+            name: name.to_string(),
+            source,
+        }),
     }
 }
 
@@ -116,7 +140,9 @@ pub fn capture_loop(
         let got = rx.recv()?;
         if let Some(frame) = got {
             counters.frames.fetch_add(1, Ordering::Relaxed);
-            counters.bytes.fetch_add(frame.len() as u64, Ordering::Relaxed);
+            counters
+                .bytes
+                .fetch_add(frame.len() as u64, Ordering::Relaxed);
             match parse_frame(LinkType::Ethernet, clock.now(), frame, frame.len() as u32) {
                 Ok(meta) => batch.push(meta),
                 Err(skip) => {
@@ -130,7 +156,9 @@ pub fn capture_loop(
             match out.try_send(full) {
                 Ok(()) => {}
                 Err(TrySendError::Full(b)) => {
-                    counters.queue_drops.fetch_add(b.len() as u64, Ordering::Relaxed);
+                    counters
+                        .queue_drops
+                        .fetch_add(b.len() as u64, Ordering::Relaxed);
                 }
                 Err(TrySendError::Disconnected(_)) => return Ok(()),
             }

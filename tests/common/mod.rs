@@ -10,11 +10,17 @@ pub fn bin() -> &'static str {
 }
 
 pub fn data(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(name)
 }
 
 pub fn run(args: &[&str]) -> Output {
-    Command::new(bin()).args(args).env("RUST_LOG", "info").output().expect("edgewatch runs")
+    Command::new(bin())
+        .args(args)
+        .env("RUST_LOG", "info")
+        .output()
+        .expect("edgewatch runs")
 }
 
 pub fn stderr(o: &Output) -> String {
@@ -32,14 +38,19 @@ impl Row {
         self.cols.get(k).unwrap_or_else(|| panic!("no column {k}"))
     }
     pub fn f(&self, k: &str) -> f64 {
-        self.s(k).parse().unwrap_or_else(|_| panic!("column {k} = {:?} is not a number", self.s(k)))
+        self.s(k)
+            .parse()
+            .unwrap_or_else(|_| panic!("column {k} = {:?} is not a number", self.s(k)))
     }
     /// A `*_log1p` feature back as the count it compresses.
     pub fn count(&self, k: &str) -> u64 {
         self.f(k).exp_m1().round() as u64
     }
     pub fn is_final(&self) -> bool {
-        matches!(self.s("eval_reason"), "tcp_end" | "idle" | "evicted" | "flush")
+        matches!(
+            self.s("eval_reason"),
+            "tcp_end" | "idle" | "evicted" | "flush"
+        )
     }
     pub fn endpoints(&self) -> String {
         format!(
@@ -57,7 +68,12 @@ impl Row {
 pub fn features(capture: &Path, extra: &[&str]) -> Vec<Row> {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("f.csv");
-    let mut args = vec!["features", capture.to_str().unwrap(), "-o", out.to_str().unwrap()];
+    let mut args = vec![
+        "features",
+        capture.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ];
     args.extend_from_slice(extra);
     let o = run(&args);
     assert!(o.status.success(), "features failed: {}", stderr(&o));
@@ -67,12 +83,23 @@ pub fn features(capture: &Path, extra: &[&str]) -> Vec<Row> {
 pub fn read_csv(path: &Path) -> Vec<Row> {
     let text = std::fs::read_to_string(path).unwrap();
     let mut lines = text.lines();
-    let header: Vec<String> = lines.next().expect("header").split(',').map(String::from).collect();
+    let header: Vec<String> = lines
+        .next()
+        .expect("header")
+        .split(',')
+        .map(String::from)
+        .collect();
     lines
         .map(|l| {
             let vals: Vec<&str> = l.split(',').collect();
             assert_eq!(vals.len(), header.len(), "row width: {l}");
-            Row { cols: header.iter().cloned().zip(vals.iter().map(|v| v.to_string())).collect() }
+            Row {
+                cols: header
+                    .iter()
+                    .cloned()
+                    .zip(vals.iter().map(|v| v.to_string()))
+                    .collect(),
+            }
         })
         .collect()
 }
@@ -81,7 +108,11 @@ pub fn read_csv(path: &Path) -> Vec<Row> {
 pub fn final_rows(rows: &[Row]) -> HashMap<String, Row> {
     let mut out = HashMap::new();
     for r in rows.iter().filter(|r| r.is_final()) {
-        assert!(out.insert(r.endpoints(), r.clone()).is_none(), "two final rows for {}", r.endpoints());
+        assert!(
+            out.insert(r.endpoints(), r.clone()).is_none(),
+            "two final rows for {}",
+            r.endpoints()
+        );
     }
     out
 }
