@@ -1,0 +1,201 @@
+#!/usr/bin/env python3
+"""Labels edgewatch feature rows with the attack episodes of a lab run.
+
+A row (one flow evaluation from `edgewatch features`) is malicious when its source or destination
+is one of the episode's attacker addresses (`attacker_ips`, IPv4 and IPv6) and the flow's span
+[start, end] overlaps the episode window [start, end + grace] (grace defaults to 1 s: the last
+replies and FIN/RST arrive just after the tool exits, and the lab keeps attackers quiet 2-5 s after
+an episode). Its class is the episode's class. Every other row is benign (including the attackers'
+own ordinary requests outside their windows). Runs are kept apart: every labeled row carries its
+run name, so training and testing split by run, never by row.
+
+Usage:
+  python3 models/label.py LAB_DIR [LAB_DIR ...] --out-dir DATA [--binary PATH]
+      runs `edgewatch features LAB_DIR/capture.pcap` (cached as LAB_DIR/features.csv) and writes
+      DATA/<run>.csv.gz (feature CSV + columns run,label,class,episode) for each lab run.
+  python3 models/label.py --features FEATURES.csv --attacks ATTACKS.json -o OUT.csv.gz
+  python3 models/label.py --sample OUT.csv.gz [--sample-rows 4000] DATA/a.csv.gz DATA/b.csv.gz ...
+      a small class-balanced sample of labeled files (models/data/sample.csv.gz for CI).
+Library: load_features(csv), load_attacks(json), label_rows(meta, episodes) -> (label, class, episode).
+Needs: numpy (models/requirements.txt).
+"""
+
+import argparse
+import csv
+import gzip
+import ipaddress
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+CLASSES = ["scan", "flood", "bruteforce", "slowdos"]
+META_COLUMNS = ["flow_uid", "src_ip", "src_port", "dest_ip", "dest_port", "proto", "vlan", "start", "end", "eval_ts", "eval_reason"]
+LABEL_COLUMNS = ["run", "label", "class", "episode"]
+
+
+def find_binary(explicit=None):
+    """The edgewatch binary: --binary, $EDGEWATCH, then the newest of target/{release,debug}."""
+    if explicit:
+        return explicit
+    if os.environ.get("EDGEWATCH"):
+        return os.environ["EDGEWATCH"]
+    found = [os.path.join(ROOT, "target", p, "edgewatch") for p in ("release", "debug")]
+    found = [p for p in found if os.path.exists(p)]
+    if not found:
+        sys.exit("no edgewatch binary: build it (cargo build --release) or pass --binary / set $EDGEWATCH")
+    return max(found, key=os.path.getmtime)
+
+
+def run_features(binary, capture, out_csv):
+    subprocess.run([binary, "features", capture, "-o", out_csv], check=True, stdout=subprocess.DEVNULL)
+    return out_csv
+
+
+def norm_ip(s):
+    try:
+        return str(ipaddress.ip_address(s.strip("[]")))
+    except ValueError:
+        return s
+
+
+def open_text(path):
+    return gzip.open(path, "rt", newline="") if path.endswith(".gz") else open(path, newline="")
+
+
+def load_features(path):
+    """Reads a features CSV (plain or .gz). Returns (header, meta rows as dicts, X float32 [N, F],
+    extra columns dict) where extra holds any columns after the features (e.g. labels)."""
+    with open_text(path) as f:
+        reader = csv.reader(f)
+        header = next(reader)
+        rows = list(reader)
+    feat_names = [h for h in header[len(META_COLUMNS):] if h not in LABEL_COLUMNS]
+    n_meta, n_feat = len(META_COLUMNS), len(feat_names)
+    meta = {c: [r[i] for r in rows] for i, c in enumerate(META_COLUMNS)}
+    x = np.array([r[n_meta:n_meta + n_feat] for r in rows], dtype=np.float32).reshape(len(rows), n_feat)
+    extra = {"_raw": [r[n_meta:n_meta + n_feat] for r in rows]}
+    for i, h in enumerate(header):
+        if h in LABEL_COLUMNS:
+            extra[h] = [r[i] for r in rows]
+    return header[:n_meta + n_feat], feat_names, meta, x, extra
+
+
+def load_attacks(path):
+    with open(path) as f:
+        episodes = json.load(f)
+    for e in episodes:
+        ips = set(e.get("attacker_ips") or []) | {e["attacker"]}
+        e["_ips"] = {norm_ip(i) for i in ips}
+    return episodes
+
+
+def label_rows(meta, episodes, grace=1.0):
+    """Per row: label (0/1), class name ('' when benign) and episode id (-1 when benign)."""
+    n = len(meta["start"])
+    src = [norm_ip(s) for s in meta["src_ip"]]
+    dst = [norm_ip(s) for s in meta["dest_ip"]]
+    start = np.array(meta["start"], dtype=np.float64)
+    end = np.array(meta["end"], dtype=np.float64)
+    label = np.zeros(n, np.int8)
+    cls = np.array([""] * n, dtype=object)
+    episode = np.full(n, -1, np.int32)
+    for e in episodes:
+        ips = e["_ips"]
+        involved = np.array([s in ips or d in ips for s, d in zip(src, dst)], dtype=bool)
+        overlap = (start <= e["end"] + grace) & (end >= e["start"])
+        hit = involved & overlap & (label == 0)
+        label[hit] = 1
+        cls[hit] = e["class"]
+        episode[hit] = e["id"]
+    return label, cls, episode
+
+
+def write_labeled(path, header, meta, raw, run, label, cls, episode):
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "wt", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(header + LABEL_COLUMNS)
+        for i in range(len(label)):
+            w.writerow([meta[c][i] for c in META_COLUMNS] + raw[i] + [run, int(label[i]), cls[i], int(episode[i])])
+
+
+def summary(run, label, cls, episode):
+    parts = [f"{run}: {len(label)} rows, {int((label == 0).sum())} benign"]
+    for c in CLASSES:
+        k = int((cls == c).sum())
+        eps = len(set(episode[cls == c].tolist()))
+        parts.append(f"{c} {k} ({eps} ep)")
+    return ", ".join(parts)
+
+
+def make_sample(inputs, out, rows, seed=1):
+    """Up to rows/5 rows of each of benign and the four classes, drawn evenly from the inputs."""
+    rng = np.random.default_rng(seed)
+    header, picked = None, {k: [] for k in ["benign"] + CLASSES}
+    for path in inputs:
+        with open_text(path) as f:
+            reader = csv.reader(f)
+            h = next(reader)
+            header = header or h
+            ci = h.index("class")
+            for r in reader:
+                picked[r[ci] or "benign"].append(r)
+    per = rows // len(picked)
+    with gzip.open(out, "wt", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        for k, rs in picked.items():
+            for i in sorted(rng.choice(len(rs), min(per, len(rs)), replace=False)) if rs else []:
+                w.writerow(rs[i])
+            print(f"{k}: {min(per, len(rs))} of {len(rs)} rows")
+    print(f"wrote {out} ({os.path.getsize(out)} bytes)")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("labs", nargs="*", help="lab run directories (capture.pcap + attacks.json)")
+    ap.add_argument("--out-dir", help="where <run>.csv.gz go")
+    ap.add_argument("--binary", help="edgewatch binary (default: $EDGEWATCH or target/*/edgewatch)")
+    ap.add_argument("--features", help="an existing features CSV (with --attacks and -o)")
+    ap.add_argument("--attacks", help="attacks.json for --features")
+    ap.add_argument("-o", "--out", help="output for --features")
+    ap.add_argument("--grace", type=float, default=1.0, help="seconds after an episode's end still counted (default 1)")
+    ap.add_argument("--sample", help="write a class-balanced sample of the labeled CSVs given as arguments here")
+    ap.add_argument("--sample-rows", type=int, default=4000)
+    ap.add_argument("--refresh", action="store_true", help="recompute features even when LAB_DIR/features.csv exists")
+    args = ap.parse_args()
+
+    if args.sample:
+        make_sample(args.labs, args.sample, args.sample_rows)
+        return
+    jobs = []
+    if args.features:
+        if not (args.attacks and args.out):
+            ap.error("--features needs --attacks and -o")
+        jobs.append((os.path.basename(args.features).split(".")[0], args.features, args.attacks, args.out))
+    for lab in args.labs:
+        if not args.out_dir:
+            ap.error("LAB_DIR needs --out-dir")
+        run = os.path.basename(os.path.normpath(lab))
+        feats = os.path.join(lab, "features.csv")
+        cap = os.path.join(lab, "capture.pcap")
+        if args.refresh or not os.path.exists(feats) or os.path.getmtime(feats) < os.path.getmtime(cap):
+            run_features(find_binary(args.binary), cap, feats)
+        jobs.append((run, feats, os.path.join(lab, "attacks.json"), os.path.join(args.out_dir, f"{run}.csv.gz")))
+    if not jobs:
+        ap.error("nothing to label")
+    for run, feats, attacks, out in jobs:
+        header, _, meta, _, extra = load_features(feats)
+        label, cls, episode = label_rows(meta, load_attacks(attacks), args.grace)
+        write_labeled(out, header, meta, extra["_raw"], run, label, cls, episode)
+        print(summary(run, label, cls, episode), "->", out)
+
+
+if __name__ == "__main__":
+    main()
