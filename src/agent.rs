@@ -213,7 +213,7 @@ fn shard_worker(
     tx: Sender<ShardReport>,
     stats: Arc<Stats>,
 ) {
-    let mut published = table.counters;
+    let mut published = (table.counters, 0);
     let mut events = Vec::new();
     for batch in rx {
         for p in &batch.packets {
@@ -239,30 +239,25 @@ fn shard_worker(
     });
 }
 
+/// Adds what a shard counted since its last report to the shared counters. `published` holds
+/// the counters and the table size reported last time.
 fn publish_flow_counters(
     stats: &Stats,
     table: &FlowTable,
-    published: &mut crate::flow::FlowCounters,
+    published: &mut (crate::flow::FlowCounters, u64),
 ) {
-    let c = table.counters;
-    Stats::add(
-        &stats.flows_created,
-        c.flows_created - published.flows_created,
-    );
-    Stats::add(
-        &stats.flows_evicted,
-        c.flows_evicted - published.flows_evicted,
-    );
-    Stats::add(
-        &stats.flow_evaluations,
-        c.evaluations - published.evaluations,
-    );
+    let (c, before) = (table.counters, &published.0);
+    Stats::add(&stats.flows_created, c.flows_created - before.flows_created);
+    Stats::add(&stats.flows_evicted, c.flows_evicted - before.flows_evicted);
+    Stats::add(&stats.flow_evaluations, c.evaluations - before.evaluations);
     Stats::add(
         &stats.icmp_errors_attributed,
-        c.icmp_errors_attributed - published.icmp_errors_attributed,
+        c.icmp_errors_attributed - before.icmp_errors_attributed,
     );
-    *published = c;
-    let _ = table.len();
+    // Active flows go up and down: a wrapping add of the difference is a signed add.
+    let active = table.len() as u64;
+    Stats::add(&stats.flows_active, active.wrapping_sub(published.1));
+    *published = (c, active);
 }
 
 fn scoring_worker(

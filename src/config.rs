@@ -14,11 +14,18 @@ pub const DEFAULT_CONFIG_PATH: &str = "/etc/edgewatch/edgewatch.toml";
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("config {path}: {message}")]
     Parse { path: String, message: String },
     #[error("config {path}: {key} {problem}")]
-    Invalid { path: String, key: &'static str, problem: String },
+    Invalid {
+        path: String,
+        key: &'static str,
+        problem: String,
+    },
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -32,6 +39,9 @@ pub struct Config {
     pub model: ModelConfig,
     pub alert: AlertConfig,
     pub output: OutputConfig,
+    /// Directory for state kept across restarts (the MQTT outbox).
+    pub state_dir: String,
+    pub mqtt: MqttConfig,
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -90,6 +100,23 @@ pub struct OutputConfig {
     pub stats_interval_s: f64,
 }
 
+/// MQTT publishing (see docs/mqtt.md). An empty `url` turns it off.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MqttConfig {
+    pub url: String,
+    pub username: String,
+    pub password_file: String,
+    pub ca_file: String,
+    pub client_cert_file: String,
+    pub client_key_file: String,
+    pub keepalive_s: f64,
+    pub topic_prefix: String,
+    pub reconnect_min_s: f64,
+    pub reconnect_max_s: f64,
+    pub outbox_max_mb: f64,
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -100,13 +127,38 @@ impl Default for Config {
             model: ModelConfig::default(),
             alert: AlertConfig::default(),
             output: OutputConfig::default(),
+            state_dir: "/var/lib/edgewatch".to_string(),
+            mqtt: MqttConfig::default(),
+        }
+    }
+}
+
+impl Default for MqttConfig {
+    fn default() -> Self {
+        MqttConfig {
+            url: String::new(),
+            username: String::new(),
+            password_file: String::new(),
+            ca_file: String::new(),
+            client_cert_file: String::new(),
+            client_key_file: String::new(),
+            keepalive_s: 60.0,
+            topic_prefix: "edgewatch/v1".to_string(),
+            reconnect_min_s: 1.0,
+            reconnect_max_s: 60.0,
+            outbox_max_mb: 16.0,
         }
     }
 }
 
 impl Default for CaptureConfig {
     fn default() -> Self {
-        CaptureConfig { interfaces: Vec::new(), promiscuous: true, batch_size: 128, queue_capacity: 64 }
+        CaptureConfig {
+            interfaces: Vec::new(),
+            promiscuous: true,
+            batch_size: 128,
+            queue_capacity: 64,
+        }
     }
 }
 
@@ -131,25 +183,96 @@ impl Default for FlowConfig {
 
 impl Default for HostConfig {
     fn default() -> Self {
-        HostConfig { short_window_s: 2.0, long_window_s: 30.0, max_hosts: 16384 }
+        HostConfig {
+            short_window_s: 2.0,
+            long_window_s: 30.0,
+            max_hosts: 16384,
+        }
     }
 }
 
 impl Default for ModelConfig {
     fn default() -> Self {
-        ModelConfig { path: String::new(), threshold: None, batch_size: 64 }
+        ModelConfig {
+            path: String::new(),
+            threshold: None,
+            batch_size: 64,
+        }
     }
 }
 
 impl Default for AlertConfig {
     fn default() -> Self {
-        AlertConfig { alert_window_s: 1.0, max_alerts_per_s: 50.0 }
+        AlertConfig {
+            alert_window_s: 1.0,
+            max_alerts_per_s: 50.0,
+        }
     }
 }
 
 impl Default for OutputConfig {
     fn default() -> Self {
-        OutputConfig { alerts: "-".to_string(), stats_interval_s: 60.0 }
+        OutputConfig {
+            alerts: "-".to_string(),
+            stats_interval_s: 60.0,
+        }
+    }
+}
+
+impl MqttConfig {
+    /// Checks the section on its own; a url given with `--mqtt` is checked again when used.
+    /// Returns the faulty key and what is wrong with it.
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        if self.reconnect_max_s < self.reconnect_min_s {
+            return Err((
+                "mqtt.reconnect_max_s",
+                "must not be shorter than mqtt.reconnect_min_s".to_string(),
+            ));
+        }
+        if !(self.keepalive_s.is_finite() && (1.0..=65535.0).contains(&self.keepalive_s)) {
+            return Err((
+                "mqtt.keepalive_s",
+                format!(
+                    "must be between 1 and 65535 seconds, not {}",
+                    self.keepalive_s
+                ),
+            ));
+        }
+        let prefix = &self.topic_prefix;
+        if prefix.is_empty() || prefix.ends_with('/') || prefix.contains(['+', '#', '\0']) {
+            return Err((
+                "mqtt.topic_prefix",
+                format!(
+                    "must be a non-empty topic without wildcards or a trailing '/', not {prefix:?}"
+                ),
+            ));
+        }
+        if self.url.is_empty() {
+            return Ok(());
+        }
+        let url = crate::mqtt::BrokerUrl::parse(&self.url).map_err(|e| ("mqtt.url", e))?;
+        crate::mqtt::check_build(&url, self).map_err(|e| ("mqtt.url", e))?;
+        if !url.tls {
+            for (key, value) in [
+                ("mqtt.ca_file", &self.ca_file),
+                ("mqtt.client_cert_file", &self.client_cert_file),
+                ("mqtt.client_key_file", &self.client_key_file),
+            ] {
+                if !value.is_empty() {
+                    return Err((
+                        key,
+                        "is only used with TLS: give an mqtts:// url".to_string(),
+                    ));
+                }
+            }
+        }
+        if self.client_cert_file.is_empty() != self.client_key_file.is_empty() {
+            return Err((
+                "mqtt.client_key_file",
+                "and mqtt.client_cert_file go together: set both or neither".to_string(),
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -159,6 +282,8 @@ pub const DEFAULT_CONFIG: &str = r#"# edgewatch configuration (TOML). Every key 
 
 # Name of this sensor in alerts and MQTT topics. Empty: the host name.
 sensor_id = ""
+# Directory for state kept across restarts (the MQTT outbox); --state-dir overrides it.
+state_dir = "/var/lib/edgewatch"
 
 [capture]
 # Interfaces that `edgewatch run` captures on (--interface adds to this list).
@@ -201,8 +326,9 @@ max_fragments = 1024
 
 [host]
 # The short and the long sliding window of the per-host context (new flows per second,
-# distinct ports and hosts, failed and unanswered attempts).
+# distinct ports and hosts, failed and unanswered attempts). The short window:
 short_window_s = 2.0
+# The long window (at least as long as the short one):
 long_window_s = 30.0
 # Hosts tracked at most; when full, hosts idle for a long window are forgotten first and
 # new hosts beyond the bound are not tracked (counted as hosts_untracked).
@@ -229,14 +355,47 @@ max_alerts_per_s = 50.0
 alerts = "-"
 # Seconds between two stats reports (logged; published on MQTT when configured).
 stats_interval_s = 60.0
+
+[mqtt]
+# Broker to publish alerts, status and stats to (see docs/mqtt.md): "mqtt://host:port", or
+# "mqtts://host:port" for TLS. Empty: MQTT is off. --mqtt URL overrides it.
+url = ""
+# User name to log in with. Empty: no login.
+username = ""
+# File holding the password (its first line). Empty: no password.
+password_file = ""
+# PEM file of the CA certificates that sign the broker's certificate (mqtts only).
+# Empty: the system's trusted CAs.
+ca_file = ""
+# PEM files of this sensor's client certificate (chain) and private key, for brokers that
+# authenticate clients by certificate (mqtts only). Empty: no client certificate.
+client_cert_file = ""
+# (the private key that goes with client_cert_file)
+client_key_file = ""
+# Seconds between keep-alive pings when nothing else is sent; the broker declares the sensor
+# offline (its last will) after 1.5 times this without a word.
+keepalive_s = 60.0
+# Topics are <topic_prefix>/<sensor_id>/alert, .../status and .../stats.
+topic_prefix = "edgewatch/v1"
+# Wait between reconnection attempts: starts at reconnect_min_s, doubles up to
+# reconnect_max_s, with random jitter so that a fleet does not reconnect in step.
+reconnect_min_s = 1.0
+# (the longest wait between two attempts)
+reconnect_max_s = 60.0
+# Alerts not yet acknowledged by the broker wait in an outbox file under state_dir, which
+# survives restarts and crashes. Past this size the oldest are dropped (counted as
+# alerts_outbox_dropped in stats).
+outbox_max_mb = 16.0
 "#;
 
 impl Config {
     /// Reads and validates a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let display = path.display().to_string();
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: display.clone(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: display.clone(),
+            source,
+        })?;
         Config::parse(&text, &display)
     }
 
@@ -271,8 +430,14 @@ impl Config {
             problem: problem.to_string(),
         };
         let positive = [
-            ("flow.tcp_handshake_timeout_s", self.flow.tcp_handshake_timeout_s),
-            ("flow.tcp_established_timeout_s", self.flow.tcp_established_timeout_s),
+            (
+                "flow.tcp_handshake_timeout_s",
+                self.flow.tcp_handshake_timeout_s,
+            ),
+            (
+                "flow.tcp_established_timeout_s",
+                self.flow.tcp_established_timeout_s,
+            ),
             ("flow.tcp_closed_timeout_s", self.flow.tcp_closed_timeout_s),
             ("flow.udp_timeout_s", self.flow.udp_timeout_s),
             ("flow.icmp_timeout_s", self.flow.icmp_timeout_s),
@@ -283,10 +448,16 @@ impl Config {
             ("alert.alert_window_s", self.alert.alert_window_s),
             ("alert.max_alerts_per_s", self.alert.max_alerts_per_s),
             ("output.stats_interval_s", self.output.stats_interval_s),
+            ("mqtt.reconnect_min_s", self.mqtt.reconnect_min_s),
+            ("mqtt.reconnect_max_s", self.mqtt.reconnect_max_s),
+            ("mqtt.outbox_max_mb", self.mqtt.outbox_max_mb),
         ];
         for (key, value) in positive {
             if !(value.is_finite() && value > 0.0) {
-                return Err(invalid(key, &format!("must be a positive number of seconds, not {value}")));
+                return Err(invalid(
+                    key,
+                    &format!("must be a positive number of seconds, not {value}"),
+                ));
             }
         }
         let nonzero = [
@@ -308,12 +479,24 @@ impl Config {
             return Err(invalid("flow.workers", "must be at most 64"));
         }
         if self.host.long_window_s < self.host.short_window_s {
-            return Err(invalid("host.long_window_s", "must not be shorter than host.short_window_s"));
+            return Err(invalid(
+                "host.long_window_s",
+                "must not be shorter than host.short_window_s",
+            ));
         }
-        if let Some(t) = self.model.threshold {
-            if !(0.0..=1.0).contains(&t) {
-                return Err(invalid("model.threshold", &format!("must be between 0 and 1, not {t}")));
-            }
+        if let Some(t) = self.model.threshold
+            && !(0.0..=1.0).contains(&t)
+        {
+            return Err(invalid(
+                "model.threshold",
+                &format!("must be between 0 and 1, not {t}"),
+            ));
+        }
+        self.mqtt
+            .validate()
+            .map_err(|(key, problem)| invalid(key, &problem))?;
+        if self.state_dir.is_empty() {
+            return Err(invalid("state_dir", "must not be empty"));
         }
         Ok(())
     }
@@ -356,25 +539,68 @@ mod tests {
         for (i, line) in lines.iter().enumerate() {
             let is_key = line.contains(" = ") && !line.starts_with('#');
             if is_key {
-                assert!(lines[i - 1].starts_with('#'), "key without a comment: {line}");
+                assert!(
+                    lines[i - 1].starts_with('#'),
+                    "key without a comment: {line}"
+                );
             }
         }
     }
 
     #[test]
     fn unknown_key_is_named() {
-        let err = Config::parse("[flow]\nmax_flow = 3\n", "test.toml").unwrap_err().to_string();
+        let err = Config::parse("[flow]\nmax_flow = 3\n", "test.toml")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("max_flow"), "{err}");
         assert!(err.contains("test.toml"), "{err}");
     }
 
     #[test]
+    fn mqtt_section_is_checked() {
+        let err = Config::parse("[mqtt]\nurl = \"http://x\"\n", "x")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("mqtt.url"), "{err}");
+        let err = Config::parse(
+            "[mqtt]\nurl = \"mqtt://h:1883\"\nca_file = \"ca.pem\"\n",
+            "x",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("mqtt.ca_file") && err.contains("mqtts://"),
+            "{err}"
+        );
+        let err = Config::parse("[mqtt]\nreconnect_min_s = 10\nreconnect_max_s = 5\n", "x")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("mqtt.reconnect_max_s"), "{err}");
+        let err = Config::parse("[mqtt]\ntopic_prefix = \"a/#\"\n", "x")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("mqtt.topic_prefix"), "{err}");
+        let ok = Config::parse(
+            "state_dir = \"/tmp/x\"\n[mqtt]\nurl = \"mqtt://127.0.0.1:1884\"\n",
+            "x",
+        )
+        .unwrap();
+        assert_eq!(ok.mqtt.url, "mqtt://127.0.0.1:1884");
+    }
+
+    #[test]
     fn bad_values_are_named() {
-        let err = Config::parse("[flow]\nudp_timeout_s = -1\n", "x").unwrap_err().to_string();
+        let err = Config::parse("[flow]\nudp_timeout_s = -1\n", "x")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("flow.udp_timeout_s"), "{err}");
-        let err = Config::parse("[model]\nthreshold = 2.0\n", "x").unwrap_err().to_string();
+        let err = Config::parse("[model]\nthreshold = 2.0\n", "x")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("model.threshold"), "{err}");
-        let err = Config::parse("[host]\nshort_window_s = 60\n", "x").unwrap_err().to_string();
+        let err = Config::parse("[host]\nshort_window_s = 60\n", "x")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("host.long_window_s"), "{err}");
     }
 }

@@ -16,6 +16,7 @@ pub mod features;
 pub mod flow;
 pub mod host;
 pub mod model;
+pub mod mqtt;
 pub mod packet;
 pub mod parse;
 pub mod scoring;

@@ -21,7 +21,11 @@ use edgewatch::model::Scorer;
 use edgewatch::sink::JsonLines;
 
 #[derive(Parser)]
-#[command(name = "edgewatch", version, about = "Network-anomaly sensor for routers and gateways")]
+#[command(
+    name = "edgewatch",
+    version,
+    about = "Network-anomaly sensor for routers and gateways"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -42,6 +46,13 @@ enum Command {
         /// ONNX model file (default: model.path, else the embedded model).
         #[arg(long)]
         model: Option<String>,
+        /// Also publish alerts, status and stats to this MQTT broker, mqtt://host:port or
+        /// mqtts://host:port (default: mqtt.url).
+        #[arg(long, value_name = "URL")]
+        mqtt: Option<String>,
+        /// Directory for the MQTT outbox (default: state_dir).
+        #[arg(long, value_name = "DIR")]
+        state_dir: Option<PathBuf>,
     },
     /// Read a pcap or pcapng file through the sensor and write its alerts.
     Replay {
@@ -57,6 +68,17 @@ enum Command {
         /// ONNX model file (default: model.path, else the embedded model).
         #[arg(long)]
         model: Option<String>,
+        /// Also publish the alerts to this MQTT broker, mqtt://host:port or mqtts://host:port
+        /// (default: mqtt.url); exits once the broker acknowledged every alert.
+        #[arg(long, value_name = "URL")]
+        mqtt: Option<String>,
+        /// Directory for the MQTT outbox (default: state_dir).
+        #[arg(long, value_name = "DIR")]
+        state_dir: Option<PathBuf>,
+        /// With MQTT, wait at most this long for the broker to acknowledge every alert; the
+        /// rest stay in the outbox for the next start.
+        #[arg(long, value_name = "SECONDS", default_value_t = 30.0)]
+        drain_timeout_s: f64,
     },
     /// Write the flow feature vectors of a capture as CSV (what the model is trained on).
     Features {
@@ -103,7 +125,11 @@ fn main() -> ExitCode {
         Err(e) => {
             let is_bad_input = e.chain().any(|c| c.is::<BadInputMarker>());
             // The context holds the whole message; the marker is only a tag.
-            let message = e.chain().next().map(ToString::to_string).unwrap_or_default();
+            let message = e
+                .chain()
+                .next()
+                .map(ToString::to_string)
+                .unwrap_or_default();
             eprintln!("edgewatch: error: {message}");
             ExitCode::from(if is_bad_input { 2 } else { 1 })
         }
@@ -141,7 +167,13 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             let config = match load_config(config.as_ref()) {
                 Ok(c) => c,
                 Err(e) => {
-                    eprintln!("edgewatch: config is not valid: {}", e.chain().next().map(ToString::to_string).unwrap_or_default());
+                    eprintln!(
+                        "edgewatch: config is not valid: {}",
+                        e.chain()
+                            .next()
+                            .map(ToString::to_string)
+                            .unwrap_or_default()
+                    );
                     return Ok(ExitCode::from(1));
                 }
             };
@@ -160,24 +192,45 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                     Ok(ExitCode::SUCCESS)
                 }
                 Err(e) => {
-                    eprintln!("edgewatch: model is not usable: {}", e.chain().next().map(ToString::to_string).unwrap_or_default());
+                    eprintln!(
+                        "edgewatch: model is not usable: {}",
+                        e.chain()
+                            .next()
+                            .map(ToString::to_string)
+                            .unwrap_or_default()
+                    );
                     Ok(ExitCode::from(1))
                 }
             }
         }
-        Command::Features { pcap, output, config, workers, schema } => {
+        Command::Features {
+            pcap,
+            output,
+            config,
+            workers,
+            schema,
+        } => {
             if schema {
-                let doc = serde_json::json!({ "schema_id": schema_id(), "features": FEATURE_NAMES });
+                let doc =
+                    serde_json::json!({ "schema_id": schema_id(), "features": FEATURE_NAMES });
                 println!("{}", serde_json::to_string_pretty(&doc)?);
                 return Ok(ExitCode::SUCCESS);
             }
-            let (pcap, output) = (pcap.expect("clap requires it"), output.expect("clap requires it"));
+            let (pcap, output) = (
+                pcap.expect("clap requires it"),
+                output.expect("clap requires it"),
+            );
             let config = load_config(config.as_ref())?;
             let reader = CaptureReader::open(&pcap).map_err(bad)?;
-            let file = std::fs::File::create(&output).with_context(|| format!("cannot create {}", output.display()))?;
+            let file = std::fs::File::create(&output)
+                .with_context(|| format!("cannot create {}", output.display()))?;
             let csv = Box::new(std::io::BufWriter::new(file));
-            let pipeline =
-                Pipeline::spawn(&config, workers.unwrap_or_else(|| config.workers()), Output::Features { csv }, WhenFull::Block)?;
+            let pipeline = Pipeline::spawn(
+                &config,
+                workers.unwrap_or_else(|| config.workers()),
+                Output::Features { csv },
+                WhenFull::Block,
+            )?;
             let summary = agent::replay(reader, pipeline, &*stop_flag()?)?;
             eprintln!(
                 "features: {} packets, {} flows, {} rows (feature schema {}) written to {} in {:.2} s",
@@ -190,16 +243,47 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Command::Replay { pcap, config, alerts, workers, model } => {
+        Command::Replay {
+            pcap,
+            config,
+            alerts,
+            workers,
+            model,
+            mqtt,
+            state_dir,
+            drain_timeout_s,
+        } => {
             let config = load_config(config.as_ref())?;
             let scorer = load_model(&config, model.as_ref())?;
             let reader = CaptureReader::open(&pcap).map_err(bad)?;
+            if !(drain_timeout_s.is_finite() && drain_timeout_s >= 0.0) {
+                return Err(bad(anyhow::anyhow!(
+                    "--drain-timeout-s must be a number of seconds, 0 or more"
+                )));
+            }
             let target = alerts.unwrap_or_else(|| "-".to_string());
-            let sink = JsonLines::open(&target).with_context(|| format!("cannot open {target} for alerts"))?;
-            let output = Output::Alerts { scorer, sink: Box::new(sink), sensor_id: config.sensor_id() };
+            let sink = JsonLines::open(&target)
+                .with_context(|| format!("cannot open {target} for alerts"))?;
+            let sensor_id = config.sensor_id();
+            let mqtt = mqtt_glue::open(
+                &config,
+                mqtt.as_deref(),
+                state_dir.as_ref(),
+                &sensor_id,
+                &scorer,
+                Vec::new(),
+                "replay",
+            )?;
+            let output = Output::Alerts {
+                scorer,
+                sink: mqtt_glue::sink(mqtt.as_ref(), sink),
+                sensor_id,
+            };
             let workers = workers.unwrap_or_else(|| config.workers());
             let pipeline = Pipeline::spawn(&config, workers, output, WhenFull::Block)?;
-            let summary = agent::replay(reader, pipeline, &*stop_flag()?)?;
+            let publisher = mqtt_glue::start(mqtt, &pipeline, &config)?;
+            let stop = stop_flag()?;
+            let summary = agent::replay(reader, pipeline, &stop)?;
             let s = &summary.stats;
             let secs = summary.elapsed.as_secs_f64();
             eprintln!(
@@ -212,9 +296,18 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 secs,
                 s.frames as f64 / secs.max(1e-9)
             );
-            Ok(ExitCode::SUCCESS)
+            // SIGINT or SIGTERM during the wait ends it; what is left stays in the outbox.
+            let drain = Duration::from_secs_f64(drain_timeout_s);
+            Ok(mqtt_glue::finish(publisher, drain, &stop))
         }
-        Command::Run { config, interfaces, alerts, model } => {
+        Command::Run {
+            config,
+            interfaces,
+            alerts,
+            model,
+            mqtt,
+            state_dir,
+        } => {
             let config = load_config(config.as_ref())?;
             let scorer = load_model(&config, model.as_ref())?;
             let mut names = config.capture.interfaces.clone();
@@ -227,12 +320,32 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             }
             let mut receivers = Vec::new();
             for name in &names {
-                receivers.push((name.clone(), live::open(name, config.capture.promiscuous).map_err(bad)?));
+                receivers.push((
+                    name.clone(),
+                    live::open(name, config.capture.promiscuous).map_err(bad)?,
+                ));
             }
             let target = alerts.unwrap_or_else(|| config.output.alerts.clone());
-            let sink = JsonLines::open(&target).with_context(|| format!("cannot open {target} for alerts"))?;
-            let output = Output::Alerts { scorer, sink: Box::new(sink), sensor_id: config.sensor_id() };
-            let pipeline = Pipeline::spawn(&config, config.workers(), output, WhenFull::DropNewest)?;
+            let sink = JsonLines::open(&target)
+                .with_context(|| format!("cannot open {target} for alerts"))?;
+            let sensor_id = config.sensor_id();
+            let mqtt = mqtt_glue::open(
+                &config,
+                mqtt.as_deref(),
+                state_dir.as_ref(),
+                &sensor_id,
+                &scorer,
+                names.clone(),
+                "run",
+            )?;
+            let output = Output::Alerts {
+                scorer,
+                sink: mqtt_glue::sink(mqtt.as_ref(), sink),
+                sensor_id,
+            };
+            let pipeline =
+                Pipeline::spawn(&config, config.workers(), output, WhenFull::DropNewest)?;
+            let publisher = mqtt_glue::start(mqtt, &pipeline, &config)?;
             let stop = stop_flag()?;
             log::info!("Capturing on {}.", names.join(", "));
             let s = agent::run_live(
@@ -251,7 +364,174 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 s.skipped_total() + s.fragments_unattributed,
                 s.queue_drops
             );
-            Ok(ExitCode::SUCCESS)
+            let no_stop = AtomicBool::new(false);
+            Ok(mqtt_glue::finish(publisher, RUN_DRAIN_TIMEOUT, &no_stop))
+        }
+    }
+}
+
+/// How long `run` keeps sending the outbox after SIGTERM; the rest waits for the next start.
+const RUN_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// MQTT for `run` and `replay`, when `--mqtt` or `mqtt.url` names a broker.
+#[cfg(feature = "mqtt")]
+mod mqtt_glue {
+    use std::path::PathBuf;
+    use std::process::ExitCode;
+    use std::sync::atomic::AtomicBool;
+    use std::time::Duration;
+
+    use edgewatch::agent::Pipeline;
+    use edgewatch::alert::ModelRef;
+    use edgewatch::config::Config;
+    use edgewatch::model::Scorer;
+    pub use edgewatch::mqtt::{Mqtt, Publisher};
+    use edgewatch::mqtt::{MqttError, status::Identity};
+    use edgewatch::sink::{AlertSink, JsonLines};
+
+    use super::bad;
+
+    pub fn open(
+        config: &Config,
+        url: Option<&str>,
+        state_dir: Option<&PathBuf>,
+        sensor_id: &str,
+        scorer: &Scorer,
+        interfaces: Vec<String>,
+        mode: &str,
+    ) -> anyhow::Result<Option<Mqtt>> {
+        let url = url.unwrap_or(&config.mqtt.url);
+        if url.is_empty() {
+            return Ok(None);
+        }
+        let model = ModelRef {
+            name: scorer.info().name.clone(),
+            version: scorer.info().version.clone(),
+        };
+        let identity = Identity::new(sensor_id, model, interfaces, mode);
+        let dir = state_dir
+            .cloned()
+            .unwrap_or_else(|| PathBuf::from(&config.state_dir));
+        match Mqtt::open(&config.mqtt, url, &dir, identity) {
+            Ok(mqtt) => Ok(Some(mqtt)),
+            Err(e @ (MqttError::Outbox(_) | MqttError::Spawn(_))) => Err(e.into()),
+            Err(e) => Err(bad(e)),
+        }
+    }
+
+    pub fn sink(mqtt: Option<&Mqtt>, lines: JsonLines) -> Box<dyn AlertSink> {
+        match mqtt {
+            Some(mqtt) => Box::new(mqtt.sink(lines)),
+            None => Box::new(lines),
+        }
+    }
+
+    pub fn start(
+        mqtt: Option<Mqtt>,
+        pipeline: &Pipeline,
+        config: &Config,
+    ) -> anyhow::Result<Option<Publisher>> {
+        let Some(mqtt) = mqtt else { return Ok(None) };
+        let interval = Duration::from_secs_f64(config.output.stats_interval_s);
+        Ok(Some(mqtt.start(pipeline.stats.clone(), interval)?))
+    }
+
+    /// Waits for the broker to acknowledge what is left, at most `timeout`, and says how it
+    /// went. Exit code 1 when alerts are left in the outbox.
+    pub fn finish(publisher: Option<Publisher>, timeout: Duration, stop: &AtomicBool) -> ExitCode {
+        let Some(publisher) = publisher else {
+            return ExitCode::SUCCESS;
+        };
+        let outcome = publisher.finish(timeout, stop);
+        let dropped = if outcome.dropped > 0 {
+            format!(
+                "; {} dropped because the outbox was full or could not be written",
+                outcome.dropped
+            )
+        } else {
+            String::new()
+        };
+        if outcome.delivered_all {
+            eprintln!(
+                "mqtt: every alert was acknowledged by the broker ({} published{dropped})",
+                outcome.published
+            );
+            ExitCode::SUCCESS
+        } else {
+            eprintln!(
+                "mqtt: gave up after {:.0} s: {} alerts not acknowledged are kept in the outbox {} for the next start ({} published{dropped})",
+                timeout.as_secs_f64(),
+                outcome.waiting,
+                outcome.outbox.display(),
+                outcome.published
+            );
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// A build without the `mqtt` feature: no broker can be named.
+#[cfg(not(feature = "mqtt"))]
+mod mqtt_glue {
+    use std::path::PathBuf;
+    use std::process::ExitCode;
+    use std::sync::atomic::AtomicBool;
+    use std::time::Duration;
+
+    use edgewatch::agent::Pipeline;
+    use edgewatch::config::Config;
+    use edgewatch::model::Scorer;
+    use edgewatch::sink::{AlertSink, JsonLines};
+
+    use super::bad;
+
+    pub enum Mqtt {}
+    pub enum Publisher {}
+
+    pub fn open(
+        config: &Config,
+        url: Option<&str>,
+        _state_dir: Option<&PathBuf>,
+        _sensor_id: &str,
+        _scorer: &Scorer,
+        _interfaces: Vec<String>,
+        _mode: &str,
+    ) -> anyhow::Result<Option<Mqtt>> {
+        let url = url.unwrap_or(&config.mqtt.url);
+        if url.is_empty() {
+            return Ok(None);
+        }
+        Err(bad(anyhow::anyhow!(
+            "MQTT url {url}: this edgewatch was built without MQTT support (cargo feature `mqtt`)"
+        )))
+    }
+
+    pub fn sink(mqtt: Option<&Mqtt>, lines: JsonLines) -> Box<dyn AlertSink> {
+        match mqtt {
+            Some(never) => match *never {},
+            None => Box::new(lines),
+        }
+    }
+
+    pub fn start(
+        mqtt: Option<Mqtt>,
+        _pipeline: &Pipeline,
+        _config: &Config,
+    ) -> anyhow::Result<Option<Publisher>> {
+        match mqtt {
+            Some(never) => match never {},
+            None => Ok(None),
+        }
+    }
+
+    pub fn finish(
+        publisher: Option<Publisher>,
+        _timeout: Duration,
+        _stop: &AtomicBool,
+    ) -> ExitCode {
+        match publisher {
+            Some(never) => match never {},
+            None => ExitCode::SUCCESS,
         }
     }
 }

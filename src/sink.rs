@@ -28,11 +28,25 @@ impl JsonLines {
         } else {
             Box::new(OpenOptions::new().create(true).append(true).open(target)?)
         };
-        Ok(JsonLines { out: BufWriter::new(out) })
+        Ok(JsonLines {
+            out: BufWriter::new(out),
+        })
     }
 
     pub fn new(out: Box<dyn Write + Send>) -> JsonLines {
-        JsonLines { out: BufWriter::new(out) }
+        JsonLines {
+            out: BufWriter::new(out),
+        }
+    }
+
+    /// Writes alerts already serialized (one JSON document each), so that another sink (MQTT)
+    /// can send the very same bytes.
+    pub fn write_serialized(&mut self, docs: &[Vec<u8>]) -> io::Result<()> {
+        for doc in docs {
+            self.out.write_all(doc)?;
+            self.out.write_all(b"\n")?;
+        }
+        self.out.flush()
     }
 }
 

@@ -1,0 +1,37 @@
+//! Batched inference cost per flow with the embedded model, at several batch sizes.
+//! `cargo bench --bench inference` (plain timing loop; prints ns per flow for each batch size).
+
+use std::hint::black_box;
+use std::time::Instant;
+
+use edgewatch::features::FEATURE_COUNT;
+use edgewatch::model::Scorer;
+
+fn main() {
+    let scorer = Scorer::load("").expect("embedded model loads");
+    // Deterministic, varied inputs in the features' usual ranges.
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state % 10_000) as f32 / 1000.0
+    };
+    let rows: Vec<f32> = (0..256 * FEATURE_COUNT).map(|_| next()).collect();
+    println!("model {} {}", scorer.info().name, scorer.info().version);
+    println!("{:>6} {:>12} {:>12}", "batch", "ns/flow", "flows/s");
+    for batch in [1usize, 8, 32, 64, 128, 256] {
+        let input = &rows[..batch * FEATURE_COUNT];
+        for _ in 0..50 {
+            black_box(scorer.score(input).unwrap());
+        }
+        let flows_target = 400_000;
+        let iters = (flows_target / batch).max(200);
+        let started = Instant::now();
+        for _ in 0..iters {
+            black_box(scorer.score(black_box(input)).unwrap());
+        }
+        let ns = started.elapsed().as_nanos() as f64 / (iters * batch) as f64;
+        println!("{batch:>6} {ns:>12.0} {:>12.0}", 1e9 / ns);
+    }
+}

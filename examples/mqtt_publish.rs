@@ -1,0 +1,152 @@
+//! Measures MQTT publishing against a local mosquitto: outbox append cost per alert, alerts per
+//! second published at QoS 1 (outbox -> broker -> PUBACK -> removed), and the memory the outbox
+//! path holds. Needs `mosquitto` on the PATH.
+//!
+//!     cargo run --release --example mqtt_publish -- [ALERTS] [nodelay]
+//!
+//! ALERTS defaults to 20000. `nodelay` sets mosquitto's `set_tcp_nodelay true`: without it the
+//! broker's small PUBACKs meet Nagle's algorithm and delayed ACKs, and publishing stalls for
+//! tens of milliseconds at a time.
+
+use std::net::{TcpListener, TcpStream};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+use edgewatch::alert::{Alert, ModelRef};
+use edgewatch::config::MqttConfig;
+use edgewatch::mqtt::Mqtt;
+use edgewatch::mqtt::outbox::Outbox;
+use edgewatch::mqtt::status::Identity;
+use edgewatch::sink::{AlertSink, JsonLines};
+use edgewatch::stats::Stats;
+
+const SAMPLE: &str = r#"{"timestamp":"2024-05-01T12:00:00.017833Z","event_type":"alert","sensor_id":"bench","alert_id":"054b2a18c87b1630e054373ef405be06","flow_id":3151438341068049,"community_id":"1:hCnBhLUtbm3l+gstTSrTBJalgPE=","src_ip":"10.77.0.66","src_port":2994,"dest_ip":"10.77.0.10","dest_port":22,"proto":"TCP","alert":{"category":"Detection of a Denial of Service Attack","signature":"EDGEWATCH anomalous traffic: flood","severity":1,"score":0.5115,"model":{"name":"edgewatch-baseline","version":"baseline-1"}},"flow":{"pkts_toserver":2,"pkts_toclient":1,"bytes_toserver":96,"bytes_toclient":44,"start":"2024-05-01T12:00:00.017809Z","end":"2024-05-01T12:00:00.017833Z"},"count":1}"#;
+
+/// Resident and peak resident memory of this process, in KiB.
+fn memory_kib() -> (u64, u64) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+fn main() {
+    let n: usize = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(20_000);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let conf = dir.path().join("mosquitto.conf");
+    let nodelay = std::env::args().nth(2).is_some_and(|a| a == "nodelay");
+    let mut text = format!(
+        "user root\nlistener {port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 0\n"
+    );
+    if nodelay {
+        text.push_str("set_tcp_nodelay true\n");
+    }
+    std::fs::write(&conf, text).unwrap();
+    let mut broker = Command::new("mosquitto")
+        .arg("-c")
+        .arg(&conf)
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("mosquitto on the PATH");
+    let started = Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "mosquitto did not start"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+
+    let sample: Alert = serde_json::from_str(SAMPLE).unwrap();
+    let alerts: Vec<Alert> = (0..n)
+        .map(|i| {
+            let mut a = sample.clone();
+            a.alert_id = format!("{i:032x}");
+            a
+        })
+        .collect();
+    let docs: Vec<Vec<u8>> = alerts
+        .iter()
+        .map(|a| serde_json::to_vec(a).unwrap())
+        .collect();
+    let avg_len = docs.iter().map(Vec::len).sum::<usize>() / n;
+    println!("alerts: {n}, {avg_len} bytes each on average");
+
+    // Outbox append alone (write + fdatasync per batch), batches of 1 and of 64.
+    for batch in [1usize, 64] {
+        let sub = dir.path().join(format!("append-{batch}"));
+        let outbox = Outbox::open(&sub, 1 << 30).unwrap();
+        let count = if batch == 1 { n.min(2000) } else { n };
+        let t = Instant::now();
+        for chunk in docs[..count].chunks(batch) {
+            outbox.append(chunk).unwrap();
+        }
+        let per = t.elapsed().as_secs_f64() / count as f64;
+        println!(
+            "outbox append, batches of {batch:>2}: {:.1} µs per alert",
+            per * 1e6
+        );
+    }
+
+    // The agent's path: sink (serialize once, append, JSON line) -> publisher -> broker.
+    let (rss0, _) = memory_kib();
+    let cfg = MqttConfig {
+        outbox_max_mb: 1000.0,
+        ..MqttConfig::default()
+    };
+    let model = ModelRef {
+        name: "bench".into(),
+        version: "0".into(),
+    };
+    let identity = Identity::new("bench", model, Vec::new(), "replay");
+    let url = format!("mqtt://127.0.0.1:{port}");
+    let mqtt = Mqtt::open(&cfg, &url, &dir.path().join("state"), identity).unwrap();
+    let mut sink = mqtt.sink(JsonLines::new(Box::new(std::io::sink())));
+    let t = Instant::now();
+    for chunk in alerts.chunks(64) {
+        sink.write(chunk).unwrap();
+    }
+    sink.close().unwrap();
+    let sink_time = t.elapsed();
+    let (rss1, _) = memory_kib();
+    println!(
+        "sink (serialize + outbox + JSON line), batches of 64: {:.1} µs per alert",
+        sink_time.as_secs_f64() / n as f64 * 1e6
+    );
+
+    let t = Instant::now();
+    let publisher = mqtt
+        .start(Arc::new(Stats::default()), Duration::from_secs(3600))
+        .unwrap();
+    let outcome = publisher.finish(Duration::from_secs(600), &AtomicBool::new(false));
+    let publish_time = t.elapsed();
+    let (rss2, hwm) = memory_kib();
+    assert!(outcome.delivered_all, "{outcome:?}");
+    println!(
+        "published and acknowledged (QoS 1, from the outbox): {} alerts in {:.2} s = {:.0} alerts/s",
+        outcome.published,
+        publish_time.as_secs_f64(),
+        outcome.published as f64 / publish_time.as_secs_f64()
+    );
+    println!(
+        "memory: RSS {rss0} KiB before the outbox, {rss1} KiB with {n} alerts in it, {rss2} KiB after publishing; peak {hwm} KiB"
+    );
+    let _ = broker.kill();
+    let _ = broker.wait();
+}

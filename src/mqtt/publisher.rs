@@ -1,0 +1,747 @@
+//! The publisher thread, and the alert sink that feeds it through the outbox.
+//!
+//! One thread runs a tokio current-thread runtime. Each connection attempt gets a fresh rumqttc
+//! client and event loop; a task polls the event loop without ever being cancelled and forwards
+//! its events, and the main task reacts to them, to new alerts (the doorbell), to the stats timer
+//! and to the request to finish. Requests left in a dead connection's queue die with it: after a
+//! reconnect, publishing starts again from the outbox's head, so an alert whose PUBACK was lost
+//! is sent again (at least once, never lost).
+//!
+//! Acknowledgements are matched to alerts by packet id: rumqttc reports `Outgoing::Publish(pkid)`
+//! for requests in the order they were queued, then `Incoming::PubAck(pkid)`.
+
+use std::collections::{HashMap, VecDeque};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use rumqttc::{AsyncClient, ConnectionError, Event, Outgoing, Packet, QoS};
+use tokio::sync::{Notify, mpsc, watch};
+
+use super::MqttError;
+use super::connect::{CLIENT_INFLIGHT, Problem, ProblemKind, Settings};
+use super::outbox::Outbox;
+use super::status::{Identity, PublishCounters, stats_payload, status_payload};
+use crate::alert::Alert;
+use crate::config::MqttConfig;
+use crate::sink::{AlertSink, JsonLines};
+use crate::stats::Stats;
+
+/// Alerts published and not yet acknowledged, at most. Refilled when half are acknowledged, so
+/// reading the outbox costs about two element reads per alert.
+const WINDOW: usize = 64;
+const REFILL_AT: usize = WINDOW / 2;
+/// The client's request queue: the window plus status, stats and disconnect, so `try_publish`
+/// does not fail for lack of room.
+const REQUEST_QUEUE: usize = WINDOW + 16;
+/// How long a clean shutdown waits for the broker to acknowledge the "offline" status.
+const GOODBYE_TIMEOUT: Duration = Duration::from_secs(2);
+
+const _: () = assert!(WINDOW + 4 < CLIENT_INFLIGHT as usize);
+
+/// MQTT, set up and not yet publishing: settings checked, files read, outbox open.
+pub struct Mqtt {
+    settings: Settings,
+    outbox: Arc<Outbox>,
+    doorbell: Arc<Notify>,
+    identity: Identity,
+}
+
+impl Mqtt {
+    /// Reads the config's files and opens the outbox in `state_dir`. `url` is `mqtt.url` or the
+    /// `--mqtt` override.
+    pub fn open(
+        cfg: &MqttConfig,
+        url: &str,
+        state_dir: &Path,
+        identity: Identity,
+    ) -> Result<Mqtt, MqttError> {
+        let settings = Settings::new(cfg, url, &identity.sensor_id, &identity)?;
+        let max_bytes = (cfg.outbox_max_mb * 1e6) as u64;
+        let outbox = Arc::new(Outbox::open(state_dir, max_bytes)?);
+        let waiting = outbox.counters().depth;
+        if waiting > 0 {
+            log::info!(
+                "The MQTT outbox {} holds {waiting} alerts from an earlier run; they go out first.",
+                outbox.path().display()
+            );
+        }
+        Ok(Mqtt {
+            settings,
+            outbox,
+            doorbell: Arc::new(Notify::new()),
+            identity,
+        })
+    }
+
+    /// The alert sink: JSON lines as before, and the outbox.
+    pub fn sink(&self, lines: JsonLines) -> MqttSink {
+        MqttSink {
+            lines,
+            outbox: self.outbox.clone(),
+            doorbell: self.doorbell.clone(),
+            failing: false,
+        }
+    }
+
+    /// Starts the publisher thread. `stats` are the pipeline's counters, published every
+    /// `stats_interval`.
+    pub fn start(
+        self,
+        stats: Arc<Stats>,
+        stats_interval: Duration,
+    ) -> Result<Publisher, MqttError> {
+        let (finish_tx, finish_rx) = watch::channel(None);
+        let outbox = self.outbox.clone();
+        let worker = Worker {
+            settings: self.settings,
+            outbox: self.outbox,
+            doorbell: self.doorbell,
+            identity: self.identity,
+            stats,
+            stats_interval,
+            started: Instant::now(),
+            published: 0,
+            connects: 0,
+            finish_rx,
+            finish_at: None,
+            finish_closed: false,
+            rng: seed(),
+        };
+        let thread = std::thread::Builder::new()
+            .name("ew-mqtt".to_string())
+            .spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build();
+                match runtime {
+                    Ok(rt) => rt.block_on(worker.run()),
+                    Err(e) => {
+                        log::error!(
+                            "Cannot start the MQTT runtime: {e}. Alerts stay in the outbox."
+                        );
+                        worker.outcome(false)
+                    }
+                }
+            })
+            .map_err(MqttError::Spawn)?;
+        Ok(Publisher {
+            finish: finish_tx,
+            thread,
+            outbox,
+        })
+    }
+}
+
+/// The running publisher.
+pub struct Publisher {
+    finish: watch::Sender<Option<Instant>>,
+    thread: JoinHandle<DrainOutcome>,
+    outbox: Arc<Outbox>,
+}
+
+/// How publishing ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DrainOutcome {
+    /// Every alert in the outbox was acknowledged by the broker (or dropped, see `dropped`).
+    pub delivered_all: bool,
+    /// Alerts left in the outbox for the next start.
+    pub waiting: u64,
+    /// Alerts the broker acknowledged during this run.
+    pub published: u64,
+    /// Alerts dropped because the outbox was full or could not be written.
+    pub dropped: u64,
+    pub outbox: PathBuf,
+}
+
+impl Publisher {
+    /// Sends what is left in the outbox, waiting at most `timeout`, then says "offline" and
+    /// disconnects. Alerts not acknowledged by then stay in the outbox.
+    /// Also ends the wait early when `stop` is set (a signal).
+    pub fn finish(self, timeout: Duration, stop: &AtomicBool) -> DrainOutcome {
+        let _ = self.finish.send(Some(Instant::now() + timeout));
+        while !self.thread.is_finished() {
+            if stop.load(Ordering::Relaxed) {
+                let _ = self.finish.send(Some(Instant::now()));
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        match self.thread.join() {
+            Ok(outcome) => outcome,
+            Err(_) => {
+                let c = self.outbox.counters();
+                DrainOutcome {
+                    delivered_all: false,
+                    waiting: c.depth,
+                    published: 0,
+                    dropped: c.dropped,
+                    outbox: self.outbox.path().to_path_buf(),
+                }
+            }
+        }
+    }
+}
+
+/// Writes each alert as a JSON line and appends the very same bytes to the outbox.
+pub struct MqttSink {
+    lines: JsonLines,
+    outbox: Arc<Outbox>,
+    doorbell: Arc<Notify>,
+    failing: bool,
+}
+
+impl AlertSink for MqttSink {
+    fn write(&mut self, alerts: &[Alert]) -> io::Result<()> {
+        let docs = alerts
+            .iter()
+            .map(serde_json::to_vec)
+            .collect::<Result<Vec<_>, _>>()?;
+        // The outbox first: an alert is on disk before the publisher can see it.
+        match self.outbox.append(&docs) {
+            Ok(()) => {
+                if self.failing {
+                    log::info!("The MQTT outbox can be written again.");
+                    self.failing = false;
+                }
+                self.doorbell.notify_one();
+            }
+            Err(e) => {
+                if !self.failing {
+                    log::error!(
+                        "Cannot write alerts to the MQTT outbox ({e}); they go to the JSON lines output only and are counted as alerts_outbox_dropped."
+                    );
+                    self.failing = true;
+                }
+            }
+        }
+        self.lines.write_serialized(&docs)
+    }
+
+    fn close(&mut self) -> io::Result<()> {
+        self.doorbell.notify_one();
+        self.lines.close()
+    }
+}
+
+/// What a publish was, to know what its PUBACK acknowledges.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Tag {
+    Alert(u64),
+    Status,
+    Stats,
+    Goodbye,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Goodbye {
+    NotSent,
+    Sent,
+    Acked,
+    Disconnecting,
+}
+
+/// One connection attempt and what is in flight on it.
+struct Session {
+    client: AsyncClient,
+    events: mpsc::UnboundedReceiver<Result<Event, ConnectionError>>,
+    poller: tokio::task::JoinHandle<()>,
+    connected: bool,
+    /// Alerts sent on this connection, by sequence number, with whether they were acknowledged.
+    inflight: VecDeque<(u64, bool)>,
+    next_seq: u64,
+    /// Publishes queued in the client that have no packet id yet, in order.
+    unassigned: VecDeque<Tag>,
+    by_pkid: HashMap<u16, Tag>,
+    /// A publish the client holds back because its packet id is still in use (out-of-order acks).
+    collision: Option<(u16, Tag)>,
+    /// That publish, sent: it takes the packet id over once the id's PUBACK is processed.
+    resolved: Option<(u16, Tag)>,
+    goodbye: Goodbye,
+    goodbye_deadline: Option<Instant>,
+    disconnected: bool,
+}
+
+impl Session {
+    fn start(settings: &Settings) -> Session {
+        let (client, mut eventloop) = AsyncClient::new(settings.options.clone(), REQUEST_QUEUE);
+        let mut network = eventloop.network_options();
+        network.set_connection_timeout(settings.connect_timeout_s);
+        // Each publish is written on its own: without this, Nagle's algorithm holds small
+        // packets back until the previous ones are acknowledged.
+        network.set_tcp_nodelay(true);
+        eventloop.set_network_options(network);
+        let (tx, events) = mpsc::unbounded_channel();
+        // Never cancelled mid-poll: the event loop is only dropped after an error or at the end.
+        let poller = tokio::spawn(async move {
+            loop {
+                let event = eventloop.poll().await;
+                let failed = event.is_err();
+                if tx.send(event).is_err() || failed {
+                    break;
+                }
+            }
+        });
+        Session {
+            client,
+            events,
+            poller,
+            connected: false,
+            inflight: VecDeque::with_capacity(WINDOW),
+            next_seq: 0,
+            unassigned: VecDeque::new(),
+            by_pkid: HashMap::new(),
+            collision: None,
+            resolved: None,
+            goodbye: Goodbye::NotSent,
+            goodbye_deadline: None,
+            disconnected: false,
+        }
+    }
+
+    fn publish(&mut self, topic: &str, retain: bool, payload: Vec<u8>, tag: Tag) -> bool {
+        match self
+            .client
+            .try_publish(topic, QoS::AtLeastOnce, retain, payload)
+        {
+            Ok(()) => {
+                self.unassigned.push_back(tag);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Returns the tag a PUBACK acknowledges.
+    fn on_event(&mut self, event: Event) -> Option<Tag> {
+        match event {
+            Event::Incoming(Packet::ConnAck(_)) => self.connected = true,
+            Event::Outgoing(Outgoing::Publish(pkid)) => match self.collision {
+                Some((held, _)) if held == pkid => self.resolved = self.collision.take(),
+                _ => {
+                    if let Some(tag) = self.unassigned.pop_front() {
+                        self.by_pkid.insert(pkid, tag);
+                    }
+                }
+            },
+            Event::Outgoing(Outgoing::AwaitAck(pkid)) => {
+                if let Some(tag) = self.unassigned.pop_front() {
+                    self.collision = Some((pkid, tag));
+                }
+            }
+            Event::Incoming(Packet::PubAck(ack)) => {
+                let tag = self.by_pkid.remove(&ack.pkid);
+                if let Some((pkid, next)) = self.resolved.take_if(|(p, _)| *p == ack.pkid) {
+                    self.by_pkid.insert(pkid, next);
+                }
+                if let Some(Tag::Alert(seq)) = tag
+                    && let Ok(i) = self.inflight.binary_search_by_key(&seq, |e| e.0)
+                {
+                    self.inflight[i].1 = true;
+                }
+                return tag;
+            }
+            Event::Outgoing(Outgoing::Disconnect) => self.disconnected = true,
+            _ => {}
+        }
+        None
+    }
+}
+
+struct Worker {
+    settings: Settings,
+    outbox: Arc<Outbox>,
+    doorbell: Arc<Notify>,
+    identity: Identity,
+    stats: Arc<Stats>,
+    stats_interval: Duration,
+    started: Instant,
+    published: u64,
+    connects: u64,
+    finish_rx: watch::Receiver<Option<Instant>>,
+    finish_at: Option<Instant>,
+    /// The `Publisher` is gone: nothing more will be asked.
+    finish_closed: bool,
+    rng: u64,
+}
+
+/// What a connection's loop ended with.
+enum End {
+    Finished(DrainOutcome),
+    Failed(Option<ConnectionError>),
+}
+
+impl Worker {
+    async fn run(mut self) -> DrainOutcome {
+        let mut attempt = 0u32;
+        let mut last_problem: Option<Problem> = None;
+        let mut stats_timer = tokio::time::interval_at(
+            tokio::time::Instant::now() + self.stats_interval,
+            self.stats_interval.max(Duration::from_millis(100)),
+        );
+        stats_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let mut session = Session::start(&self.settings);
+            let end = self
+                .connection(&mut session, &mut stats_timer, &mut last_problem)
+                .await;
+            session.poller.abort();
+            let error = match end {
+                End::Finished(outcome) => return outcome,
+                End::Failed(error) => error,
+            };
+            if session.connected {
+                attempt = 0;
+            }
+            if let Some(e) = &error {
+                let problem = self.settings.describe(e, session.connected);
+                if last_problem.as_ref() != Some(&problem) {
+                    let (min, max) = (
+                        self.settings.reconnect_min.as_secs_f64(),
+                        self.settings.reconnect_max.as_secs_f64(),
+                    );
+                    let text = format!(
+                        "{}. Retrying every {min}-{max} s; alerts wait in the outbox ({} now).",
+                        problem.text,
+                        self.outbox.counters().depth
+                    );
+                    match problem.kind {
+                        ProblemKind::Unreachable | ProblemKind::Lost => log::warn!("{text}"),
+                        ProblemKind::Refused | ProblemKind::Tls => log::error!("{text}"),
+                    }
+                    last_problem = Some(problem);
+                }
+            }
+            let delay = self.backoff(attempt);
+            attempt = attempt.saturating_add(1);
+            let wake = Instant::now() + delay;
+            loop {
+                if let Some(outcome) = self.finish_while_disconnected() {
+                    return outcome;
+                }
+                let until = self.finish_at.map_or(wake, |f| f.min(wake));
+                if Instant::now() >= wake {
+                    break;
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep_until(until.into()) => {}
+                    r = self.finish_rx.changed(), if !self.finish_closed => self.on_finish_request(r.is_ok()),
+                }
+            }
+        }
+    }
+
+    /// Runs one connection until it fails or publishing is finished.
+    async fn connection(
+        &mut self,
+        s: &mut Session,
+        stats_timer: &mut tokio::time::Interval,
+        last_problem: &mut Option<Problem>,
+    ) -> End {
+        loop {
+            if let Some(end) = self.step_finish(s) {
+                return end;
+            }
+            // Once "offline" is sent only its own timeout counts (see step_finish).
+            let deadline = s.goodbye_deadline.or(self.finish_at);
+            tokio::select! {
+                event = s.events.recv() => {
+                    let mut next = event;
+                    // Take every event already there before touching the outbox once.
+                    loop {
+                        match next {
+                            Some(Ok(event)) => {
+                                let was_connected = s.connected;
+                                match s.on_event(event) {
+                                    Some(Tag::Alert(_)) => self.published += 1,
+                                    Some(Tag::Goodbye) => s.goodbye = Goodbye::Acked,
+                                    _ => {}
+                                }
+                                if s.connected && !was_connected {
+                                    self.on_connected(s, last_problem);
+                                }
+                            }
+                            // Acknowledgements that came before the failure still count.
+                            Some(Err(e)) => {
+                                self.settle(s);
+                                return End::Failed(Some(e));
+                            }
+                            None => {
+                                self.settle(s);
+                                return End::Failed(None);
+                            }
+                        }
+                        match s.events.try_recv() {
+                            Ok(event) => next = Some(event),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                _ = self.doorbell.notified() => {}
+                _ = stats_timer.tick() => {
+                    if s.connected && s.goodbye == Goodbye::NotSent {
+                        self.publish_stats(s);
+                    }
+                }
+                r = self.finish_rx.changed(), if !self.finish_closed => self.on_finish_request(r.is_ok()),
+                _ = sleep_until(deadline), if deadline.is_some() => {}
+            }
+            self.settle(s);
+            self.fill(s);
+        }
+    }
+
+    fn on_connected(&mut self, s: &mut Session, last_problem: &mut Option<Problem>) {
+        self.connects += 1;
+        *last_problem = None;
+        log::info!(
+            "Connected to MQTT broker {} as {}; {} alerts waiting in the outbox.",
+            self.settings.url,
+            self.settings.client_id,
+            self.outbox.counters().depth
+        );
+        let topic = self.settings.topics.status.clone();
+        s.publish(
+            &topic,
+            true,
+            status_payload(&self.identity, true),
+            Tag::Status,
+        );
+    }
+
+    fn on_finish_request(&mut self, sender_alive: bool) {
+        if sender_alive {
+            self.finish_at = *self.finish_rx.borrow();
+        } else {
+            // The agent went away without asking: finish now.
+            self.finish_closed = true;
+            self.finish_at = Some(Instant::now());
+        }
+    }
+
+    /// Moves finishing on: once the outbox is empty, final stats, "offline", disconnect.
+    fn step_finish(&mut self, s: &mut Session) -> Option<End> {
+        let deadline = self.finish_at?;
+        let now = Instant::now();
+        if self.outbox.is_empty() {
+            if !s.connected {
+                return Some(End::Finished(self.outcome(true)));
+            }
+            match s.goodbye {
+                Goodbye::NotSent => {
+                    self.publish_stats(s);
+                    let topic = self.settings.topics.status.clone();
+                    if s.publish(
+                        &topic,
+                        true,
+                        status_payload(&self.identity, false),
+                        Tag::Goodbye,
+                    ) {
+                        s.goodbye = Goodbye::Sent;
+                        s.goodbye_deadline = Some(now + GOODBYE_TIMEOUT);
+                    }
+                }
+                Goodbye::Sent if s.goodbye_deadline.is_some_and(|d| now >= d) => {
+                    return Some(End::Finished(self.outcome(true)));
+                }
+                Goodbye::Sent => {}
+                Goodbye::Acked => {
+                    if s.client.try_disconnect().is_err() {
+                        return Some(End::Finished(self.outcome(true)));
+                    }
+                    s.goodbye = Goodbye::Disconnecting;
+                }
+                Goodbye::Disconnecting
+                    if s.disconnected || s.goodbye_deadline.is_some_and(|d| now >= d) =>
+                {
+                    return Some(End::Finished(self.outcome(true)));
+                }
+                Goodbye::Disconnecting => {}
+            }
+            return None;
+        }
+        (now >= deadline).then(|| End::Finished(self.outcome(false)))
+    }
+
+    fn finish_while_disconnected(&mut self) -> Option<DrainOutcome> {
+        let deadline = self.finish_at?;
+        let empty = self.outbox.is_empty();
+        (empty || Instant::now() >= deadline).then(|| self.outcome(empty))
+    }
+
+    fn outcome(&self, delivered_all: bool) -> DrainOutcome {
+        let c = self.outbox.counters();
+        DrainOutcome {
+            delivered_all: delivered_all && c.depth == 0,
+            waiting: c.depth,
+            published: self.published,
+            dropped: c.dropped,
+            outbox: self.outbox.path().to_path_buf(),
+        }
+    }
+
+    fn publish_stats(&mut self, s: &mut Session) {
+        let c = self.outbox.counters();
+        let mqtt = PublishCounters {
+            alerts_published: self.published,
+            alerts_outbox_dropped: c.dropped,
+            outbox_depth: c.depth,
+            outbox_bytes: c.bytes,
+            mqtt_connects: self.connects,
+        };
+        let payload = stats_payload(
+            &self.identity.sensor_id,
+            self.started.elapsed().as_secs(),
+            &self.stats.snapshot(),
+            mqtt,
+        );
+        let topic = self.settings.topics.stats.clone();
+        s.publish(&topic, false, payload, Tag::Stats);
+    }
+
+    /// Drops what the broker acknowledged (and what the outbox dropped) from the front of the
+    /// window, and removes the acknowledged alerts from the outbox.
+    fn settle(&mut self, s: &mut Session) {
+        let head = self.outbox.head_seq();
+        let mut acked_through = None;
+        while let Some(&(seq, acked)) = s.inflight.front() {
+            if !(acked || seq < head) {
+                break;
+            }
+            s.inflight.pop_front();
+            if acked {
+                acked_through = Some(seq);
+            }
+        }
+        if let Some(seq) = acked_through
+            && let Err(e) = self.outbox.remove_through(seq)
+        {
+            log::error!(
+                "Cannot remove acknowledged alerts from the MQTT outbox: {e}. They may be sent again."
+            );
+        }
+    }
+
+    /// Hands the next alerts of the outbox to the client, up to the window.
+    fn fill(&mut self, s: &mut Session) {
+        if !s.connected || s.goodbye != Goodbye::NotSent || s.inflight.len() > REFILL_AT {
+            return;
+        }
+        let docs = match self.outbox.read_from(s.next_seq, WINDOW - s.inflight.len()) {
+            Ok(docs) => docs,
+            Err(e) => {
+                log::error!("Cannot read the MQTT outbox: {e}.");
+                return;
+            }
+        };
+        let topic = self.settings.topics.alert.clone();
+        for (seq, doc) in docs {
+            if !s.publish(&topic, false, doc, Tag::Alert(seq)) {
+                break;
+            }
+            s.inflight.push_back((seq, false));
+            s.next_seq = seq + 1;
+        }
+    }
+
+    /// The wait before connection attempt `attempt + 1`: doubling from the minimum up to the
+    /// maximum, then a random 50-100 % of that, so sensors do not reconnect in step.
+    fn backoff(&mut self, attempt: u32) -> Duration {
+        let min = self.settings.reconnect_min.as_secs_f64();
+        let max = self.settings.reconnect_max.as_secs_f64();
+        let base = (min * 2f64.powi(attempt.min(30) as i32)).min(max);
+        // xorshift64
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        let jitter = (self.rng >> 11) as f64 / (1u64 << 53) as f64;
+        Duration::from_secs_f64(base * (0.5 + 0.5 * jitter))
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn seed() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    (nanos ^ (u64::from(std::process::id()) << 32)) | 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rumqttc::PubAck;
+
+    fn session() -> Session {
+        // A client whose event loop is never polled: only the bookkeeping is exercised.
+        let (client, _eventloop) =
+            AsyncClient::new(rumqttc::MqttOptions::new("t", "127.0.0.1", 1), 8);
+        let (_tx, events) = mpsc::unbounded_channel();
+        Session {
+            client,
+            events,
+            poller: tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap()
+                .spawn(async {}),
+            connected: true,
+            inflight: VecDeque::new(),
+            next_seq: 0,
+            unassigned: VecDeque::new(),
+            by_pkid: HashMap::new(),
+            collision: None,
+            resolved: None,
+            goodbye: Goodbye::NotSent,
+            goodbye_deadline: None,
+            disconnected: false,
+        }
+    }
+
+    fn ack(pkid: u16) -> Event {
+        Event::Incoming(Packet::PubAck(PubAck::new(pkid)))
+    }
+
+    #[test]
+    fn acks_are_matched_by_packet_id_even_out_of_order() {
+        let mut s = session();
+        for seq in 0..3 {
+            s.unassigned.push_back(Tag::Alert(seq));
+            s.inflight.push_back((seq, false));
+        }
+        s.unassigned.push_back(Tag::Status);
+        for pkid in 1..=4 {
+            assert_eq!(s.on_event(Event::Outgoing(Outgoing::Publish(pkid))), None);
+        }
+        assert_eq!(s.on_event(ack(2)), Some(Tag::Alert(1)));
+        assert_eq!(s.on_event(ack(4)), Some(Tag::Status));
+        assert_eq!(s.on_event(ack(1)), Some(Tag::Alert(0)));
+        assert_eq!(
+            s.inflight,
+            VecDeque::from(vec![(0, true), (1, true), (2, false)])
+        );
+        // An ack nobody is waiting for changes nothing.
+        assert_eq!(s.on_event(ack(9)), None);
+    }
+
+    #[test]
+    fn a_held_back_publish_takes_its_packet_id_after_the_old_ack() {
+        let mut s = session();
+        s.unassigned.extend([Tag::Alert(0), Tag::Alert(1)]);
+        s.on_event(Event::Outgoing(Outgoing::Publish(1)));
+        // Alert 1 would reuse packet id 1, still in flight: the client holds it back.
+        s.on_event(Event::Outgoing(Outgoing::AwaitAck(1)));
+        // On PUBACK 1 the client sends alert 1 with id 1 and then reports the ack.
+        s.on_event(Event::Outgoing(Outgoing::Publish(1)));
+        assert_eq!(s.on_event(ack(1)), Some(Tag::Alert(0)));
+        assert_eq!(s.on_event(ack(1)), Some(Tag::Alert(1)));
+    }
+}
