@@ -1,5 +1,6 @@
-//! Batched inference cost per flow with the embedded model, at several batch sizes.
-//! `cargo bench --bench inference` (plain timing loop; prints ns per flow for each batch size).
+//! Batched inference cost per flow, at several batch sizes: the embedded model, or the ONNX file
+//! named by `EDGEWATCH_MODEL`. `cargo bench --bench inference` (plain timing loop; prints ns per
+//! flow for each batch size).
 
 use std::hint::black_box;
 use std::time::Instant;
@@ -8,7 +9,8 @@ use edgewatch::features::FEATURE_COUNT;
 use edgewatch::model::Scorer;
 
 fn main() {
-    let scorer = Scorer::load("").expect("embedded model loads");
+    let path = std::env::var("EDGEWATCH_MODEL").unwrap_or_default();
+    let scorer = Scorer::load(&path).expect("model loads");
     // Deterministic, varied inputs in the features' usual ranges.
     let mut state = 0x2545_f491_4f6c_dd1du64;
     let mut next = move || {

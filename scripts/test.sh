@@ -35,6 +35,6 @@ echo "test.sh: cargo test"
 cargo test --all-targets
 if [ -x models/smoke_test.sh ]; then
     echo "test.sh: model pipeline smoke test"
-    EDGEWATCH="$PWD/target/debug/edgewatch" models/smoke_test.sh
+    EDGEWATCH="${CARGO_TARGET_DIR:-$PWD/target}/debug/edgewatch" models/smoke_test.sh
 fi
 echo "test.sh: all checks passed"
