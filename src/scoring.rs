@@ -7,7 +7,7 @@ use std::collections::BinaryHeap;
 use std::io::Write;
 use std::time::Instant;
 
-use crate::alert::{Alert, AlertEngine, rfc3339};
+use crate::alert::{Alert, AlertEngine};
 use crate::features::{FEATURE_COUNT, FEATURE_NAMES};
 use crate::flow::{EvalReason, Flow, FlowEvent, Order};
 use crate::host::HostTable;
@@ -295,6 +295,5 @@ fn write_row(csv: &mut dyn Write, p: &Pending, features: &[f32]) -> std::io::Res
         write!(csv, ",{x}")?;
     }
     writeln!(csv)?;
-    let _ = rfc3339; // the CSV uses epoch seconds, which training code reads without parsing.
     Ok(())
 }
