@@ -32,7 +32,7 @@ cargo fmt --all -- --check
 echo "test.sh: cargo clippy"
 cargo clippy --all-targets -- -D warnings
 echo "test.sh: cargo test"
-cargo test --all-targets
+cargo test
 if [ -x models/smoke_test.sh ]; then
     echo "test.sh: model pipeline smoke test"
     EDGEWATCH="${CARGO_TARGET_DIR:-$PWD/target}/debug/edgewatch" models/smoke_test.sh
