@@ -23,9 +23,9 @@ fi
 rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt
 rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy
 
-if [ -f models/requirements.txt ]; then
-    python3 -m pip install -q --disable-pip-version-check -r models/requirements.txt
-fi
+for req in models/requirements.txt tests/requirements.txt; do
+    python3 -m pip install -q --disable-pip-version-check -r "$req"
+done
 
 echo "test.sh: cargo fmt --check"
 cargo fmt --all -- --check

@@ -105,6 +105,7 @@ pub struct OutputConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct MqttConfig {
     pub url: String,
+    pub protocol: MqttProtocol,
     pub username: String,
     pub password_file: String,
     pub ca_file: String,
@@ -115,6 +116,18 @@ pub struct MqttConfig {
     pub reconnect_min_s: f64,
     pub reconnect_max_s: f64,
     pub outbox_max_mb: f64,
+}
+
+/// The MQTT protocol version to speak (`mqtt.protocol`).
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+pub enum MqttProtocol {
+    /// MQTT 5, or 3.1.1 when the broker does not speak 5.
+    #[serde(rename = "auto")]
+    Auto,
+    #[serde(rename = "5")]
+    V5,
+    #[serde(rename = "3.1.1")]
+    V311,
 }
 
 impl Default for Config {
@@ -137,6 +150,7 @@ impl Default for MqttConfig {
     fn default() -> Self {
         MqttConfig {
             url: String::new(),
+            protocol: MqttProtocol::Auto,
             username: String::new(),
             password_file: String::new(),
             ca_file: String::new(),
@@ -360,6 +374,8 @@ stats_interval_s = 60.0
 # Broker to publish alerts, status and stats to (see docs/mqtt.md): "mqtt://host:port", or
 # "mqtts://host:port" for TLS. Empty: MQTT is off. --mqtt URL overrides it.
 url = ""
+# Protocol version: "auto" (MQTT 5, or 3.1.1 when the broker does not speak 5), "5" or "3.1.1".
+protocol = "auto"
 # User name to log in with. Empty: no login.
 username = ""
 # File holding the password (its first line). Empty: no password.
@@ -586,6 +602,13 @@ mod tests {
         )
         .unwrap();
         assert_eq!(ok.mqtt.url, "mqtt://127.0.0.1:1884");
+        assert_eq!(ok.mqtt.protocol, MqttProtocol::Auto);
+        let v311 = Config::parse("[mqtt]\nprotocol = \"3.1.1\"\n", "x").unwrap();
+        assert_eq!(v311.mqtt.protocol, MqttProtocol::V311);
+        let err = Config::parse("[mqtt]\nprotocol = \"4\"\n", "x")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("protocol") && err.contains("3.1.1"), "{err}");
     }
 
     #[test]

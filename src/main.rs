@@ -451,7 +451,13 @@ mod mqtt_glue {
         } else {
             String::new()
         };
-        if outcome.delivered_all {
+        if outcome.delivered_all && outcome.rejected > 0 {
+            eprintln!(
+                "mqtt: the broker answered every alert but refused {} of them, which are dropped (see the log for why; {} published{dropped})",
+                outcome.rejected, outcome.published
+            );
+            ExitCode::from(1)
+        } else if outcome.delivered_all {
             eprintln!(
                 "mqtt: every alert was acknowledged by the broker ({} published{dropped})",
                 outcome.published

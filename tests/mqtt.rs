@@ -1,5 +1,6 @@
 //! MQTT publishing against a real mosquitto (Debian package `mosquitto`, and `openssl` for the
-//! TLS test). Each test starts its own broker on a free loopback port with a config in its own
+//! TLS test), and against amqtt (PyPI, tests/requirements.txt), a broker that speaks MQTT 3.1.1
+//! only. Each test starts its own broker on a free loopback port with a config in its own
 //! temporary directory and kills it when done; every wait polls a condition up to a deadline.
 #![cfg(feature = "mqtt")]
 
@@ -133,6 +134,10 @@ impl Broker {
             }
             TcpStream::connect(("127.0.0.1", port)).is_ok()
         });
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     /// SIGTERM (mosquitto saves its sessions) and wait until it is gone.
@@ -353,7 +358,7 @@ fn count(haystack: &str, needle: &str) -> usize {
 fn replay_publishes_every_alert_byte_identical_with_status_and_stats() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let _broker = Broker::plain(dir.path(), port, "");
+    let broker = Broker::plain(dir.path(), port, "");
     let sub = Subscriber::new(port, "t-identical-sub", "edgewatch/v1/ident/#", false);
     let config = write_config(dir.path(), "ident", "");
     let alerts = dir.path().join("alerts.jsonl");
@@ -374,6 +379,13 @@ fn replay_publishes_every_alert_byte_identical_with_status_and_stats() {
     assert!(
         stderr.contains("mqtt: every alert was acknowledged by the broker"),
         "{stderr}"
+    );
+    // MQTT 5 by default; mosquitto logs the version of each client ("p5": MQTT 5).
+    assert!(stderr.contains("as ident with MQTT 5;"), "{stderr}");
+    assert!(
+        broker.log_text().contains("as ident (p5,"),
+        "{}",
+        broker.log_text()
     );
 
     let written = lines(&alerts);
@@ -644,6 +656,213 @@ fn status_is_online_retained_then_offline_when_the_agent_is_killed() {
     });
     let last = newcomer.messages().pop().unwrap();
     assert!(last.retain && is_status(&last, "offline"), "{stderr}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// protocol versions
+
+/// amqtt, a broker that speaks MQTT 3.1.1 only (it answers an MQTT 5 CONNECT with the 3.1.1
+/// CONNACK "unacceptable protocol version"), with an anonymous listener on `port`.
+struct Amqtt {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Amqtt {
+    fn start(dir: &Path, port: u16) -> Amqtt {
+        let conf = dir.join("amqtt.yaml");
+        let log = dir.join("amqtt.log");
+        std::fs::write(
+            &conf,
+            format!(
+                "listeners:\n  default:\n    type: tcp\n    bind: 127.0.0.1:{port}\n\
+                 plugins:\n  amqtt.plugins.authentication.AnonymousAuthPlugin:\n    allow_anonymous: true\n"
+            ),
+        )
+        .unwrap();
+        let python = std::env::var("EDGEWATCH_PYTHON").unwrap_or_else(|_| "python3".to_string());
+        let child = Command::new(python)
+            .args([
+                "-c",
+                "import sys; from amqtt.scripts.broker_script import main; sys.argv = ['amqtt', '-c', sys.argv[1]]; sys.exit(main())",
+            ])
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("python3 runs");
+        let mut broker = Amqtt { child, log };
+        wait_for("amqtt to listen", DEADLINE, || {
+            if let Some(status) = broker.child.try_wait().unwrap() {
+                panic!(
+                    "amqtt exited with {status} (pip install -r tests/requirements.txt): {}",
+                    std::fs::read_to_string(&broker.log).unwrap_or_default()
+                );
+            }
+            TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        broker
+    }
+}
+
+impl Drop for Amqtt {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn a_broker_that_speaks_only_3_1_1_gets_3_1_1_and_every_alert() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let broker = Amqtt::start(dir.path(), port);
+    let sub = Subscriber::new(port, "t-v311-sub", "edgewatch/v1/old/alert", false);
+    let config = write_config(dir.path(), "old", "");
+    let alerts = dir.path().join("alerts.jsonl");
+    let url = format!("mqtt://127.0.0.1:{port}");
+    let state = dir.path().join("state");
+    let pcap = data("lab-mini.pcap");
+    let agent = Agent::spawn(&[
+        "replay",
+        path(&pcap),
+        "--config",
+        path(&config),
+        "--alerts",
+        path(&alerts),
+        "--mqtt",
+        &url,
+        "--state-dir",
+        path(&state),
+    ]);
+    let (status, stderr) = agent.wait(DEADLINE * 2);
+    assert!(status.success(), "replay failed:\n{stderr}");
+    // amqtt misreads the MQTT 5 CONNECT (its will properties) and waits for more bytes, so the
+    // first attempt times out; the next one speaks 3.1.1.
+    assert!(
+        stderr.contains("did not answer an MQTT 5 connection"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("as old with MQTT 3.1.1;"), "{stderr}");
+    // The fallback is not an error and is said once.
+    assert_eq!(count(&stderr, "trying MQTT 3.1.1."), 1, "{stderr}");
+    assert!(!stderr.contains("ERROR"), "{stderr}");
+    let broker_log = std::fs::read_to_string(&broker.log).unwrap_or_default();
+    assert!(
+        broker_log.contains("Invalid connection"),
+        "amqtt should have rejected the MQTT 5 attempt:\n{broker_log}"
+    );
+
+    let written = lines(&alerts);
+    assert!(written.len() > 1000, "{}", written.len());
+    wait_for("every alert on amqtt", DEADLINE, || {
+        sub.alert_set().len() >= written.len()
+    });
+    let expected: HashSet<Vec<u8>> = written.into_iter().collect();
+    assert_eq!(sub.alert_set(), expected);
+}
+
+#[test]
+fn protocol_3_1_1_when_the_config_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let broker = Broker::plain(dir.path(), port, "");
+    let config = write_config(dir.path(), "v311", "protocol = \"3.1.1\"\n");
+    let url = format!("mqtt://127.0.0.1:{port}");
+    let state = dir.path().join("state");
+    let pcap = data("lab-mini.pcap");
+    let agent = Agent::spawn(&[
+        "replay",
+        path(&pcap),
+        "--config",
+        path(&config),
+        "--alerts",
+        "/dev/null",
+        "--mqtt",
+        &url,
+        "--state-dir",
+        path(&state),
+    ]);
+    let (status, stderr) = agent.wait(DEADLINE);
+    assert!(status.success(), "replay failed:\n{stderr}");
+    assert!(stderr.contains("as v311 with MQTT 3.1.1;"), "{stderr}");
+    // "p2" is mosquitto's name for MQTT 3.1.1.
+    assert!(
+        broker.log_text().contains("as v311 (p2,"),
+        "{}",
+        broker.log_text()
+    );
+}
+
+#[test]
+fn alerts_the_broker_refuses_are_counted_once_and_not_sent_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    // The ACL lets this sensor publish its status and stats, but not alerts.
+    let acl = dir.path().join("acl");
+    std::fs::write(
+        &acl,
+        "topic read edgewatch/v1/acl/#\n\
+         topic write edgewatch/v1/acl/status\n\
+         topic write edgewatch/v1/acl/stats\n",
+    )
+    .unwrap();
+    // mosquitto 2.0.11 with max_queued_messages 0 (the other tests' setting) drops an MQTT 5
+    // client's connection right after denying its publish: here it gets a finite queue.
+    let _broker = Broker::plain(
+        dir.path(),
+        port,
+        &format!("acl_file {}\nmax_queued_messages 1000\n", path(&acl)),
+    );
+    let sub = Subscriber::new(port, "t-acl-sub", "edgewatch/v1/acl/#", false);
+    let config = write_config(dir.path(), "acl", "");
+    let alerts = dir.path().join("alerts.jsonl");
+    let url = format!("mqtt://127.0.0.1:{port}");
+    let state = dir.path().join("state");
+    let pcap = data("lab-mini.pcap");
+    let agent = Agent::spawn(&[
+        "replay",
+        path(&pcap),
+        "--config",
+        path(&config),
+        "--alerts",
+        path(&alerts),
+        "--mqtt",
+        &url,
+        "--state-dir",
+        path(&state),
+    ]);
+    let (status, stderr) = agent.wait(DEADLINE);
+    let written = lines(&alerts).len();
+    assert!(written > 1000, "{written}");
+    // Exit 1: the alerts did not get through, and replay says how many and why.
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("refused {written} of them")),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("refuses alerts on edgewatch/v1/acl/alert: NotAuthorized"),
+        "{stderr}"
+    );
+    assert_eq!(
+        count(&stderr, "refuses alerts"),
+        1,
+        "logged once:\n{stderr}"
+    );
+
+    // Status and stats went through; the final stats count the refused alerts.
+    wait_for("the offline status", DEADLINE, || {
+        sub.on("/status")
+            .iter()
+            .any(|m| m.payload.windows(9).any(|w| w == b"\"offline\""))
+    });
+    assert!(sub.on("/alert").is_empty());
+    let stats: serde_json::Value =
+        serde_json::from_slice(&sub.on("/stats").last().expect("stats").payload).unwrap();
+    assert_eq!(stats["alerts_rejected"], written as u64);
+    assert_eq!(stats["alerts_published"], 0);
+    assert_eq!(stats["outbox_depth"], 0);
 }
 
 // ---------------------------------------------------------------------------------------------

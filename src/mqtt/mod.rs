@@ -14,12 +14,17 @@ use std::fmt;
 #[cfg(feature = "mqtt")]
 mod connect;
 #[cfg(feature = "mqtt")]
+mod link;
+#[cfg(feature = "mqtt")]
 pub mod outbox;
 #[cfg(feature = "mqtt")]
 mod publisher;
 #[cfg(feature = "mqtt")]
 pub mod status;
 
+/// The login and TLS settings of `[mqtt]`, for the collector.
+#[cfg(feature = "mqtt")]
+pub use connect::Access;
 #[cfg(feature = "mqtt")]
 pub use publisher::{DrainOutcome, Mqtt, MqttSink, Publisher};
 

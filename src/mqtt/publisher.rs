@@ -9,6 +9,9 @@
 //!
 //! Acknowledgements are matched to alerts by packet id: rumqttc reports `Outgoing::Publish(pkid)`
 //! for requests in the order they were queued, then `Incoming::PubAck(pkid)`.
+//!
+//! The protocol is MQTT 5 unless `mqtt.protocol` says otherwise; with "auto", a broker that
+//! refuses MQTT 5 gets 3.1.1 on the very next attempt ([`link`](super::link)).
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
@@ -18,15 +21,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use rumqttc::{AsyncClient, ConnectionError, Event, Outgoing, Packet, QoS};
-use tokio::sync::{Notify, mpsc, watch};
+use tokio::sync::{Notify, watch};
 
 use super::MqttError;
 use super::connect::{CLIENT_INFLIGHT, Problem, ProblemKind, Settings};
+use super::link::{self, Client, Events, LinkError, LinkEvent, V5Failure, Version};
 use super::outbox::Outbox;
 use super::status::{Identity, PublishCounters, stats_payload, status_payload};
 use crate::alert::Alert;
-use crate::config::MqttConfig;
+use crate::config::{MqttConfig, MqttProtocol};
 use crate::sink::{AlertSink, JsonLines};
 use crate::stats::Stats;
 
@@ -105,6 +108,8 @@ impl Mqtt {
             stats_interval,
             started: Instant::now(),
             published: 0,
+            rejected: 0,
+            last_rejection: None,
             connects: 0,
             finish_rx,
             finish_at: None,
@@ -152,6 +157,8 @@ pub struct DrainOutcome {
     pub waiting: u64,
     /// Alerts the broker acknowledged during this run.
     pub published: u64,
+    /// Alerts the broker refused in its PUBACK during this run (MQTT 5), dropped.
+    pub rejected: u64,
     /// Alerts dropped because the outbox was full or could not be written.
     pub dropped: u64,
     pub outbox: PathBuf,
@@ -178,6 +185,7 @@ impl Publisher {
                     delivered_all: false,
                     waiting: c.depth,
                     published: 0,
+                    rejected: 0,
                     dropped: c.dropped,
                     outbox: self.outbox.path().to_path_buf(),
                 }
@@ -246,8 +254,9 @@ enum Goodbye {
 
 /// One connection attempt and what is in flight on it.
 struct Session {
-    client: AsyncClient,
-    events: mpsc::UnboundedReceiver<Result<Event, ConnectionError>>,
+    version: Version,
+    client: Client,
+    events: Events,
     poller: tokio::task::JoinHandle<()>,
     connected: bool,
     /// Alerts sent on this connection, by sequence number, with whether they were acknowledged.
@@ -266,26 +275,10 @@ struct Session {
 }
 
 impl Session {
-    fn start(settings: &Settings) -> Session {
-        let (client, mut eventloop) = AsyncClient::new(settings.options.clone(), REQUEST_QUEUE);
-        let mut network = eventloop.network_options();
-        network.set_connection_timeout(settings.connect_timeout_s);
-        // Each publish is written on its own: without this, Nagle's algorithm holds small
-        // packets back until the previous ones are acknowledged.
-        network.set_tcp_nodelay(true);
-        eventloop.set_network_options(network);
-        let (tx, events) = mpsc::unbounded_channel();
-        // Never cancelled mid-poll: the event loop is only dropped after an error or at the end.
-        let poller = tokio::spawn(async move {
-            loop {
-                let event = eventloop.poll().await;
-                let failed = event.is_err();
-                if tx.send(event).is_err() || failed {
-                    break;
-                }
-            }
-        });
+    fn start(settings: &Settings, version: Version) -> Session {
+        let (client, events, poller) = link::start(settings, version, REQUEST_QUEUE);
         Session {
+            version,
             client,
             events,
             poller,
@@ -303,23 +296,19 @@ impl Session {
     }
 
     fn publish(&mut self, topic: &str, retain: bool, payload: Vec<u8>, tag: Tag) -> bool {
-        match self
-            .client
-            .try_publish(topic, QoS::AtLeastOnce, retain, payload)
-        {
-            Ok(()) => {
-                self.unassigned.push_back(tag);
-                true
-            }
-            Err(_) => false,
+        let queued = self.client.try_publish(topic, retain, payload);
+        if queued {
+            self.unassigned.push_back(tag);
         }
+        queued
     }
 
-    /// Returns the tag a PUBACK acknowledges.
-    fn on_event(&mut self, event: Event) -> Option<Tag> {
+    /// Returns what a PUBACK acknowledges, and why the broker refused it if it did. A refused
+    /// alert is settled all the same: sending it again would be refused again.
+    fn on_event(&mut self, event: LinkEvent) -> Option<(Tag, Option<String>)> {
         match event {
-            Event::Incoming(Packet::ConnAck(_)) => self.connected = true,
-            Event::Outgoing(Outgoing::Publish(pkid)) => match self.collision {
+            LinkEvent::Connected => self.connected = true,
+            LinkEvent::Published(pkid) => match self.collision {
                 Some((held, _)) if held == pkid => self.resolved = self.collision.take(),
                 _ => {
                     if let Some(tag) = self.unassigned.pop_front() {
@@ -327,14 +316,14 @@ impl Session {
                     }
                 }
             },
-            Event::Outgoing(Outgoing::AwaitAck(pkid)) => {
+            LinkEvent::AwaitAck(pkid) => {
                 if let Some(tag) = self.unassigned.pop_front() {
                     self.collision = Some((pkid, tag));
                 }
             }
-            Event::Incoming(Packet::PubAck(ack)) => {
-                let tag = self.by_pkid.remove(&ack.pkid);
-                if let Some((pkid, next)) = self.resolved.take_if(|(p, _)| *p == ack.pkid) {
+            LinkEvent::PubAck { pkid, refused } => {
+                let tag = self.by_pkid.remove(&pkid);
+                if let Some((pkid, next)) = self.resolved.take_if(|(p, _)| *p == pkid) {
                     self.by_pkid.insert(pkid, next);
                 }
                 if let Some(Tag::Alert(seq)) = tag
@@ -342,10 +331,10 @@ impl Session {
                 {
                     self.inflight[i].1 = true;
                 }
-                return tag;
+                return tag.map(|t| (t, refused));
             }
-            Event::Outgoing(Outgoing::Disconnect) => self.disconnected = true,
-            _ => {}
+            LinkEvent::Disconnected => self.disconnected = true,
+            LinkEvent::Other => {}
         }
         None
     }
@@ -360,6 +349,9 @@ struct Worker {
     stats_interval: Duration,
     started: Instant,
     published: u64,
+    /// Alerts the broker refused (MQTT 5 PUBACK reason codes), and the last reason logged.
+    rejected: u64,
+    last_rejection: Option<String>,
     connects: u64,
     finish_rx: watch::Receiver<Option<Instant>>,
     finish_at: Option<Instant>,
@@ -371,7 +363,7 @@ struct Worker {
 /// What a connection's loop ended with.
 enum End {
     Finished(DrainOutcome),
-    Failed(Option<ConnectionError>),
+    Failed(Option<LinkError>),
 }
 
 impl Worker {
@@ -383,8 +375,10 @@ impl Worker {
             self.stats_interval.max(Duration::from_millis(100)),
         );
         stats_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut version = self.settings.first_version();
+        let mut negotiation = Negotiation::new(self.settings.protocol);
         loop {
-            let mut session = Session::start(&self.settings);
+            let mut session = Session::start(&self.settings, version);
             let end = self
                 .connection(&mut session, &mut stats_timer, &mut last_problem)
                 .await;
@@ -395,6 +389,15 @@ impl Worker {
             };
             if session.connected {
                 attempt = 0;
+                negotiation.settle();
+            } else if let Some(e) = &error
+                && let Some(next) = negotiation.after_failure(version, e, &self.settings.url)
+            {
+                let retry_now = next == Version::V311;
+                version = next;
+                if retry_now {
+                    continue;
+                }
             }
             if let Some(e) = &error {
                 let problem = self.settings.describe(e, session.connected);
@@ -455,10 +458,16 @@ impl Worker {
                         match next {
                             Some(Ok(event)) => {
                                 let was_connected = s.connected;
-                                match s.on_event(event) {
-                                    Some(Tag::Alert(_)) => self.published += 1,
-                                    Some(Tag::Goodbye) => s.goodbye = Goodbye::Acked,
-                                    _ => {}
+                                if let Some((tag, refused)) = s.on_event(event) {
+                                    match refused {
+                                        Some(why) => self.on_refused(tag, why),
+                                        None if matches!(tag, Tag::Alert(_)) => self.published += 1,
+                                        None => {}
+                                    }
+                                    // A refused "offline" ends the goodbye too: the broker answered.
+                                    if tag == Tag::Goodbye {
+                                        s.goodbye = Goodbye::Acked;
+                                    }
                                 }
                                 if s.connected && !was_connected {
                                     self.on_connected(s, last_problem);
@@ -498,9 +507,10 @@ impl Worker {
         self.connects += 1;
         *last_problem = None;
         log::info!(
-            "Connected to MQTT broker {} as {}; {} alerts waiting in the outbox.",
+            "Connected to MQTT broker {} as {} with {}; {} alerts waiting in the outbox.",
             self.settings.url,
             self.settings.client_id,
+            s.version,
             self.outbox.counters().depth
         );
         let topic = self.settings.topics.status.clone();
@@ -510,6 +520,27 @@ impl Worker {
             status_payload(&self.identity, true),
             Tag::Status,
         );
+    }
+
+    /// A publish the broker refused in its PUBACK (MQTT 5). Logged when the reason changes, not
+    /// per alert; the count is in stats.
+    fn on_refused(&mut self, tag: Tag, why: String) {
+        let topics = &self.settings.topics;
+        let (what, topic) = match tag {
+            Tag::Alert(_) => {
+                self.rejected += 1;
+                ("alerts", &topics.alert)
+            }
+            Tag::Status | Tag::Goodbye => ("the status", &topics.status),
+            Tag::Stats => ("stats", &topics.stats),
+        };
+        if self.last_rejection.as_deref() != Some(why.as_str()) {
+            log::error!(
+                "MQTT broker {} refuses {what} on {topic}: {why}. Check the broker's ACL for this sensor; refused alerts are dropped and counted as alerts_rejected.",
+                self.settings.url
+            );
+            self.last_rejection = Some(why);
+        }
     }
 
     fn on_finish_request(&mut self, sender_alive: bool) {
@@ -549,7 +580,7 @@ impl Worker {
                 }
                 Goodbye::Sent => {}
                 Goodbye::Acked => {
-                    if s.client.try_disconnect().is_err() {
+                    if !s.client.try_disconnect() {
                         return Some(End::Finished(self.outcome(true)));
                     }
                     s.goodbye = Goodbye::Disconnecting;
@@ -578,6 +609,7 @@ impl Worker {
             delivered_all: delivered_all && c.depth == 0,
             waiting: c.depth,
             published: self.published,
+            rejected: self.rejected,
             dropped: c.dropped,
             outbox: self.outbox.path().to_path_buf(),
         }
@@ -588,6 +620,7 @@ impl Worker {
         let mqtt = PublishCounters {
             alerts_published: self.published,
             alerts_outbox_dropped: c.dropped,
+            alerts_rejected: self.rejected,
             outbox_depth: c.depth,
             outbox_bytes: c.bytes,
             mqtt_connects: self.connects,
@@ -662,6 +695,65 @@ impl Worker {
     }
 }
 
+/// With `protocol = "auto"`: which version the next attempt speaks. MQTT 5 first; 3.1.1 right
+/// after an MQTT 5 attempt the broker refused, or one that got no CONNACK at all (then it is
+/// only tentative: if 3.1.1 gets no answer either, the next attempt is MQTT 5 again). The
+/// version that first connects stays until the agent restarts.
+struct Negotiation {
+    auto: bool,
+    settled: bool,
+    tentative: bool,
+    said: bool,
+}
+
+impl Negotiation {
+    fn new(protocol: MqttProtocol) -> Negotiation {
+        Negotiation {
+            auto: protocol == MqttProtocol::Auto,
+            settled: false,
+            tentative: false,
+            said: false,
+        }
+    }
+
+    fn settle(&mut self) {
+        self.settled = true;
+    }
+
+    /// The version for the next attempt after `version` failed before its CONNACK with `e`,
+    /// or None to keep it.
+    fn after_failure(
+        &mut self,
+        version: Version,
+        e: &LinkError,
+        url: &super::BrokerUrl,
+    ) -> Option<Version> {
+        if !self.auto || self.settled {
+            return None;
+        }
+        match version {
+            Version::V5 => {
+                let failure = link::v5_failure(e);
+                self.tentative = match failure {
+                    V5Failure::Refused => false,
+                    V5Failure::Silent => true,
+                    V5Failure::Other => return None,
+                };
+                if !self.said {
+                    self.said = true;
+                    let why = match failure {
+                        V5Failure::Refused => "does not speak MQTT 5",
+                        _ => "did not answer an MQTT 5 connection",
+                    };
+                    log::info!("MQTT broker {url} {why} ({e}); trying MQTT 3.1.1.");
+                }
+                Some(Version::V311)
+            }
+            Version::V311 => self.tentative.then_some(Version::V5),
+        }
+    }
+}
+
 async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(d) => tokio::time::sleep_until(d.into()).await,
@@ -679,15 +771,15 @@ fn seed() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rumqttc::PubAck;
 
     fn session() -> Session {
         // A client whose event loop is never polled: only the bookkeeping is exercised.
         let (client, _eventloop) =
-            AsyncClient::new(rumqttc::MqttOptions::new("t", "127.0.0.1", 1), 8);
-        let (_tx, events) = mpsc::unbounded_channel();
+            rumqttc::AsyncClient::new(rumqttc::MqttOptions::new("t", "127.0.0.1", 1), 8);
+        let (_tx, events) = tokio::sync::mpsc::unbounded_channel();
         Session {
-            client,
+            version: Version::V311,
+            client: Client::V311(client),
             events,
             poller: tokio::runtime::Builder::new_current_thread()
                 .build()
@@ -706,8 +798,11 @@ mod tests {
         }
     }
 
-    fn ack(pkid: u16) -> Event {
-        Event::Incoming(Packet::PubAck(PubAck::new(pkid)))
+    fn ack(pkid: u16) -> LinkEvent {
+        LinkEvent::PubAck {
+            pkid,
+            refused: None,
+        }
     }
 
     #[test]
@@ -719,11 +814,18 @@ mod tests {
         }
         s.unassigned.push_back(Tag::Status);
         for pkid in 1..=4 {
-            assert_eq!(s.on_event(Event::Outgoing(Outgoing::Publish(pkid))), None);
+            assert_eq!(s.on_event(LinkEvent::Published(pkid)), None);
         }
-        assert_eq!(s.on_event(ack(2)), Some(Tag::Alert(1)));
-        assert_eq!(s.on_event(ack(4)), Some(Tag::Status));
-        assert_eq!(s.on_event(ack(1)), Some(Tag::Alert(0)));
+        assert_eq!(s.on_event(ack(2)), Some((Tag::Alert(1), None)));
+        assert_eq!(s.on_event(ack(4)), Some((Tag::Status, None)));
+        let refused = LinkEvent::PubAck {
+            pkid: 1,
+            refused: Some("NotAuthorized".to_string()),
+        };
+        assert_eq!(
+            s.on_event(refused),
+            Some((Tag::Alert(0), Some("NotAuthorized".to_string())))
+        );
         assert_eq!(
             s.inflight,
             VecDeque::from(vec![(0, true), (1, true), (2, false)])
@@ -736,12 +838,12 @@ mod tests {
     fn a_held_back_publish_takes_its_packet_id_after_the_old_ack() {
         let mut s = session();
         s.unassigned.extend([Tag::Alert(0), Tag::Alert(1)]);
-        s.on_event(Event::Outgoing(Outgoing::Publish(1)));
+        s.on_event(LinkEvent::Published(1));
         // Alert 1 would reuse packet id 1, still in flight: the client holds it back.
-        s.on_event(Event::Outgoing(Outgoing::AwaitAck(1)));
+        s.on_event(LinkEvent::AwaitAck(1));
         // On PUBACK 1 the client sends alert 1 with id 1 and then reports the ack.
-        s.on_event(Event::Outgoing(Outgoing::Publish(1)));
-        assert_eq!(s.on_event(ack(1)), Some(Tag::Alert(0)));
-        assert_eq!(s.on_event(ack(1)), Some(Tag::Alert(1)));
+        s.on_event(LinkEvent::Published(1));
+        assert_eq!(s.on_event(ack(1)), Some((Tag::Alert(0), None)));
+        assert_eq!(s.on_event(ack(1)), Some((Tag::Alert(1), None)));
     }
 }

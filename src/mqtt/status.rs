@@ -80,6 +80,8 @@ pub struct PublishCounters {
     pub alerts_published: u64,
     /// Alerts dropped because the outbox was full or could not be written.
     pub alerts_outbox_dropped: u64,
+    /// Alerts the broker refused in its PUBACK (MQTT 5 only: e.g. the ACL denies the topic).
+    pub alerts_rejected: u64,
     /// Alerts waiting in the outbox (including those in flight).
     pub outbox_depth: u64,
     pub outbox_bytes: u64,
