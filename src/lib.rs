@@ -5,11 +5,14 @@
 //! (bidirectional flow table) -> `host` + `features` (the feature vector) -> `model` (tract
 //! scorer) -> `alert` (threshold, aggregation, rate limit) -> `sink` (JSON lines). `scoring`
 //! runs host context, features, model and alerts as one stage; `agent` wires the threads and
-//! queues; `config` and `stats` serve them all.
+//! queues; `config` and `stats` serve them all. `collector` (cargo feature `collector`) is the
+//! central side: MQTT ingest, storage, web UI and API.
 
 pub mod agent;
 pub mod alert;
 pub mod capture;
+#[cfg(feature = "collector")]
+pub mod collector;
 pub mod config;
 pub mod dispatch;
 pub mod features;
