@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every check of the project on a fresh Debian bookworm machine with Rust installed:
 # installs what the tests need (mosquitto, iproute2, ping, openssl, Python packages), then
-# cargo fmt --check, cargo clippy -D warnings, all Rust tests, and the model pipeline smoke test.
+# cargo fmt --check, cargo clippy -D warnings, all Rust tests (collector included), and the
+# model pipeline smoke test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,6 +13,9 @@ command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v ping >/dev/null 2>&1 || need+=(iputils-ping)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 command -v python3 >/dev/null 2>&1 || need+=(python3 python3-pip)
+# The collector's tests start a throwaway PostgreSQL and load the web UI in headless Chromium.
+[ -x /usr/lib/postgresql/15/bin/initdb ] || need+=(postgresql)
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
 if [ "${#need[@]}" -gt 0 ]; then
     echo "test.sh: installing ${need[*]}"
     sudo_cmd=()
@@ -29,10 +33,12 @@ done
 
 echo "test.sh: cargo fmt --check"
 cargo fmt --all -- --check
+# One feature set for clippy and the tests (default features plus the collector), so the
+# dependencies are built once.
 echo "test.sh: cargo clippy"
-cargo clippy --all-targets -- -D warnings
+cargo clippy --all-targets --features collector -- -D warnings
 echo "test.sh: cargo test"
-cargo test
+cargo test --features collector
 if [ -x models/smoke_test.sh ]; then
     echo "test.sh: model pipeline smoke test"
     EDGEWATCH="${CARGO_TARGET_DIR:-$PWD/target}/debug/edgewatch" models/smoke_test.sh

@@ -20,13 +20,14 @@ pub enum LiveError {
     #[error("no interface named {name} (interfaces here: {known})")]
     NoSuchInterface { name: String, known: String },
     #[error(
-        "cannot open a packet socket on {name}: {source}. Capturing needs CAP_NET_RAW: run as root, \
-         or give the binary the capability (setcap cap_net_raw+ep $(command -v edgewatch)), or use \
-         the packaged service, which grants it"
+        "cannot open a packet socket on {name}: {error}. Capturing needs the capability \
+         CAP_NET_RAW, and only that: run the packaged service (systemd or OpenWrt), which grants \
+         it to an unprivileged user, or give it to the binary (setcap cap_net_raw+ep \
+         $(command -v edgewatch)), or run as root"
     )]
-    Permission { name: String, source: io::Error },
-    #[error("cannot capture on {name}: {source}")]
-    Open { name: String, source: io::Error },
+    Permission { name: String, error: io::Error },
+    #[error("cannot capture on {name}: {error}")]
+    Open { name: String, error: io::Error },
     #[error("interface {name} is not an Ethernet-like interface")]
     NotEthernet { name: String },
 }
@@ -103,15 +104,16 @@ pub fn open(name: &str, promiscuous: bool) -> Result<Box<dyn LinkReceiver>, Live
         Ok(_) => Err(LiveError::NotEthernet {
             name: name.to_string(),
         }),
-        Err(source) if source.kind() == io::ErrorKind::PermissionDenied => {
+        // The OS error is part of the message, not a `source`: printed once.
+        Err(error) if error.kind() == io::ErrorKind::PermissionDenied => {
             Err(LiveError::Permission {
                 name: name.to_string(),
-                source,
+                error,
             })
         }
-        Err(source) => Err(LiveError::Open {
+        Err(error) => Err(LiveError::Open {
             name: name.to_string(),
-            source,
+            error,
         }),
     }
 }
