@@ -1,0 +1,169 @@
+#!/usr/bin/env bash
+# Builds a static, stripped release binary of edgewatch for a router target.
+#
+#   cross/build.sh TARGET [cargo args...]
+#   cross/build.sh aarch64-unknown-linux-musl
+#   cross/build.sh armv7-unknown-linux-musleabihf --no-default-features --features mqtt
+#
+# The binary lands in ${CARGO_TARGET_DIR:-target}/TARGET/release/edgewatch. Extra arguments go to
+# cargo as they are. The script installs what it needs (rustup targets, Debian cross compilers,
+# or zig from PyPI) and checks with `file` that the result is static and stripped.
+# cross/README.md says which target uses which toolchain and why.
+#
+# Environment:
+#   EDGEWATCH_CROSS_TOOLCHAIN=gcc|zig  force the C compiler/linker (default: gcc; zig with -Zbuild-std)
+#   EDGEWATCH_CROSS_VENV=DIR           where zig + cargo-zigbuild are installed with pip
+#                                      (default: ~/.cache/edgewatch-cross/venv)
+#   EDGEWATCH_CROSS_NIGHTLY=TOOLCHAIN  the nightly used for -Zbuild-std (default: nightly)
+#   EDGEWATCH_CROSS_MAP=FILE           also write the linker map of the binary to FILE, for
+#                                      cross/size-report.py (relinks only the binary)
+set -euo pipefail
+
+die() { echo "cross/build.sh: $*" >&2; exit 1; }
+note() { echo "cross/build.sh: $*" >&2; }
+
+[[ $# -ge 1 ]] || die "usage: cross/build.sh TARGET [cargo args...]"
+target=$1
+shift
+
+cd "$(dirname "$0")/.."
+target_dir=${CARGO_TARGET_DIR:-target}
+case $target_dir in /*) ;; *) target_dir=$PWD/$target_dir ;; esac
+export CARGO_TARGET_DIR=$target_dir
+
+# Upper-case and underscore forms used by cargo's and the cc crate's environment variables.
+t_env=$(echo "$target" | tr 'a-z-' 'A-Z_')
+t_cc=$(echo "$target" | tr '-' '_')
+
+case $target in
+    x86_64-unknown-linux-musl) gnu=x86_64-linux-gnu ;;
+    aarch64-unknown-linux-musl) gnu=aarch64-linux-gnu ;;
+    armv7-unknown-linux-musleabihf) gnu=arm-linux-gnueabihf ;;
+    mipsel-unknown-linux-musl) gnu=mipsel-linux-gnu ;;
+    *) die "unsupported target '$target' (x86_64-unknown-linux-musl, aarch64-unknown-linux-musl, armv7-unknown-linux-musleabihf, mipsel-unknown-linux-musl)" ;;
+esac
+
+apt_install() {
+    # Installs Debian packages that are missing; apt-get update only when something is.
+    local missing=()
+    for p in "$@"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p"); done
+    [[ ${#missing[@]} -eq 0 ]] && return 0
+    command -v apt-get >/dev/null || die "need Debian packages ${missing[*]} (no apt-get here)"
+    local sudo=; [[ $(id -u) -eq 0 ]] || sudo=sudo
+    note "installing ${missing[*]}"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+# 1. Rust standard library for the target. Tier 2 targets come from rustup; a target whose
+#    rust-std rustup cannot get (mipsel-unknown-linux-musl is tier 3 and has none; some mirrors
+#    lack armv7-unknown-linux-musleabihf) is built with nightly and -Zbuild-std from rust-src.
+cargo_tc=()
+build_std=()
+if [[ $target != mipsel-* ]] && rustup target list --installed | grep -qx "$target"; then
+    :
+elif [[ $target != mipsel-* ]] && rustup target add "$target" >/dev/null 2>&1; then
+    note "added rustup target $target"
+else
+    nightly=${EDGEWATCH_CROSS_NIGHTLY:-nightly}
+    note "no prebuilt rust-std for $target: building std from source with $nightly -Zbuild-std"
+    rustup toolchain list | grep -q "^$nightly" ||
+        rustup toolchain install "$nightly" --profile minimal >/dev/null ||
+        die "cannot install the $nightly toolchain that -Zbuild-std needs"
+    rustup component list --toolchain "$nightly" --installed | grep -qx rust-src ||
+        rustup component add rust-src --toolchain "$nightly" >/dev/null ||
+        die "cannot add rust-src to $nightly"
+    cargo_tc=("+$nightly")
+    build_std=(-Zbuild-std=std,panic_abort)
+fi
+
+# 2. C compiler and linker. ring and tract-linalg compile C and assembly for the target.
+#    gcc: Debian's cross gcc (or musl-gcc) compiles, links against the musl libc.a and crt
+#         objects that rustup's rust-std ships ("self-contained"). Needs that rust-std.
+#    zig: cargo-zigbuild (pip: ziglang + cargo-zigbuild); zig brings musl for every target,
+#         so it is the one that works with -Zbuild-std, where rust-std's musl is missing.
+toolchain=${EDGEWATCH_CROSS_TOOLCHAIN:-}
+if [[ -z $toolchain ]]; then
+    if [[ ${#build_std[@]} -gt 0 ]]; then toolchain=zig; else toolchain=gcc; fi
+fi
+
+# +crt-static: one static binary (also where a target's default is dynamic).
+# force-unwind-tables=no: with panic = "abort" nothing unwinds. With fat LTO and rustup's
+# prebuilt std it removes next to none of .eh_frame (cross/README.md); it costs nothing.
+rustflags="-C target-feature=+crt-static -C force-unwind-tables=no"
+case $toolchain in
+gcc)
+    [[ ${#build_std[@]} -eq 0 ]] ||
+        die "the gcc toolchain needs rustup's rust-std for $target (its musl); use EDGEWATCH_CROSS_TOOLCHAIN=zig"
+    if [[ $target == x86_64-* ]]; then
+        apt_install musl-tools gcc binutils file
+        export "CC_$t_cc=musl-gcc" "AR_$t_cc=ar"
+        export "CARGO_TARGET_${t_env}_LINKER=cc"
+    else
+        apt_install "gcc-$gnu" "binutils-$gnu" file
+        export "CC_$t_cc=$gnu-gcc" "AR_$t_cc=$gnu-ar"
+        export "CARGO_TARGET_${t_env}_LINKER=$gnu-gcc"
+    fi
+    ;;
+zig)
+    venv=${EDGEWATCH_CROSS_VENV:-$HOME/.cache/edgewatch-cross/venv}
+    if [[ ! -x $venv/bin/cargo-zigbuild || ! -x $venv/bin/python-zig ]]; then
+        note "installing ziglang and cargo-zigbuild (PyPI) into $venv"
+        python3 -m venv "$venv"
+        "$venv/bin/pip" install -q ziglang cargo-zigbuild
+    fi
+    export PATH="$venv/bin:$PATH"
+    apt_install file
+    if [[ ${#build_std[@]} -gt 0 ]]; then
+        # rust-std's self-contained crt1.o/libc.a are not there with -Zbuild-std: let zig's
+        # driver bring musl's start files and libc instead.
+        rustflags+=" -C link-self-contained=no"
+    fi
+    ;;
+*) die "EDGEWATCH_CROSS_TOOLCHAIN must be gcc or zig, not '$toolchain'" ;;
+esac
+
+# Target-specific flags, so that build scripts and proc macros (host) are not affected.
+var="CARGO_TARGET_${t_env}_RUSTFLAGS"
+export "$var=${!var:+${!var} }$rustflags"
+
+# The binary is linked by `cargo rustc`, so that link-only flags reach its link alone (changing
+# them relinks the binary and rebuilds no dependency):
+#   --no-eh-frame-hdr  with panic = "abort" nothing unwinds; the .eh_frame_hdr lookup table
+#                      (387 KB, 4.5% of the aarch64 binary) only served RUST_BACKTRACE, which
+#                      then prints no frames; a panic still prints its message. (gcc/GNU ld
+#                      only; armv7 unwinds with .ARM.exidx and has no such table.)
+#   -Map=FILE          with EDGEWATCH_CROSS_MAP, for cross/size-report.py
+link_args=()
+[[ $toolchain == gcc ]] && link_args+=(-C link-arg=-Wl,--no-eh-frame-hdr)
+if [[ -n ${EDGEWATCH_CROSS_MAP:-} ]]; then
+    [[ $toolchain == gcc ]] || die "EDGEWATCH_CROSS_MAP needs the gcc toolchain (GNU ld's map)"
+    map=$EDGEWATCH_CROSS_MAP
+    case $map in /*) ;; *) map=$OLDPWD/$map ;; esac
+    link_args+=(-C "link-arg=-Wl,-Map=$map")
+fi
+cmd=(cargo "${cargo_tc[@]}" rustc)
+if [[ $toolchain == zig ]]; then
+    # `cargo-zigbuild rustc` is `cargo rustc` with zig as C compiler and linker.
+    [[ ${#cargo_tc[@]} -gt 0 ]] && export RUSTUP_TOOLCHAIN=${cargo_tc[0]#+}
+    cmd=(cargo-zigbuild rustc)
+fi
+if [[ $target == mipsel-* ]]; then
+    mips_blocked="mipsel-unknown-linux-musl does not build: 32-bit MIPS has no 64-bit atomics, and tract-core 0.23.9 (src/plan.rs, src/lanes.rs) and edgewatch (src/stats.rs, src/capture/live.rs) use std::sync::atomic::AtomicU64. The toolchain itself works (nightly -Zbuild-std + zig); see cross/README.md"
+    note "$mips_blocked"
+    trap 'note "$mips_blocked"' ERR
+fi
+note "target $target, toolchain $toolchain${build_std:+, ${build_std[*]}}, rust toolchain ${cargo_tc[*]:-(default)}"
+start=$(date +%s)
+"${cmd[@]}" --release --locked --target "$target" "${build_std[@]}" --bin edgewatch "$@" \
+    -- "${link_args[@]}"
+elapsed=$(( $(date +%s) - start ))
+
+bin=$target_dir/$target/release/edgewatch
+[[ -f $bin ]] || die "no binary at $bin"
+info=$(file -b "$bin")
+case $info in *"statically linked"* | *"static-pie linked"*) ;; *) die "$bin is not static: $info" ;; esac
+case $info in *", stripped"*) ;; *) die "$bin is not stripped: $info" ;; esac
+echo "$bin"
+echo "  $info"
+echo "  $(stat -c %s "$bin") bytes, built in ${elapsed}s"
