@@ -299,6 +299,25 @@ impl Agent {
         }
     }
 
+    /// `replay lab-mini.pcap` with `config`, writing `alerts` and publishing to the broker on
+    /// `port` through an outbox in `state`.
+    fn replay(config: &Path, alerts: &Path, port: u16, state: &Path) -> Agent {
+        let pcap = data("lab-mini.pcap");
+        let url = format!("mqtt://127.0.0.1:{port}");
+        Agent::spawn(&[
+            "replay",
+            path(&pcap),
+            "--config",
+            path(config),
+            "--alerts",
+            path(alerts),
+            "--mqtt",
+            &url,
+            "--state-dir",
+            path(state),
+        ])
+    }
+
     fn stderr(&self) -> String {
         self.stderr.lock().unwrap().clone()
     }
@@ -720,21 +739,8 @@ fn a_broker_that_speaks_only_3_1_1_gets_3_1_1_and_every_alert() {
     let sub = Subscriber::new(port, "t-v311-sub", "edgewatch/v1/old/alert", false);
     let config = write_config(dir.path(), "old", "");
     let alerts = dir.path().join("alerts.jsonl");
-    let url = format!("mqtt://127.0.0.1:{port}");
     let state = dir.path().join("state");
-    let pcap = data("lab-mini.pcap");
-    let agent = Agent::spawn(&[
-        "replay",
-        path(&pcap),
-        "--config",
-        path(&config),
-        "--alerts",
-        path(&alerts),
-        "--mqtt",
-        &url,
-        "--state-dir",
-        path(&state),
-    ]);
+    let agent = Agent::replay(&config, &alerts, port, &state);
     let (status, stderr) = agent.wait(DEADLINE * 2);
     assert!(status.success(), "replay failed:\n{stderr}");
     // amqtt misreads the MQTT 5 CONNECT (its will properties) and waits for more bytes, so the
@@ -768,21 +774,8 @@ fn protocol_3_1_1_when_the_config_says_so() {
     let port = free_port();
     let broker = Broker::plain(dir.path(), port, "");
     let config = write_config(dir.path(), "v311", "protocol = \"3.1.1\"\n");
-    let url = format!("mqtt://127.0.0.1:{port}");
     let state = dir.path().join("state");
-    let pcap = data("lab-mini.pcap");
-    let agent = Agent::spawn(&[
-        "replay",
-        path(&pcap),
-        "--config",
-        path(&config),
-        "--alerts",
-        "/dev/null",
-        "--mqtt",
-        &url,
-        "--state-dir",
-        path(&state),
-    ]);
+    let agent = Agent::replay(&config, Path::new("/dev/null"), port, &state);
     let (status, stderr) = agent.wait(DEADLINE);
     assert!(status.success(), "replay failed:\n{stderr}");
     assert!(stderr.contains("as v311 with MQTT 3.1.1;"), "{stderr}");
@@ -817,21 +810,8 @@ fn alerts_the_broker_refuses_are_counted_once_and_not_sent_again() {
     let sub = Subscriber::new(port, "t-acl-sub", "edgewatch/v1/acl/#", false);
     let config = write_config(dir.path(), "acl", "");
     let alerts = dir.path().join("alerts.jsonl");
-    let url = format!("mqtt://127.0.0.1:{port}");
     let state = dir.path().join("state");
-    let pcap = data("lab-mini.pcap");
-    let agent = Agent::spawn(&[
-        "replay",
-        path(&pcap),
-        "--config",
-        path(&config),
-        "--alerts",
-        path(&alerts),
-        "--mqtt",
-        &url,
-        "--state-dir",
-        path(&state),
-    ]);
+    let agent = Agent::replay(&config, &alerts, port, &state);
     let (status, stderr) = agent.wait(DEADLINE);
     let written = lines(&alerts).len();
     assert!(written > 1000, "{written}");

@@ -277,6 +277,16 @@ struct Session {
 impl Session {
     fn start(settings: &Settings, version: Version) -> Session {
         let (client, events, poller) = link::start(settings, version, REQUEST_QUEUE);
+        Session::new(version, client, events, poller)
+    }
+
+    /// A connection attempt that has not connected yet, with nothing in flight.
+    fn new(
+        version: Version,
+        client: Client,
+        events: Events,
+        poller: tokio::task::JoinHandle<()>,
+    ) -> Session {
         Session {
             version,
             client,
@@ -777,25 +787,13 @@ mod tests {
         let (client, _eventloop) =
             rumqttc::AsyncClient::new(rumqttc::MqttOptions::new("t", "127.0.0.1", 1), 8);
         let (_tx, events) = tokio::sync::mpsc::unbounded_channel();
-        Session {
-            version: Version::V311,
-            client: Client::V311(client),
-            events,
-            poller: tokio::runtime::Builder::new_current_thread()
-                .build()
-                .unwrap()
-                .spawn(async {}),
-            connected: true,
-            inflight: VecDeque::new(),
-            next_seq: 0,
-            unassigned: VecDeque::new(),
-            by_pkid: HashMap::new(),
-            collision: None,
-            resolved: None,
-            goodbye: Goodbye::NotSent,
-            goodbye_deadline: None,
-            disconnected: false,
-        }
+        let poller = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .spawn(async {});
+        let mut s = Session::new(Version::V311, Client::V311(client), events, poller);
+        s.connected = true;
+        s
     }
 
     fn ack(pkid: u16) -> LinkEvent {
