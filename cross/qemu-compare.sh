@@ -15,6 +15,11 @@
 # and the script prints a table and exits 1 when any output differs from the native one.
 # Outputs are kept in ${CARGO_TARGET_DIR:-target}/qemu-compare/TARGET/.
 # EDGEWATCH_QEMU_SKIP_BUILD=1 uses the binaries already built.
+# EDGEWATCH_CROSS_PROFILE=dev builds (and looks for) the dev profile's binaries, as cross/build.sh.
+# EDGEWATCH_QEMU_NATIVE=BIN takes BIN (e.g. the target/debug/edgewatch that `cargo test` built) as
+# the reference instead of building x86_64-unknown-linux-musl. CI runs
+#   EDGEWATCH_CROSS_PROFILE=dev EDGEWATCH_QEMU_NATIVE=target/debug/edgewatch \
+#       cross/qemu-compare.sh aarch64-unknown-linux-musl
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -77,16 +82,25 @@ run_all() {
     printf "%d.%02d\n" $(( (end - start) / 1000000000 )) $(( (end - start) / 10000000 % 100 ))
 }
 
+profile_dir=release
+[[ ${EDGEWATCH_CROSS_PROFILE:-release} == dev ]] && profile_dir=debug
+[[ ${EDGEWATCH_CROSS_PROFILE:-release} =~ ^(release|dev)$ ]] || profile_dir=$EDGEWATCH_CROSS_PROFILE
+
 build() {
     if [[ ${EDGEWATCH_QEMU_SKIP_BUILD:-0} != 1 ]]; then
         cross/build.sh "$1" "${cargo_args[@]}" >&2
     fi
-    local bin=$target_dir/$1/release/edgewatch
+    local bin=$target_dir/$1/$profile_dir/edgewatch
     [[ -x $bin ]] || { echo "cross/qemu-compare.sh: no binary $bin" >&2; return 1; }
     echo "$bin"
 }
 
-native_bin=$(build "$native")
+if [[ -n ${EDGEWATCH_QEMU_NATIVE:-} ]]; then
+    native_bin=$(realpath "$EDGEWATCH_QEMU_NATIVE")
+    [[ -x $native_bin ]] || { echo "cross/qemu-compare.sh: no binary $EDGEWATCH_QEMU_NATIVE" >&2; exit 1; }
+else
+    native_bin=$(build "$native")
+fi
 native_secs=$(run_all "$native" "$native_bin" "$out_root/$native")
 
 status=0

@@ -332,7 +332,7 @@ def main():
     ap.add_argument("--epochs", type=int, default=40)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--lr", type=float, default=3e-3)
-    ap.add_argument("--benign-weight", type=float, default=2.0, help="benign total weight / attack total weight (default 2)")
+    ap.add_argument("--benign-weight", type=float, default=8.0, help="benign total weight / attack total weight (default 8)")
     ap.add_argument("--target-fpr", type=float, default=0.001, help="benign row FPR on training data for the threshold (default 0.001)")
     ap.add_argument("--min-threshold", type=float, default=0.5)
     ap.add_argument("--version", default=None, help="edgewatch.version (default: mlp-<date>)")

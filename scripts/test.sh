@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Runs every check of the project on a fresh Debian bookworm machine with Rust installed:
 # installs what the tests need (mosquitto, iproute2, ping, openssl, Python packages), then
-# cargo fmt --check, cargo clippy -D warnings, all Rust tests (collector included), and the
-# model pipeline smoke test.
+# cargo fmt --check, cargo clippy -D warnings, all Rust tests (collector included), the
+# model pipeline smoke test, and the aarch64 build under qemu-user compared with the native one
+# (cross/qemu-compare.sh; it installs the aarch64 cross gcc, qemu-user-static and the rustup
+# target itself).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -43,4 +45,9 @@ if [ -x models/smoke_test.sh ]; then
     echo "test.sh: model pipeline smoke test"
     EDGEWATCH="${CARGO_TARGET_DIR:-$PWD/target}/debug/edgewatch" models/smoke_test.sh
 fi
+# The aarch64 binary (dev profile: the same code, built in minutes rather than the release
+# profile's fat LTO) must print byte for byte what the native binary prints, under qemu-user.
+echo "test.sh: aarch64 under qemu-user vs native"
+EDGEWATCH_CROSS_PROFILE=dev EDGEWATCH_QEMU_NATIVE="${CARGO_TARGET_DIR:-$PWD/target}/debug/edgewatch" \
+    cross/qemu-compare.sh aarch64-unknown-linux-musl
 echo "test.sh: all checks passed"

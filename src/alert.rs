@@ -109,6 +109,9 @@ struct Pending {
     bytes: [u64; 2],
     start: Micros,
     end: Micros,
+    /// The evaluation that opened this batch: the alert's `timestamp`.
+    first_ts: Micros,
+    /// The latest evaluation gathered: when the alert is due (rate limit, id).
     last_ts: Micros,
     src_port_varies: bool,
     dest_port_varies: bool,
@@ -124,6 +127,7 @@ impl Pending {
             bytes: [flow.fwd.bytes, flow.bwd.bytes],
             start: flow.start,
             end: flow.last,
+            first_ts: ts,
             last_ts: ts,
             src_port_varies: false,
             dest_port_varies: false,
@@ -139,6 +143,7 @@ impl Pending {
         self.bytes[1] += flow.bwd.bytes;
         self.start = self.start.min(flow.start);
         self.end = self.end.max(flow.last);
+        self.first_ts = self.first_ts.min(ts);
         self.last_ts = self.last_ts.max(ts);
         self.src_port_varies |= flow.initiator_port != self.first.initiator_port;
         self.dest_port_varies |= flow.responder_port != self.first.responder_port;
@@ -314,7 +319,7 @@ impl AlertEngine {
         let mut vlan: Vec<u16> = f.key.vlan.iter().copied().filter(|&v| v != 0).collect();
         vlan.truncate(2);
         Alert {
-            timestamp: rfc3339(p.last_ts),
+            timestamp: rfc3339(p.first_ts),
             event_type: "alert".to_string(),
             sensor_id: self.sensor_id.clone(),
             alert_id,

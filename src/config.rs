@@ -188,7 +188,7 @@ impl Default for FlowConfig {
             icmp_timeout_s: 10.0,
             active_timeout_s: 120.0,
             early_eval_packets: 8,
-            probe_eval_s: 1.0,
+            probe_eval_s: 0.5,
             max_evals_per_flow: 4,
             max_fragments: 1024,
         }
@@ -328,11 +328,12 @@ udp_timeout_s = 30.0
 icmp_timeout_s = 10.0
 # A long flow is evaluated again every active_timeout_s while it lasts.
 active_timeout_s = 120.0
-# Evaluate a flow as soon as it has this many packets, for fast alerts.
+# Evaluate a flow as soon as it has this many packets, for fast alerts, and again at 8 and 64
+# times as many (so a flood inside one flow is scored while it lasts).
 early_eval_packets = 8
 # Evaluate a flow that has not been evaluated yet this long after its first packet
-# (so single-packet probes and floods are scored within about a second).
-probe_eval_s = 1.0
+# (so single-packet probes and floods are scored within about half a second).
+probe_eval_s = 0.5
 # Evaluations per flow at most (early, probe and active ones; the final one always happens).
 max_evals_per_flow = 4
 # IP datagrams whose later fragments are waiting to be attributed to a flow, at most.

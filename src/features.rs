@@ -94,8 +94,9 @@ pub fn schema_id() -> &'static str {
     })
 }
 
+/// ln(1 + x) for counts and rates; 0 (never -0) for zero, negative or NaN input.
 fn ln1p(x: f64) -> f32 {
-    x.max(0.0).ln_1p() as f32
+    if x > 0.0 { x.ln_1p() as f32 } else { 0.0 }
 }
 
 fn dir_features(d: &DirStats) -> ([f32; 4], [f32; 2]) {

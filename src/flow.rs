@@ -145,10 +145,24 @@ impl DirStats {
     }
 }
 
+/// A flow evaluated early is evaluated again when it has this many times more packets.
+pub const EVAL_GROWTH: u64 = 8;
+
+/// The packet count at which a flow with `evals` evaluations so far is evaluated early:
+/// `early`, then `early` × 8, × 64, ...
+fn early_eval_at(early: u32, evals: u8) -> u64 {
+    EVAL_GROWTH
+        .checked_pow(u32::from(evals))
+        .and_then(|g| g.checked_mul(u64::from(early)))
+        .unwrap_or(u64::MAX)
+}
+
 /// Why a flow is being evaluated.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EvalReason {
-    /// After the first `early_eval_packets` packets.
+    /// After the first `early_eval_packets` packets, and again at `early_eval_packets` ×
+    /// [`EVAL_GROWTH`]^n packets, n being the evaluations so far (within `max_evals`): a flood
+    /// in one flow is scored while it grows, not only when it ends.
     Early,
     /// `probe_eval_s` after the start, for a flow not evaluated yet.
     Probe,
@@ -531,7 +545,10 @@ impl FlowTable {
         if let Some(flow) = self.flows.get_mut(&key) {
             if !flow.closed {
                 let ended = update(flow, p);
-                let reached_early = flow.packets() == self.early_eval_packets && flow.evals == 0;
+                let reached_early = (flow.evals == 0
+                    || flow.evals < self.max_evals.saturating_sub(1))
+                    && u64::from(flow.packets())
+                        == early_eval_at(self.early_eval_packets, flow.evals);
                 if ended {
                     flow.closed = true;
                     let snapshot = *flow;
@@ -814,6 +831,35 @@ mod tests {
         assert_eq!(
             evals(&out),
             vec![(EvalReason::TcpEnd, Some(Outcome::TcpRejected))]
+        );
+    }
+
+    #[test]
+    fn a_growing_flow_is_evaluated_again_at_8x_its_packets() {
+        let cfg = Config::default().flow;
+        let mut t = FlowTable::new(&cfg, 100);
+        let mut out = Vec::new();
+        // One established TCP flow, 1 ms per packet, far more packets than 8 * 8 * 8.
+        t.process(&pkt(0, 0, A, 40003, B, 80, SYN), &mut out);
+        t.process(&pkt(10, 1, B, 80, A, 40003, SYN | ACK), &mut out);
+        for i in 2..5_000u64 {
+            t.process(&pkt(i * 1_000, i, A, 40003, B, 80, ACK), &mut out);
+        }
+        let at: Vec<u32> = out
+            .iter()
+            .filter_map(|e| match e {
+                FlowEvent::Eval { reason, flow, .. } => {
+                    assert_eq!(*reason, EvalReason::Early);
+                    Some(flow.packets())
+                }
+                _ => None,
+            })
+            .collect();
+        let early = cfg.early_eval_packets;
+        assert_eq!(
+            at,
+            vec![early, early * 8, early * 64],
+            "early evaluations up to max_evals_per_flow - 1, the last one left for the end"
         );
     }
 

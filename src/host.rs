@@ -34,7 +34,10 @@ impl Bitmap {
         if zeros == 0.0 {
             m * m.ln()
         } else {
-            -m * (zeros / m).ln()
+            // m·ln(m/zeros) rather than -m·ln(zeros/m): the same value, but an empty bitmap gives
+            // +0, not -0 (which a max(0.0) may or may not turn into +0, depending on the libm
+            // and the optimization level, and which the features CSV would print as "-0").
+            m * (m / zeros).ln()
         }
     }
 }
@@ -256,6 +259,16 @@ fn view(w: &Window, now: Micros, len: Micros) -> HostView {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn empty_bitmap_estimates_positive_zero() {
+        let e = Bitmap::default().estimate();
+        assert_eq!(e, 0.0);
+        assert!(
+            e.is_sign_positive(),
+            "an empty set must estimate +0, got {e:?}"
+        );
+    }
 
     #[test]
     fn bitmap_estimate_is_close_for_small_sets() {
