@@ -19,6 +19,13 @@ python3 models/train.py models/data/sample.csv.gz --out-dir "$TMP" --epochs 3 --
 for m in edgewatch-f32.onnx edgewatch-int8.onnx; do
   "$BIN" validate --model "$TMP/$m"
 done
+# Re-export (train.py --reexport) gives the same model, byte for byte.
+cp "$TMP/golden.json" "$TMP/golden-re.json"
+python3 models/train.py --reexport "$TMP" --out-dir "$TMP/re" --golden "$TMP/golden-re.json"
+for m in edgewatch-f32.onnx edgewatch-int8.onnx; do
+  cmp "$TMP/$m" "$TMP/re/$m"
+done
+cmp "$TMP/golden.json" "$TMP/golden-re.json"
 python3 - "$TMP" <<'PY'
 import json, os, sys
 d = sys.argv[1]

@@ -229,11 +229,22 @@ class Graph:
         return self.node("Add", [y, self.const("b", b.astype(np.float32))], "add")
 
 
-def build_onnx(params, mean, std, schema_id, meta, quantize=False, act_scales=None):
+def norm_affine(mean, std):
+    """(x - mean) / std as x · diag(scale) + shift: (scale, shift)."""
+    scale = (1.0 / std).astype(np.float32)
+    return scale, (-mean * scale).astype(np.float32)
+
+
+def build_onnx(params, norm, schema_id, meta, quantize=False, act_scales=None):
+    """`norm` is (scale, shift) from norm_affine()."""
     g = Graph(quantize, act_scales or {})
-    F = len(mean)
-    x = g.node("Sub", ["features", g.const("norm_mean", mean.astype(np.float32))], "centered")
-    x = g.node("Div", [x, g.const("norm_std", std.astype(np.float32))], "scaled")
+    scale, shift = norm
+    F = len(scale)
+    # The normalization as one affine map, x · diag(scale) + shift: tract runs it, and the Clip
+    # after it, inside one matrix-product kernel; broadcast Sub, Div and Clip over [N, F] took
+    # longer than the whole network.
+    x = g.node("MatMul", ["features", g.const("norm_scale", np.diag(scale))], "scaled")
+    x = g.node("Add", [x, g.const("norm_shift", shift)], "shifted")
     # Every feature lands in [-1, 1] on the training data: clip there so one per-tensor int8
     # scale fits every feature, and f32 and int8 agree on values beyond the training range.
     x = g.node("Clip", [x, g.const("clip_lo", np.float32(-CLIP)), g.const("clip_hi", np.float32(CLIP))], "normalized")
@@ -242,8 +253,10 @@ def build_onnx(params, mean, std, schema_id, meta, quantize=False, act_scales=No
         x = g.node("Relu", [g.dense(x, w, b, i)], "relu")
     logit = g.dense(x, params[-2][0], params[-2][1], len(hidden))
     g.nodes.append(helper.make_node("Sigmoid", [logit], ["score"], name="score"))
+    # `class` is the class head's logits: the agent only takes the argmax, and a Softmax over
+    # 4 columns cost tract as much as the three hidden layers.
     logits = g.dense(x, params[-1][0], params[-1][1], len(hidden) + 1)
-    g.nodes.append(helper.make_node("Softmax", [logits], ["class"], name="class", axis=-1))
+    g.nodes.append(helper.make_node("Identity", [logits], ["class"], name="class"))
     graph = helper.make_graph(
         g.nodes, "edgewatch",
         [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["N", F])],
@@ -278,7 +291,7 @@ def calibrate(model_f32, x_cal):
 
     m = onnx.ModelProto()
     m.CopyFrom(model_f32)
-    dense_inputs = [n.input[0] for n in m.graph.node if n.op_type == "MatMul"]
+    dense_inputs = [n.input[0] for n in m.graph.node if n.op_type == "MatMul" and n.name.startswith("matmul")]
     for name in dense_inputs:
         m.graph.output.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, None))
     sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
@@ -324,9 +337,57 @@ def save(model, path):
     return os.path.getsize(path)
 
 
+def read_export(f32_path, int8_path):
+    """The parameters of a model exported by this script (any of its graph layouts): dense
+    (weight, bias) pairs in order, the normalization (norm_affine), the int8 activation scales,
+    metadata."""
+    f32, int8 = onnx.load(f32_path), onnx.load(int8_path)
+    consts = {i.name: numpy_helper.to_array(i) for i in f32.graph.initializer}
+    by_op = lambda m, op: [n for n in m.graph.node if n.op_type == op]
+    if any(n.op_type == "Sub" for n in f32.graph.node):  # mlp-2's layout: Sub(mean), Div(std)
+        norm = norm_affine(consts[by_op(f32, "Sub")[0].input[1]], consts[by_op(f32, "Div")[0].input[1]])
+    else:  # MatMul(diag(scale)), Add(shift)
+        norm = (np.diag(consts[next(n for n in f32.graph.node if n.name.startswith("scaled")).input[1]]).copy(),
+                consts[next(n for n in f32.graph.node if n.name.startswith("shifted")).input[1]])
+    params = []
+    for mm in (n for n in f32.graph.node if n.op_type == "MatMul" and n.name.startswith("matmul")):
+        add = next(n for n in f32.graph.node if n.op_type == "Add" and n.input[0] == mm.output[0])
+        params.append((consts[mm.input[1]], consts[add.input[1]]))
+    qconsts = {i.name: numpy_helper.to_array(i) for i in int8.graph.initializer}
+    scales = {i: float(qconsts[n.input[1]]) for i, n in enumerate(by_op(int8, "QuantizeLinear"))}
+    meta = {e.key: e.value for e in int8.metadata_props}
+    return params, norm, scales, meta
+
+
+def reexport(args):
+    """--reexport DIR: the model of DIR (edgewatch-f32.onnx + edgewatch-int8.onnx, from any
+    version of this script) rebuilt in the current graph layout, weights, scales, threshold and
+    metadata unchanged; with --golden FILE, FILE's inputs scored again."""
+    params, norm, scales, meta = read_export(os.path.join(args.reexport, "edgewatch-f32.onnx"),
+                                                  os.path.join(args.reexport, "edgewatch-int8.onnx"))
+    schema_id = meta.pop("edgewatch.feature_schema")
+    meta.pop("edgewatch.classes", None)
+    int8 = build_onnx(params, norm, schema_id, meta, quantize=True, act_scales=scales)
+    f32 = build_onnx(params, norm, schema_id, dict(meta, **{"edgewatch.version": meta["edgewatch.version"].removesuffix("-int8")}))
+    size32 = save(f32, os.path.join(args.out_dir, "edgewatch-f32.onnx"))
+    size8 = save(int8, os.path.join(args.out_dir, "edgewatch-int8.onnx"))
+    if args.golden:
+        with open(args.golden) as f:
+            g = json.load(f)
+        gx = np.array(g["inputs"], np.float32)
+        for label, model in (("f32", f32), ("int8", int8)):
+            sc, cl = run_ort(model, gx)
+            g[label] = {"score": sc.tolist(), "class": cl.tolist()}
+        with open(args.golden, "w") as f:
+            json.dump(g, f)
+        print(f"rescored {args.golden} ({len(gx)} rows)")
+    print(f"re-exported {meta['edgewatch.version']}: {args.out_dir}/edgewatch-int8.onnx ({size8} bytes), edgewatch-f32.onnx ({size32} bytes)")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("data", nargs="+", help="labeled CSVs from models/label.py (training runs)")
+    ap.add_argument("data", nargs="*", help="labeled CSVs from models/label.py (training runs)")
+    ap.add_argument("--reexport", metavar="DIR", help="rebuild DIR's exported model in the current graph layout instead of training (see reexport())")
     ap.add_argument("--out-dir", required=True)
     ap.add_argument("--schema", default=os.path.join(HERE, "feature_schema.json"))
     ap.add_argument("--epochs", type=int, default=40)
@@ -340,6 +401,10 @@ def main():
     ap.add_argument("--max-rows", type=int, default=0, help="subsample the training rows to at most this many (0: all)")
     ap.add_argument("--golden", help="write golden vectors (inputs + onnxruntime outputs) here")
     args = ap.parse_args()
+    if args.reexport:
+        return reexport(args)
+    if not args.data:
+        ap.error("give the labeled CSVs to train on (or --reexport DIR)")
     t0 = time.time()
 
     with open(args.schema) as f:
@@ -376,7 +441,8 @@ def main():
 
     version = args.version or "mlp-" + datetime.date.today().strftime("%Y%m%d")
     meta = {"edgewatch.threshold": "0.5", "edgewatch.version": version, "edgewatch.name": NAME}
-    f32 = build_onnx(params, mean, std, schema["schema_id"], meta)
+    norm = norm_affine(mean, std)
+    f32 = build_onnx(params, norm, schema["schema_id"], meta)
     rng = np.random.default_rng(args.seed + 1)
     cal = x[rng.choice(len(x), min(len(x), 20000), replace=False)]
     # Calibrate on a class-balanced draw as well, so rare attack activations set the ranges too.
@@ -385,7 +451,7 @@ def main():
         cal = np.concatenate([cal, x[rng.choice(att_idx, min(len(att_idx), 5000), replace=False)]])
     scales = calibrate(f32, cal)
     scales[0] = CLIP / 127.0  # the normalized input spans [-CLIP, CLIP] by construction
-    int8 = build_onnx(params, mean, std, schema["schema_id"], dict(meta, **{"edgewatch.version": version + "-int8"}), quantize=True, act_scales=scales)
+    int8 = build_onnx(params, norm, schema["schema_id"], dict(meta, **{"edgewatch.version": version + "-int8"}), quantize=True, act_scales=scales)
 
     s32, c32 = run_ort(f32, x)
     s8, c8 = run_ort(int8, x)
