@@ -222,7 +222,8 @@ fn int8_and_f32_models_raise_the_same_alerts_on_the_lab_capture() {
     let f32_alerts = replay_alerts("lab-mini.pcap", &["--model", f32]);
     let int8_alerts = replay_alerts("lab-mini.pcap", &["--model", int8]);
     // Flows alerted per (source, destination, signature): the same pairs and classes, and
-    // counts within 1 % (a flow whose score sits right at the threshold may fall either way).
+    // counts within 1 % or one flow (a flow whose score sits right at the threshold may fall
+    // either way).
     let flows = |alerts: &[String]| {
         let mut m = std::collections::BTreeMap::<String, u64>::new();
         for l in alerts {
@@ -247,7 +248,7 @@ fn int8_and_f32_models_raise_the_same_alerts_on_the_lab_capture() {
     );
     for (k, n) in &f {
         assert!(
-            n.abs_diff(i[k]) * 100 <= *n,
+            n.abs_diff(i[k]) <= (n / 100).max(1),
             "{k}: int8 {} flows, f32 {n}",
             i[k]
         );
