@@ -1,4 +1,5 @@
-//! Live capture from network interfaces (pnet's AF_PACKET socket on Linux).
+//! Live capture from network interfaces (pnet's AF_PACKET socket on Linux, cargo feature
+//! `pnet`, on by default).
 //!
 //! The OS sits behind [`LinkReceiver`], so the capture loop runs the same on a real interface
 //! and on frames a test hands it. The loop parses each frame into a `PacketMeta` at once and
@@ -30,6 +31,11 @@ pub enum LiveError {
     Open { name: String, error: io::Error },
     #[error("interface {name} is not an Ethernet-like interface")]
     NotEthernet { name: String },
+    #[error(
+        "cannot capture on {name}: this edgewatch was built without a live capture backend \
+         (cargo feature \"pnet\"); it can only replay captures"
+    )]
+    NoBackend { name: String },
 }
 
 /// A source of raw frames. `Ok(None)` means nothing arrived within the read timeout.
@@ -52,10 +58,12 @@ impl Clock for SystemClock {
     }
 }
 
+#[cfg(feature = "pnet")]
 struct PnetReceiver {
     rx: Box<dyn pnet_datalink::DataLinkReceiver>,
 }
 
+#[cfg(feature = "pnet")]
 impl LinkReceiver for PnetReceiver {
     fn recv(&mut self) -> io::Result<Option<&[u8]>> {
         match self.rx.next() {
@@ -79,7 +87,16 @@ impl LinkReceiver for PnetReceiver {
 /// partial batch.
 pub const READ_TIMEOUT: Duration = Duration::from_millis(100);
 
+/// Opens an interface for capture: a build without a capture backend says so.
+#[cfg(not(feature = "pnet"))]
+pub fn open(name: &str, _promiscuous: bool) -> Result<Box<dyn LinkReceiver>, LiveError> {
+    Err(LiveError::NoBackend {
+        name: name.to_string(),
+    })
+}
+
 /// Opens an interface for capture.
+#[cfg(feature = "pnet")]
 pub fn open(name: &str, promiscuous: bool) -> Result<Box<dyn LinkReceiver>, LiveError> {
     let interfaces = pnet_datalink::interfaces();
     let Some(iface) = interfaces.iter().find(|i| i.name == name) else {
