@@ -337,6 +337,18 @@ def save(model, path):
     return os.path.getsize(path)
 
 
+def write_golden(path, g, f32, int8):
+    """Scores the golden inputs g["inputs"] with both models (onnxruntime) into g, writes it to
+    path, and returns the row count."""
+    gx = np.array(g["inputs"], np.float32)
+    for label, model in (("f32", f32), ("int8", int8)):
+        sc, cl = run_ort(model, gx)
+        g[label] = {"score": sc.tolist(), "class": cl.tolist()}
+    with open(path, "w") as f:
+        json.dump(g, f)
+    return len(gx)
+
+
 def read_export(f32_path, int8_path):
     """The parameters of a model exported by this script (any of its graph layouts): dense
     (weight, bias) pairs in order, the normalization (norm_affine), the int8 activation scales,
@@ -374,13 +386,8 @@ def reexport(args):
     if args.golden:
         with open(args.golden) as f:
             g = json.load(f)
-        gx = np.array(g["inputs"], np.float32)
-        for label, model in (("f32", f32), ("int8", int8)):
-            sc, cl = run_ort(model, gx)
-            g[label] = {"score": sc.tolist(), "class": cl.tolist()}
-        with open(args.golden, "w") as f:
-            json.dump(g, f)
-        print(f"rescored {args.golden} ({len(gx)} rows)")
+        n = write_golden(args.golden, g, f32, int8)
+        print(f"rescored {args.golden} ({n} rows)")
     print(f"re-exported {meta['edgewatch.version']}: {args.out_dir}/edgewatch-int8.onnx ({size8} bytes), edgewatch-f32.onnx ({size32} bytes)")
 
 
@@ -482,14 +489,10 @@ def main():
                 pick += list(rng.choice(idx, min(4, len(idx)), replace=False))
         near = np.argsort(np.abs(s8 - t))[:8]
         pick += list(near)
-        gx = x[np.array(pick)]
-        g = {"schema_id": schema["schema_id"], "model_version": version + "-int8", "threshold": t, "inputs": gx.tolist()}
-        for label, model in (("f32", f32), ("int8", int8)):
-            sc, cl = run_ort(model, gx)
-            g[label] = {"score": sc.tolist(), "class": cl.tolist()}
-        with open(args.golden, "w") as f:
-            json.dump(g, f)
-        print(f"wrote {args.golden} ({len(gx)} rows)")
+        g = {"schema_id": schema["schema_id"], "model_version": version + "-int8", "threshold": t,
+             "inputs": x[np.array(pick)].tolist()}
+        n = write_golden(args.golden, g, f32, int8)
+        print(f"wrote {args.golden} ({n} rows)")
     print(f"wrote {args.out_dir}/edgewatch-int8.onnx ({size8} bytes) and edgewatch-f32.onnx ({size32} bytes) in {time.time() - t0:.0f} s")
 
 
