@@ -65,6 +65,8 @@ pub struct Pipeline {
 /// Queue of scorer reports and of alert batches, in messages.
 const REPORT_QUEUE: usize = 64;
 const ALERT_QUEUE: usize = 64;
+/// Evaluations per report when a shard flushes its table.
+const FLUSH_CHUNK: usize = 1024;
 
 impl Pipeline {
     /// Starts the flow shards, the scoring stage and the sink.
@@ -96,13 +98,7 @@ impl Pipeline {
                     scorer.info().version,
                     scorer.info().origin
                 );
-                let engine = AlertEngine::new(
-                    &cfg.alert,
-                    sensor_id,
-                    scorer.info(),
-                    threshold,
-                    cfg.flow.max_flows,
-                );
+                let engine = AlertEngine::new(&cfg.alert, sensor_id, scorer.info(), threshold);
                 (
                     Mode::Alerts {
                         scorer,
@@ -213,7 +209,11 @@ fn shard_worker(
     tx: Sender<ShardReport>,
     stats: Arc<Stats>,
 ) {
-    let mut published = (table.counters, 0);
+    let mut published = Published {
+        counters: table.counters,
+        active: 0,
+        emergency: false,
+    };
     let mut events = Vec::new();
     for batch in rx {
         for p in &batch.packets {
@@ -230,34 +230,62 @@ fn shard_worker(
             return;
         }
     }
-    table.flush(&mut events);
-    publish_flow_counters(&stats, &table, &mut published);
-    let _ = tx.send(ShardReport {
-        shard,
-        events,
-        watermark: Order::END,
+    // Flush orders are the same in every shard (time reached, then flow start), so each chunk's
+    // last event is a watermark: the scorer can merge the shards' flushes as they come.
+    let mut open = true;
+    table.flush_in_chunks(FLUSH_CHUNK, |chunk| {
+        let watermark = chunk.last().map_or(Order::ZERO, FlowEvent::order);
+        let events = std::mem::take(chunk);
+        open = open
+            && tx
+                .send(ShardReport {
+                    shard,
+                    events,
+                    watermark,
+                })
+                .is_ok();
     });
+    publish_flow_counters(&stats, &table, &mut published);
+    if open {
+        let _ = tx.send(ShardReport {
+            shard,
+            events,
+            watermark: Order::END,
+        });
+    }
 }
 
-/// Adds what a shard counted since its last report to the shared counters. `published` holds
-/// the counters and the table size reported last time.
-fn publish_flow_counters(
-    stats: &Stats,
-    table: &FlowTable,
-    published: &mut (crate::flow::FlowCounters, u64),
-) {
-    let (c, before) = (table.counters, &published.0);
+/// What a shard published last: its counters, table size and emergency state.
+struct Published {
+    counters: crate::flow::FlowCounters,
+    active: u64,
+    emergency: bool,
+}
+
+/// Adds what a shard counted since its last report to the shared counters.
+fn publish_flow_counters(stats: &Stats, table: &FlowTable, published: &mut Published) {
+    let (c, before) = (table.counters, &published.counters);
     Stats::add(&stats.flows_created, c.flows_created - before.flows_created);
     Stats::add(&stats.flows_evicted, c.flows_evicted - before.flows_evicted);
+    Stats::add(&stats.flow_emergencies, c.emergencies - before.emergencies);
     Stats::add(&stats.flow_evaluations, c.evaluations - before.evaluations);
     Stats::add(
         &stats.icmp_errors_attributed,
         c.icmp_errors_attributed - before.icmp_errors_attributed,
     );
-    // Active flows go up and down: a wrapping add of the difference is a signed add.
+    // Gauges go up and down: a wrapping add of the difference is a signed add.
     let active = table.len() as u64;
-    Stats::add(&stats.flows_active, active.wrapping_sub(published.1));
-    *published = (c, active);
+    Stats::add(&stats.flows_active, active.wrapping_sub(published.active));
+    let emergency = table.in_emergency();
+    Stats::add(
+        &stats.flow_workers_in_emergency,
+        u64::from(emergency).wrapping_sub(u64::from(published.emergency)),
+    );
+    *published = Published {
+        counters: c,
+        active,
+        emergency,
+    };
 }
 
 fn scoring_worker(

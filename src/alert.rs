@@ -97,7 +97,8 @@ type GroupKey = (IpAddr, IpAddr, usize);
 /// The open window of one (source, destination, class).
 struct Group {
     window_end: Micros,
-    pending: Option<Pending>,
+    /// Boxed: most windows under a flood never gather a second flow.
+    pending: Option<Box<Pending>>,
 }
 
 /// What a window has gathered since its last alert.
@@ -174,7 +175,6 @@ impl AlertEngine {
         sensor_id: String,
         model: &ModelInfo,
         threshold: f32,
-        max_tracked: usize,
     ) -> AlertEngine {
         AlertEngine {
             sensor_id,
@@ -188,7 +188,7 @@ impl AlertEngine {
             groups: HashMap::new(),
             deadlines: BinaryHeap::new(),
             counted: HashMap::new(),
-            max_tracked: max_tracked.max(1024),
+            max_tracked: cfg.max_windows.max(1),
             tokens: cfg.max_alerts_per_s,
             rate: cfg.max_alerts_per_s,
             last_refill: 0,
@@ -248,7 +248,7 @@ impl AlertEngine {
                 self.counters.flows_aggregated += 1;
                 match &mut group.pending {
                     Some(p) => p.add(ts, flow, score.anomaly),
-                    None => group.pending = Some(Pending::new(ts, flow, score.anomaly)),
+                    None => group.pending = Some(Box::new(Pending::new(ts, flow, score.anomaly))),
                 }
             }
         }

@@ -68,6 +68,9 @@ pub struct FlowConfig {
     pub probe_eval_s: f64,
     pub max_evals_per_flow: u8,
     pub max_fragments: usize,
+    pub emergency_enter: f64,
+    pub emergency_leave: f64,
+    pub emergency_timeout_scale: f64,
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -91,6 +94,7 @@ pub struct ModelConfig {
 pub struct AlertConfig {
     pub alert_window_s: f64,
     pub max_alerts_per_s: f64,
+    pub max_windows: usize,
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -191,6 +195,9 @@ impl Default for FlowConfig {
             probe_eval_s: 0.5,
             max_evals_per_flow: 4,
             max_fragments: 1024,
+            emergency_enter: 0.9,
+            emergency_leave: 0.7,
+            emergency_timeout_scale: 0.1,
         }
     }
 }
@@ -220,6 +227,7 @@ impl Default for AlertConfig {
         AlertConfig {
             alert_window_s: 1.0,
             max_alerts_per_s: 50.0,
+            max_windows: 8192,
         }
     }
 }
@@ -338,6 +346,15 @@ probe_eval_s = 0.5
 max_evals_per_flow = 4
 # IP datagrams whose later fragments are waiting to be attributed to a flow, at most.
 max_fragments = 1024
+# Emergency mode (under a flood of new flows): when a flow worker's table reaches this share of
+# its flows, the idle timeouts above shrink by emergency_timeout_scale, so that the flows a
+# flood leaves behind expire (and are evaluated) instead of pushing out live ones. The mode
+# ends when the table is back under emergency_leave. Entries are counted as flow_emergencies.
+emergency_enter = 0.9
+# (the share of the table under which emergency mode ends)
+emergency_leave = 0.7
+# (the factor applied to the idle timeouts during emergency mode)
+emergency_timeout_scale = 0.1
 
 [host]
 # The short and the long sliding window of the per-host context (new flows per second,
@@ -365,6 +382,9 @@ batch_size = 256
 alert_window_s = 1.0
 # Alerts per second at most over the whole sensor; the rest are counted as alerts_suppressed.
 max_alerts_per_s = 50.0
+# Alert windows open at once at most. Beyond it (a flood from many sources), a new
+# (source, destination, class) is alerted on its own, within max_alerts_per_s, without a window.
+max_windows = 8192
 
 [output]
 # Where alerts go as JSON lines: "-" for standard output, or a file path (appended).
@@ -483,6 +503,7 @@ impl Config {
             ("capture.queue_capacity", self.capture.queue_capacity),
             ("flow.max_flows", self.flow.max_flows),
             ("host.max_hosts", self.host.max_hosts),
+            ("alert.max_windows", self.alert.max_windows),
             ("model.batch_size", self.model.batch_size),
         ];
         for (key, value) in nonzero {
@@ -495,6 +516,29 @@ impl Config {
         }
         if self.flow.workers > 64 {
             return Err(invalid("flow.workers", "must be at most 64"));
+        }
+        let f = &self.flow;
+        if !(f.emergency_leave > 0.0
+            && f.emergency_leave < f.emergency_enter
+            && f.emergency_enter <= 1.0)
+        {
+            return Err(invalid(
+                "flow.emergency_enter",
+                &format!(
+                    "flow.emergency_leave ({}) and flow.emergency_enter ({}) must be shares of the \
+                     table with 0 < emergency_leave < emergency_enter <= 1",
+                    f.emergency_leave, f.emergency_enter
+                ),
+            ));
+        }
+        if !(f.emergency_timeout_scale > 0.0 && f.emergency_timeout_scale <= 1.0) {
+            return Err(invalid(
+                "flow.emergency_timeout_scale",
+                &format!(
+                    "must be above 0 and at most 1, not {}",
+                    f.emergency_timeout_scale
+                ),
+            ));
         }
         if self.host.long_window_s < self.host.short_window_s {
             return Err(invalid(

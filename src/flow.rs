@@ -312,10 +312,12 @@ pub struct FlowCounters {
     pub icmp_errors_attributed: u64,
     /// Packets of TCP flows that had already ended (late ACKs, retransmitted RSTs).
     pub packets_after_end: u64,
+    /// Times the table went into emergency mode.
+    pub emergencies: u64,
 }
 
 /// Timeouts in microseconds, converted once from the config.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 struct Timeouts {
     tcp_handshake: Micros,
     tcp_established: Micros,
@@ -326,8 +328,14 @@ struct Timeouts {
     probe: Micros,
 }
 
-/// Stale timer entries tolerated before the heap is compacted.
+/// Stale timer entries tolerated before the heap is compacted: this many, plus an eighth of the
+/// table's capacity.
 const TIMER_SLACK: usize = 64;
+
+/// The most timer entries a table of `capacity` flows holds (one per flow plus stale ones).
+pub fn timer_bound(capacity: usize) -> usize {
+    capacity + capacity / 8 + TIMER_SLACK
+}
 
 fn micros(s: f64) -> Micros {
     (s.max(0.0) * 1e6) as Micros
@@ -335,11 +343,19 @@ fn micros(s: f64) -> Micros {
 
 /// A bounded flow table with timers, driven by packet time.
 pub struct FlowTable {
-    flows: HashMap<FlowKey, Flow>,
+    /// Flows are boxed: the map's buckets then cost a key and a pointer, and its spare capacity
+    /// (a hash map keeps up to half its buckets empty) holds no 300-byte flows.
+    flows: HashMap<FlowKey, Box<Flow>>,
     /// Deadlines, lazily updated: an entry may be earlier than its flow's real deadline.
     timers: BinaryHeap<Reverse<(Micros, u64, FlowKey)>>,
     capacity: usize,
     timeouts: Timeouts,
+    /// The idle timeouts of emergency mode (the others as in `timeouts`).
+    emergency_timeouts: Timeouts,
+    /// Emergency mode begins at this many flows and ends under `emergency_leave`.
+    emergency_enter: usize,
+    emergency_leave: usize,
+    emergency: bool,
     early_eval_packets: u32,
     max_evals: u8,
     now: Micros,
@@ -348,23 +364,93 @@ pub struct FlowTable {
 
 impl FlowTable {
     pub fn new(cfg: &FlowConfig, capacity: usize) -> FlowTable {
+        let capacity = capacity.max(1);
+        let timeouts = Timeouts {
+            tcp_handshake: micros(cfg.tcp_handshake_timeout_s),
+            tcp_established: micros(cfg.tcp_established_timeout_s),
+            tcp_closed: micros(cfg.tcp_closed_timeout_s),
+            udp: micros(cfg.udp_timeout_s),
+            icmp: micros(cfg.icmp_timeout_s),
+            active: micros(cfg.active_timeout_s).max(1),
+            probe: micros(cfg.probe_eval_s),
+        };
+        let scale = |us: Micros| (us as f64 * cfg.emergency_timeout_scale) as Micros;
+        let emergency_timeouts = Timeouts {
+            tcp_handshake: scale(timeouts.tcp_handshake),
+            tcp_established: scale(timeouts.tcp_established),
+            tcp_closed: scale(timeouts.tcp_closed),
+            udp: scale(timeouts.udp),
+            icmp: scale(timeouts.icmp),
+            ..timeouts
+        };
+        let share = |s: f64| ((capacity as f64 * s).ceil() as usize).clamp(1, capacity);
         FlowTable {
-            flows: HashMap::with_capacity(capacity.min(4096)),
+            // Sized once for the bound: no rehash (old and new table at once) under a flood. The
+            // pages of a large allocation are only touched as flows arrive.
+            flows: HashMap::with_capacity(capacity),
             timers: BinaryHeap::with_capacity(capacity.min(4096)),
-            capacity: capacity.max(1),
-            timeouts: Timeouts {
-                tcp_handshake: micros(cfg.tcp_handshake_timeout_s),
-                tcp_established: micros(cfg.tcp_established_timeout_s),
-                tcp_closed: micros(cfg.tcp_closed_timeout_s),
-                udp: micros(cfg.udp_timeout_s),
-                icmp: micros(cfg.icmp_timeout_s),
-                active: micros(cfg.active_timeout_s).max(1),
-                probe: micros(cfg.probe_eval_s),
-            },
+            capacity,
+            timeouts,
+            emergency_timeouts,
+            emergency_enter: share(cfg.emergency_enter),
+            emergency_leave: share(cfg.emergency_leave),
+            emergency: false,
             early_eval_packets: cfg.early_eval_packets,
             max_evals: cfg.max_evals_per_flow.max(1),
             now: 0,
             counters: FlowCounters::default(),
+        }
+    }
+
+    /// Whether the table is in emergency mode (shorter idle timeouts under a flood).
+    pub fn in_emergency(&self) -> bool {
+        self.emergency
+    }
+
+    /// Enters emergency mode when the table has filled up to its mark. Every timer is
+    /// recomputed with the shorter timeouts (once per entry): the lazy timers may run early,
+    /// never late.
+    fn check_emergency_enter(&mut self) {
+        if self.emergency || self.flows.len() < self.emergency_enter {
+            return;
+        }
+        self.emergency = true;
+        self.counters.emergencies += 1;
+        log::warn!(
+            "Flow table at {} of {} flows: emergency mode, idle timeouts shortened until it is \
+             back under {}.",
+            self.flows.len(),
+            self.capacity,
+            self.emergency_leave
+        );
+        let timers: Vec<_> = self
+            .flows
+            .iter()
+            // A deadline already passed fires just after the packet that got us here: events
+            // must stay in order.
+            .map(|(key, f)| Reverse((self.deadline(f).max(self.now + 1), f.uid, *key)))
+            .collect();
+        self.timers = BinaryHeap::from(timers);
+    }
+
+    /// Leaves emergency mode once enough flows have gone.
+    fn check_emergency_leave(&mut self) {
+        if self.emergency && self.flows.len() < self.emergency_leave {
+            self.emergency = false;
+            log::info!(
+                "Flow table back under {} flows: emergency mode over ({} flows evicted so far).",
+                self.emergency_leave,
+                self.counters.flows_evicted
+            );
+        }
+    }
+
+    /// The timeouts in force.
+    fn timeouts(&self) -> &Timeouts {
+        if self.emergency {
+            &self.emergency_timeouts
+        } else {
+            &self.timeouts
         }
     }
 
@@ -383,7 +469,7 @@ impl FlowTable {
 
     /// When the flow ends by inactivity (or, once ended, leaves the table).
     fn idle_deadline(&self, f: &Flow) -> Micros {
-        let t = &self.timeouts;
+        let t = self.timeouts();
         let idle = match f.key.proto {
             _ if f.closed || (f.fwd.fin > 0 && f.bwd.fin > 0) => t.tcp_closed,
             PROTO_TCP if f.established || f.synack_seen => t.tcp_established,
@@ -427,11 +513,12 @@ impl FlowTable {
             }
             self.fire(key, due, hash, out);
         }
+        self.check_emergency_leave();
     }
 
     fn fire(&mut self, key: FlowKey, due: Micros, hash: u64, out: &mut Vec<FlowEvent>) {
         let t = self.timeouts;
-        let Some(mut flow) = self.flows.get(&key).copied() else {
+        let Some(mut flow) = self.flows.get(&key).map(|f| **f) else {
             return;
         };
         let order = Order {
@@ -551,12 +638,12 @@ impl FlowTable {
                         == early_eval_at(self.early_eval_packets, flow.evals);
                 if ended {
                     flow.closed = true;
-                    let snapshot = *flow;
+                    let snapshot = **flow;
                     self.emit_eval(snapshot, order(), EvalReason::TcpEnd, out);
                     let next = self.deadline(&snapshot);
-                    self.timers.push(Reverse((next, snapshot.uid, key)));
+                    self.push_timer(Reverse((next, snapshot.uid, key)));
                 } else if reached_early {
-                    let snapshot = *flow;
+                    let snapshot = **flow;
                     self.emit_eval(snapshot, order(), EvalReason::Early, out);
                 }
                 return;
@@ -581,14 +668,27 @@ impl FlowTable {
             flow,
         });
         let next = self.deadline(&flow);
-        self.flows.insert(key, flow);
-        self.timers.push(Reverse((next, hash, key)));
-        if self.timers.len() > 2 * self.capacity + TIMER_SLACK {
+        self.flows.insert(key, Box::new(flow));
+        self.push_timer(Reverse((next, hash, key)));
+        self.check_emergency_enter();
+        if self.timers.len() > timer_bound(self.capacity) {
             self.compact_timers();
         }
         if self.early_eval_packets <= 1 {
             self.emit_eval(flow, order(), EvalReason::Early, out);
         }
+    }
+
+    /// Adds a timer entry. The heap grows by half at a time and never past its bound (doubling
+    /// would leave up to half of the table's second-largest allocation unused).
+    fn push_timer(&mut self, entry: Reverse<(Micros, u64, FlowKey)>) {
+        let (len, cap) = (self.timers.len(), self.timers.capacity());
+        if len == cap {
+            let bound = timer_bound(self.capacity) + 1;
+            self.timers
+                .reserve_exact((len / 2).max(64).min(bound.saturating_sub(len)).max(1));
+        }
+        self.timers.push(entry);
     }
 
     /// Drops timer entries of flows that are gone, keeping one entry (the earliest) per flow.
@@ -618,7 +718,7 @@ impl FlowTable {
                 self.timers.push(Reverse((real, hash, key)));
                 continue;
             }
-            let flow = self.flows.remove(&key).expect("flow present");
+            let flow = *self.flows.remove(&key).expect("flow present");
             self.counters.flows_evicted += 1;
             if !flow.closed {
                 self.emit_eval(flow, order, EvalReason::Evicted, out);
@@ -627,7 +727,7 @@ impl FlowTable {
         }
         // No timer left for any flow (cannot happen: every flow has one); keep the bound anyway.
         if let Some(key) = self.flows.keys().next().copied() {
-            let flow = self.flows.remove(&key).expect("flow present");
+            let flow = *self.flows.remove(&key).expect("flow present");
             self.counters.flows_evicted += 1;
             self.emit_eval(flow, order, EvalReason::Evicted, out);
         }
@@ -636,13 +736,22 @@ impl FlowTable {
     /// Evaluates and removes every flow (end of input or shutdown), in start order, at the
     /// time reached (the same in every shard: the dispatcher's last position reaches them all).
     pub fn flush(&mut self, out: &mut Vec<FlowEvent>) {
-        let mut flows: Vec<Flow> = self
+        self.flush_in_chunks(usize::MAX, |chunk| out.append(chunk));
+    }
+
+    /// [`flush`](Self::flush), handing the evaluations out `chunk` at a time, so a full table
+    /// never sits in memory twice (once as flows, once as events).
+    pub fn flush_in_chunks(&mut self, chunk: usize, mut emit: impl FnMut(&mut Vec<FlowEvent>)) {
+        let mut flows: Vec<Box<Flow>> = self
             .flows
             .drain()
             .map(|(_, f)| f)
             .filter(|f| !f.closed)
             .collect();
-        flows.sort_by_key(|f| (f.start, f.uid));
+        self.timers = BinaryHeap::new();
+        self.emergency = false;
+        flows.sort_unstable_by_key(|f| (f.start, f.uid));
+        let mut out = Vec::with_capacity(chunk.min(flows.len()));
         for flow in flows {
             let order = Order {
                 ts: self.now,
@@ -650,9 +759,15 @@ impl FlowTable {
                 a: flow.start,
                 b: flow.uid,
             };
-            self.emit_eval(flow, order, EvalReason::Flush, out);
+            self.emit_eval(*flow, order, EvalReason::Flush, &mut out);
+            if out.len() >= chunk {
+                emit(&mut out);
+                out.clear();
+            }
         }
-        self.timers.clear();
+        if !out.is_empty() {
+            emit(&mut out);
+        }
     }
 }
 
@@ -908,6 +1023,70 @@ mod tests {
             7
         );
     }
+
+    #[test]
+    fn emergency_mode_shortens_timeouts_while_the_table_is_nearly_full() {
+        let cfg = Config::default().flow; // enter at 90 %, leave under 70 %, timeouts × 0.1
+        let mut t = FlowTable::new(&cfg, 100);
+        let mut out = Vec::new();
+        let syn = |i: u16, ts: Micros| pkt(ts, u64::from(i), A, 1000 + i, B, 80, SYN);
+        // 89 half-open flows in the first 89 ms: under the mark.
+        for i in 0..89u16 {
+            t.process(&syn(i, 1_000_000 + u64::from(i) * 1000), &mut out);
+        }
+        assert!(!t.in_emergency());
+        assert_eq!(t.counters.emergencies, 0);
+        // The 90th flow reaches 90 %.
+        t.process(&syn(89, 1_100_000), &mut out);
+        assert!(t.in_emergency());
+        assert_eq!(t.counters.emergencies, 1);
+        // The handshake timeout is 10 s, 1 s in emergency mode: 1.2 s later, the 90 flows have
+        // ended by inactivity (evaluated, not evicted) and the mode is over.
+        out.clear();
+        t.process(&syn(500, 2_300_000), &mut out);
+        let idle = evals(&out)
+            .iter()
+            .filter(|(r, _)| *r == EvalReason::Idle)
+            .count();
+        assert_eq!(idle, 90);
+        assert_eq!(t.counters.flows_evicted, 0);
+        assert_eq!(t.len(), 1);
+        assert!(!t.in_emergency());
+        // Events stay in order across the switch.
+        assert!(out.windows(2).all(|w| w[0].order() <= w[1].order()));
+        // Back to normal timeouts: a flow idle for 1.2 s is still there.
+        t.process(&syn(501, 3_500_000), &mut out);
+        assert_eq!(t.len(), 2);
+    }
+
+    #[test]
+    fn chunked_flush_equals_flush() {
+        let cfg = Config::default().flow;
+        let fill = |t: &mut FlowTable| {
+            let mut out = Vec::new();
+            for i in 0..50u16 {
+                t.process(
+                    &pkt(u64::from(i), u64::from(i), A, 1000 + i, B, 80, SYN),
+                    &mut out,
+                );
+            }
+        };
+        let (mut a, mut b) = (FlowTable::new(&cfg, 64), FlowTable::new(&cfg, 64));
+        fill(&mut a);
+        fill(&mut b);
+        let mut whole = Vec::new();
+        a.flush(&mut whole);
+        let mut chunks = Vec::new();
+        let mut pieces = Vec::new();
+        b.flush_in_chunks(7, |c| {
+            assert!(c.len() <= 7);
+            pieces.push(c.len());
+            chunks.append(c);
+        });
+        assert_eq!(whole.len(), 50);
+        assert_eq!(whole, chunks);
+        assert_eq!(pieces.len(), 8);
+    }
 }
 
 #[cfg(test)]
@@ -968,7 +1147,7 @@ mod properties {
                 };
                 table.process(&p, &mut out);
                 prop_assert!(table.len() <= capacity);
-                prop_assert!(table.timer_entries() <= 2 * capacity + TIMER_SLACK, "timers stay bounded");
+                prop_assert!(table.timer_entries() <= timer_bound(capacity), "timers stay bounded");
             }
             table.flush(&mut out);
             prop_assert!(table.is_empty());

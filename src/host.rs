@@ -113,7 +113,8 @@ pub struct HostCounters {
 }
 
 pub struct HostTable {
-    hosts: HashMap<IpAddr, HostEntry>,
+    /// Boxed, as the flow table's flows: spare buckets then cost a pointer, not an entry.
+    hosts: HashMap<IpAddr, Box<HostEntry>>,
     short_len: Micros,
     long_len: Micros,
     max_hosts: usize,
@@ -160,7 +161,7 @@ impl HostTable {
         let counters = &mut self.counters;
         let e = self.hosts.entry(ip).or_insert_with(|| {
             counters.hosts += 1;
-            HostEntry {
+            Box::new(HostEntry {
                 short: Window {
                     start: now - now % short_len,
                     ..Window::default()
@@ -170,7 +171,7 @@ impl HostTable {
                     ..Window::default()
                 },
                 last_seen: now,
-            }
+            })
         });
         e.short.roll(now, short_len);
         e.long.roll(now, long_len);

@@ -53,6 +53,8 @@ counters!(
     flows_created,
     flows_active,
     flows_evicted,
+    flow_emergencies,
+    flow_workers_in_emergency,
     flow_evaluations,
     icmp_errors_attributed,
     // scorer
