@@ -63,10 +63,10 @@ pub struct Pipeline {
 }
 
 /// Queue of scorer reports and of alert batches, in messages.
-const REPORT_QUEUE: usize = 64;
+const REPORT_QUEUE: usize = 16;
 const ALERT_QUEUE: usize = 64;
 /// Evaluations per report when a shard flushes its table.
-const FLUSH_CHUNK: usize = 1024;
+const FLUSH_CHUNK: usize = 256;
 
 impl Pipeline {
     /// Starts the flow shards, the scoring stage and the sink.

@@ -6,7 +6,8 @@
 //! emits [`FlowEvent`]s (a flow started, a flow is evaluated); it never scores or alerts.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::BinaryHeap;
+use std::hash::BuildHasher;
 use std::net::IpAddr;
 
 use crate::config::FlowConfig;
@@ -341,11 +342,81 @@ fn micros(s: f64) -> Micros {
     (s.max(0.0) * 1e6) as Micros
 }
 
+/// The flows of a table by key: boxed flows in a hash table of pointers.
+///
+/// A bucket is one pointer, not a key and a 300-byte flow: under a flood's churn the table may
+/// need twice its capacity in buckets (deleted entries leave tombstones until a rehash), which
+/// costs a few bytes per bucket here. The hash is seeded per process: keys come from the network.
+struct FlowMap {
+    table: hashbrown::HashTable<Box<Flow>>,
+    hasher: std::hash::RandomState,
+}
+
+impl FlowMap {
+    fn with_capacity(capacity: usize) -> FlowMap {
+        FlowMap {
+            table: hashbrown::HashTable::with_capacity(capacity),
+            hasher: std::hash::RandomState::new(),
+        }
+    }
+
+    fn hash(&self, key: &FlowKey) -> u64 {
+        self.hasher.hash_one(key)
+    }
+
+    fn len(&self) -> usize {
+        self.table.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.table.is_empty()
+    }
+
+    fn get(&self, key: &FlowKey) -> Option<&Flow> {
+        self.table
+            .find(self.hash(key), |f| f.key == *key)
+            .map(|f| &**f)
+    }
+
+    fn get_mut(&mut self, key: &FlowKey) -> Option<&mut Flow> {
+        let hash = self.hash(key);
+        self.table
+            .find_mut(hash, |f| f.key == *key)
+            .map(|f| &mut **f)
+    }
+
+    /// Adds a flow whose key is not in the map.
+    fn insert(&mut self, flow: Flow) {
+        let hash = self.hash(&flow.key);
+        let hasher = &self.hasher;
+        self.table
+            .insert_unique(hash, Box::new(flow), |f| hasher.hash_one(f.key));
+    }
+
+    fn remove(&mut self, key: &FlowKey) -> Option<Flow> {
+        let hash = self.hash(key);
+        match self.table.find_entry(hash, |f| f.key == *key) {
+            Ok(entry) => Some(*entry.remove().0),
+            Err(_) => None,
+        }
+    }
+
+    fn any_key(&self) -> Option<FlowKey> {
+        self.table.iter().next().map(|f| f.key)
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &Flow> {
+        self.table.iter().map(|f| &**f)
+    }
+
+    fn drain(&mut self) -> impl Iterator<Item = Box<Flow>> + '_ {
+        self.table.drain()
+    }
+}
+
 /// A bounded flow table with timers, driven by packet time.
 pub struct FlowTable {
-    /// Flows are boxed: the map's buckets then cost a key and a pointer, and its spare capacity
-    /// (a hash map keeps up to half its buckets empty) holds no 300-byte flows.
-    flows: HashMap<FlowKey, Box<Flow>>,
+    flows: FlowMap,
     /// Deadlines, lazily updated: an entry may be earlier than its flow's real deadline.
     timers: BinaryHeap<Reverse<(Micros, u64, FlowKey)>>,
     capacity: usize,
@@ -385,9 +456,7 @@ impl FlowTable {
         };
         let share = |s: f64| ((capacity as f64 * s).ceil() as usize).clamp(1, capacity);
         FlowTable {
-            // Sized once for the bound: no rehash (old and new table at once) under a flood. The
-            // pages of a large allocation are only touched as flows arrive.
-            flows: HashMap::with_capacity(capacity),
+            flows: FlowMap::with_capacity(capacity),
             timers: BinaryHeap::with_capacity(capacity.min(4096)),
             capacity,
             timeouts,
@@ -428,7 +497,7 @@ impl FlowTable {
             .iter()
             // A deadline already passed fires just after the packet that got us here: events
             // must stay in order.
-            .map(|(key, f)| Reverse((self.deadline(f).max(self.now + 1), f.uid, *key)))
+            .map(|f| Reverse((self.deadline(f).max(self.now + 1), f.uid, f.key)))
             .collect();
         self.timers = BinaryHeap::from(timers);
     }
@@ -518,7 +587,7 @@ impl FlowTable {
 
     fn fire(&mut self, key: FlowKey, due: Micros, hash: u64, out: &mut Vec<FlowEvent>) {
         let t = self.timeouts;
-        let Some(mut flow) = self.flows.get(&key).map(|f| **f) else {
+        let Some(mut flow) = self.flows.get(&key).copied() else {
             return;
         };
         let order = Order {
@@ -638,12 +707,12 @@ impl FlowTable {
                         == early_eval_at(self.early_eval_packets, flow.evals);
                 if ended {
                     flow.closed = true;
-                    let snapshot = **flow;
+                    let snapshot = *flow;
                     self.emit_eval(snapshot, order(), EvalReason::TcpEnd, out);
                     let next = self.deadline(&snapshot);
                     self.push_timer(Reverse((next, snapshot.uid, key)));
                 } else if reached_early {
-                    let snapshot = **flow;
+                    let snapshot = *flow;
                     self.emit_eval(snapshot, order(), EvalReason::Early, out);
                 }
                 return;
@@ -668,7 +737,7 @@ impl FlowTable {
             flow,
         });
         let next = self.deadline(&flow);
-        self.flows.insert(key, Box::new(flow));
+        self.flows.insert(flow);
         self.push_timer(Reverse((next, hash, key)));
         self.check_emergency_enter();
         if self.timers.len() > timer_bound(self.capacity) {
@@ -718,7 +787,7 @@ impl FlowTable {
                 self.timers.push(Reverse((real, hash, key)));
                 continue;
             }
-            let flow = *self.flows.remove(&key).expect("flow present");
+            let flow = self.flows.remove(&key).expect("flow present");
             self.counters.flows_evicted += 1;
             if !flow.closed {
                 self.emit_eval(flow, order, EvalReason::Evicted, out);
@@ -726,8 +795,8 @@ impl FlowTable {
             return;
         }
         // No timer left for any flow (cannot happen: every flow has one); keep the bound anyway.
-        if let Some(key) = self.flows.keys().next().copied() {
-            let flow = *self.flows.remove(&key).expect("flow present");
+        if let Some(key) = self.flows.any_key() {
+            let flow = self.flows.remove(&key).expect("flow present");
             self.counters.flows_evicted += 1;
             self.emit_eval(flow, order, EvalReason::Evicted, out);
         }
@@ -742,12 +811,7 @@ impl FlowTable {
     /// [`flush`](Self::flush), handing the evaluations out `chunk` at a time, so a full table
     /// never sits in memory twice (once as flows, once as events).
     pub fn flush_in_chunks(&mut self, chunk: usize, mut emit: impl FnMut(&mut Vec<FlowEvent>)) {
-        let mut flows: Vec<Box<Flow>> = self
-            .flows
-            .drain()
-            .map(|(_, f)| f)
-            .filter(|f| !f.closed)
-            .collect();
+        let mut flows: Vec<Box<Flow>> = self.flows.drain().filter(|f| !f.closed).collect();
         self.timers = BinaryHeap::new();
         self.emergency = false;
         flows.sort_unstable_by_key(|f| (f.start, f.uid));
