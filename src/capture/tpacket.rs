@@ -547,3 +547,168 @@ fn getsockopt<T: Copy>(fd: RawFd, level: i32, name: i32) -> io::Result<T> {
     // structs of integers) is valid for any bytes.
     Ok(unsafe { value.assume_init() })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    type H = libc::tpacket3_hdr;
+    const HDR: usize = offset_of!(libc::tpacket_block_desc, hdr);
+
+    fn put32(block: &mut [u8], at: usize, v: u32) {
+        block[at..at + 4].copy_from_slice(&v.to_ne_bytes());
+    }
+
+    fn put16(block: &mut [u8], at: usize, v: u16) {
+        block[at..at + 2].copy_from_slice(&v.to_ne_bytes());
+    }
+
+    /// Writes a tpacket3_hdr at `at` whose frame starts `mac` bytes later.
+    #[allow(clippy::too_many_arguments)]
+    fn put_frame(
+        block: &mut [u8],
+        at: usize,
+        next: u32,
+        mac: u16,
+        frame: &[u8],
+        wire_len: u32,
+        status: u32,
+        vlan: (u16, u32),
+    ) {
+        put32(block, at + offset_of!(H, tp_next_offset), next);
+        put32(block, at + offset_of!(H, tp_sec), 1_700_000_000);
+        put32(block, at + offset_of!(H, tp_nsec), 123_456_789);
+        put32(block, at + offset_of!(H, tp_snaplen), frame.len() as u32);
+        put32(block, at + offset_of!(H, tp_len), wire_len);
+        put32(block, at + offset_of!(H, tp_status), status);
+        put16(block, at + offset_of!(H, tp_mac), mac);
+        let hv1 = at + offset_of!(H, hv1);
+        put32(
+            block,
+            hv1 + offset_of!(libc::tpacket_hdr_variant1, tp_vlan_tci),
+            vlan.1,
+        );
+        put16(
+            block,
+            hv1 + offset_of!(libc::tpacket_hdr_variant1, tp_vlan_tpid),
+            vlan.0,
+        );
+        let start = at + usize::from(mac);
+        block[start..start + frame.len()].copy_from_slice(frame);
+    }
+
+    #[test]
+    fn a_block_is_read_with_checked_offsets() {
+        let mut block = vec![0u8; 1024];
+        put32(
+            &mut block,
+            HDR + offset_of!(libc::tpacket_hdr_v1, num_pkts),
+            2,
+        );
+        put32(
+            &mut block,
+            HDR + offset_of!(libc::tpacket_hdr_v1, offset_to_first_pkt),
+            48,
+        );
+        assert_eq!(block_packets(&block), (2, 48));
+        let first = [0xaa; 60];
+        put_frame(&mut block, 48, 160, 66, &first, 1514, 1, (0, 0));
+        let second = [0xbb; 42];
+        let tagged =
+            libc::TP_STATUS_USER | libc::TP_STATUS_VLAN_VALID | libc::TP_STATUS_VLAN_TPID_VALID;
+        put_frame(
+            &mut block,
+            208,
+            0,
+            66,
+            &second,
+            42,
+            tagged,
+            (0x88a8, 0x2007),
+        );
+
+        let a = frame_at(&block, 48).unwrap();
+        assert_eq!(a.data, 114..174);
+        assert_eq!(&block[a.data.clone()], &first[..]);
+        assert_eq!((a.wire_len, a.next, a.vlan), (1514, 160, None));
+        assert_eq!(a.ts, 1_700_000_000_123_456);
+        let b = frame_at(&block, 48 + a.next as usize).unwrap();
+        assert_eq!(&block[b.data.clone()], &second[..]);
+        assert_eq!(b.vlan, Some((0x88a8, 0x2007)));
+
+        // A VLAN tag without a TPID is 802.1Q.
+        put32(
+            &mut block,
+            208 + offset_of!(H, tp_status),
+            1 | libc::TP_STATUS_VLAN_VALID,
+        );
+        assert_eq!(frame_at(&block, 208).unwrap().vlan, Some((0x8100, 0x2007)));
+
+        // Nothing outside the block is ever read.
+        assert_eq!(frame_at(&block, 1024 - size_of::<H>() + 1), None);
+        assert_eq!(frame_at(&block, usize::MAX - 4), None);
+        put32(&mut block, 208 + offset_of!(H, tp_snaplen), 1024);
+        assert_eq!(frame_at(&block, 208), None);
+        put16(&mut block, 208 + offset_of!(H, tp_mac), u16::MAX);
+        assert_eq!(frame_at(&block, 208), None);
+        assert_eq!(block_packets(&block[..HDR + 8]), (0, 0));
+    }
+
+    #[test]
+    fn a_vlan_tag_goes_back_after_the_mac_addresses() {
+        let frame: Vec<u8> = (0..20).collect();
+        let mut out = Vec::new();
+        with_vlan_tag(&frame, (0x8100, 10), &mut out);
+        assert_eq!(&out[..12], &frame[..12]);
+        assert_eq!(&out[12..16], &[0x81, 0x00, 0x00, 10]);
+        assert_eq!(&out[16..], &frame[12..]);
+        // A runt frame keeps what it has.
+        with_vlan_tag(&frame[..5], (0x8100, 10), &mut out);
+        assert_eq!(out, [0, 1, 2, 3, 4, 0x81, 0, 0, 10]);
+    }
+
+    /// A ring on the loopback interface (needs CAP_NET_RAW; skipped without it) sees a UDP
+    /// datagram sent to itself, with a kernel timestamp and the kernel's counters.
+    #[test]
+    fn a_ring_on_loopback_sees_a_datagram() {
+        let ring = RingSize {
+            block_bytes: 64 * 1024,
+            blocks: 4,
+        };
+        let mut rx = match open("lo", false, ring, 1) {
+            Ok(mut r) => r.remove(0),
+            Err(LiveError::Permission { .. }) => {
+                eprintln!("skipped: needs CAP_NET_RAW");
+                return;
+            }
+            Err(e) => panic!("{e}"),
+        };
+        let server = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = server.local_addr().unwrap().port().to_be_bytes();
+        let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let payload = [0x5a; 600];
+        let sent_at = crate::capture::live::Clock::now(&crate::capture::live::SystemClock);
+        client
+            .send_to(&payload, server.local_addr().unwrap())
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let mut seen = None;
+        while seen.is_none() && std::time::Instant::now() < deadline {
+            if let Some(f) = rx.recv().unwrap() {
+                // Ethernet (14) + IPv4 (20) + UDP: destination port at 36.
+                if f.data.get(36..38) == Some(&port[..]) && f.data.get(12..14) == Some(&[8, 0]) {
+                    seen = Some((f.data.len(), f.wire_len, f.ts.unwrap()));
+                }
+            }
+        }
+        let (captured, wire_len, ts) = seen.expect("the datagram within 5 s");
+        assert_eq!(wire_len, 14 + 20 + 8 + 600);
+        assert_eq!(captured, SNAPLEN as usize, "cut to the snap length");
+        assert!(
+            ts.abs_diff(sent_at) < 2_000_000,
+            "kernel time {ts} vs {sent_at}"
+        );
+        let stats = rx.kernel_stats().unwrap().unwrap();
+        assert!(stats.packets >= 1 && stats.drops == 0, "{stats:?}");
+    }
+}
