@@ -39,7 +39,8 @@ cargo fmt --all -- --check
 # dependencies are built once.
 echo "test.sh: cargo clippy"
 cargo clippy --all-targets --features collector -- -D warnings
-# The smallest build (no MQTT, no TLS, no live capture) must compile and lint clean too.
+# The smallest build (no MQTT, no TLS, no pnet: live capture through the tpacket ring on Linux)
+# must compile and lint clean too.
 cargo clippy --all-targets --no-default-features -- -D warnings
 echo "test.sh: cargo test"
 cargo test --features collector

@@ -406,6 +406,13 @@ fn publish_capture(pipeline: &Pipeline, frames: u64, bytes: u64, skipped: &[u64]
     pipeline.publish_dispatch();
 }
 
+/// How far behind the wall clock a quiet link's clock is set. A frame can reach the dispatcher
+/// that long after its timestamp: a tpacket block is handed over up to READ_TIMEOUT after its
+/// first frame, and a partial batch waits up to READ_TIMEOUT more. Set closer, the clock would
+/// run ahead of frames still on their way, and those would be counted as time_backwards and
+/// re-stamped; flow timers fire this much later, which no timeout notices.
+const TICK_LAG: Duration = Duration::from_millis(3 * READ_TIMEOUT.as_millis() as u64);
+
 /// Captures on live interfaces until `stop` is set, then flushes every flow and alert.
 pub fn run_live(
     receivers: Vec<(String, Box<dyn LinkReceiver>)>,
@@ -427,7 +434,7 @@ pub fn run_live(
         let handle = std::thread::Builder::new()
             .name(format!("ew-cap-{name}"))
             .spawn(move || {
-                if let Err(e) = capture_loop(
+                match capture_loop(
                     receiver.as_mut(),
                     clock.as_ref(),
                     batch_size,
@@ -435,7 +442,21 @@ pub fn run_live(
                     &tx,
                     &counters,
                 ) {
-                    log::error!("Capture on {name} failed: {e}");
+                    Ok(()) => {
+                        let n = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+                        let frames = n(&counters.frames);
+                        if counters.kernel_stats.load(Ordering::Relaxed) {
+                            log::info!(
+                                "Capture on {name} stopped after {frames} frames (kernel: {} \
+                                 packets, {} dropped).",
+                                n(&counters.kernel_packets),
+                                n(&counters.kernel_drops)
+                            );
+                        } else {
+                            log::info!("Capture on {name} stopped after {frames} frames.");
+                        }
+                    }
+                    Err(e) => log::error!("Capture on {name} failed: {e}"),
                 }
             })
             .map_err(AgentError::Spawn)?;
@@ -453,9 +474,9 @@ pub fn run_live(
                 // Live: hand every capture batch on at once, for alert latency.
                 pipeline.dispatcher.flush();
             }
-            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
-                pipeline.dispatcher.tick(clock.now())
-            }
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => pipeline
+                .dispatcher
+                .tick(clock.now().saturating_sub(TICK_LAG.as_micros() as u64)),
             Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
         }
         publish_live(&pipeline, &counters);
@@ -494,4 +515,7 @@ fn publish_live(pipeline: &Pipeline, counters: &[Arc<CaptureCounters>]) {
     }
     pipeline.publish_dispatch();
     Stats::add(&pipeline.stats.queue_drops, sum(|c| &c.queue_drops));
+    Stats::set(&pipeline.stats.kernel_packets, sum(|c| &c.kernel_packets));
+    Stats::set(&pipeline.stats.kernel_drops, sum(|c| &c.kernel_drops));
+    Stats::set(&pipeline.stats.kernel_freezes, sum(|c| &c.kernel_freezes));
 }

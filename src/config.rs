@@ -48,9 +48,54 @@ pub struct Config {
 #[serde(deny_unknown_fields, default)]
 pub struct CaptureConfig {
     pub interfaces: Vec<String>,
+    pub backend: CaptureBackend,
+    pub threads: usize,
+    pub ring_block_kib: usize,
+    pub ring_blocks: usize,
     pub promiscuous: bool,
     pub batch_size: usize,
     pub queue_capacity: usize,
+}
+
+/// How live capture reads an interface (`capture.backend`).
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum CaptureBackend {
+    /// `tpacket` on Linux, `pnet` elsewhere.
+    Auto,
+    /// A TPACKET_V3 memory-mapped ring, with PACKET_FANOUT for several threads (Linux).
+    Tpacket,
+    /// pnet's AF_PACKET socket, one system call per frame (cargo feature `pnet`).
+    Pnet,
+}
+
+impl CaptureBackend {
+    /// The backend `auto` stands for on this system.
+    pub fn resolve(self) -> CaptureBackend {
+        match self {
+            CaptureBackend::Auto if cfg!(target_os = "linux") => CaptureBackend::Tpacket,
+            CaptureBackend::Auto => CaptureBackend::Pnet,
+            b => b,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            CaptureBackend::Auto => "auto",
+            CaptureBackend::Tpacket => "tpacket",
+            CaptureBackend::Pnet => "pnet",
+        }
+    }
+
+    /// Whether this build can capture with the backend.
+    pub fn built(self) -> bool {
+        let (linux, pnet) = (cfg!(target_os = "linux"), cfg!(feature = "pnet"));
+        if self.resolve() == CaptureBackend::Tpacket {
+            linux
+        } else {
+            pnet
+        }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -173,6 +218,10 @@ impl Default for CaptureConfig {
     fn default() -> Self {
         CaptureConfig {
             interfaces: Vec::new(),
+            backend: CaptureBackend::Auto,
+            threads: 1,
+            ring_block_kib: 128,
+            ring_blocks: 16,
             promiscuous: true,
             batch_size: 128,
             queue_capacity: 64,
@@ -310,6 +359,23 @@ state_dir = "/var/lib/edgewatch"
 [capture]
 # Interfaces that `edgewatch run` captures on (--interface adds to this list).
 interfaces = []
+# How to read them: "tpacket" (Linux: a memory-mapped TPACKET_V3 ring, no system call per
+# packet, kernel timestamps, kernel drop counters), "pnet" (pnet's AF_PACKET socket, one
+# system call per packet; the portable fallback, cargo feature pnet) or "auto" (tpacket on
+# Linux, else pnet).
+backend = "auto"
+# Capture threads per interface (tpacket only). Above 1, the interface's packets are spread
+# over the threads by a hash of their addresses (PACKET_FANOUT, fragments reassembled first),
+# so each flow stays on one thread. 1 suits a small router; a core per thread at most.
+threads = 1
+# The tpacket ring of each capture thread: ring_blocks blocks of ring_block_kib KiB (a power
+# of two, a multiple of the page size). The kernel hands a block over when it is full or 100 ms
+# after its first packet, and keeps the first 256 bytes of each packet (the headers), so
+# 2 MiB hold about 6,500 packets; when every block is full, packets are dropped and counted as
+# kernel_drops. Memory: threads x interfaces x ring_blocks x ring_block_kib.
+ring_block_kib = 128
+# (the number of blocks in each ring)
+ring_blocks = 16
 # Put the interfaces in promiscuous mode (see traffic not addressed to this host).
 promiscuous = true
 # Packets per batch handed from the capture thread to a flow worker.
@@ -511,6 +577,8 @@ impl Config {
                 return Err(invalid(key, "must be at least 1"));
             }
         }
+        self.validate_capture()
+            .map_err(|(key, problem)| invalid(key, &problem))?;
         if self.capture.batch_size > 4096 {
             return Err(invalid("capture.batch_size", "must be at most 4096"));
         }
@@ -559,6 +627,60 @@ impl Config {
             .map_err(|(key, problem)| invalid(key, &problem))?;
         if self.state_dir.is_empty() {
             return Err(invalid("state_dir", "must not be empty"));
+        }
+        Ok(())
+    }
+
+    /// Checks the capture backend and its ring. Returns the faulty key and what is wrong.
+    fn validate_capture(&self) -> Result<(), (&'static str, String)> {
+        let c = &self.capture;
+        let backend = c.backend.resolve();
+        if !c.backend.built() {
+            let why = match backend {
+                CaptureBackend::Tpacket => "is Linux only",
+                _ => "needs a build with the cargo feature \"pnet\"",
+            };
+            return Err((
+                "capture.backend",
+                format!("\"{}\" {why}: choose another backend", backend.name()),
+            ));
+        }
+        if !(1..=64).contains(&c.threads) {
+            return Err((
+                "capture.threads",
+                format!("must be between 1 and 64, not {}", c.threads),
+            ));
+        }
+        if c.threads > 1 && backend != CaptureBackend::Tpacket {
+            return Err((
+                "capture.threads",
+                format!(
+                    "above 1 needs capture.backend = \"tpacket\" (PACKET_FANOUT), not \"{}\"",
+                    backend.name()
+                ),
+            ));
+        }
+        let kib = c.ring_block_kib;
+        if !(kib.is_power_of_two() && (4..=4096).contains(&kib)) {
+            return Err((
+                "capture.ring_block_kib",
+                format!("must be a power of two from 4 to 4096, not {kib}"),
+            ));
+        }
+        if !(2..=1024).contains(&c.ring_blocks) {
+            return Err((
+                "capture.ring_blocks",
+                format!("must be between 2 and 1024, not {}", c.ring_blocks),
+            ));
+        }
+        if kib * c.ring_blocks > 256 * 1024 {
+            return Err((
+                "capture.ring_blocks",
+                format!(
+                    "times capture.ring_block_kib must be at most 256 MiB per ring, not {} MiB",
+                    kib * c.ring_blocks / 1024
+                ),
+            ));
         }
         Ok(())
     }
@@ -655,6 +777,55 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("protocol") && err.contains("3.1.1"), "{err}");
+    }
+
+    #[test]
+    fn capture_backend_and_ring_are_checked() {
+        let tp = Config::parse(
+            "[capture]\nbackend = \"tpacket\"\nthreads = 2\nring_block_kib = 64\n",
+            "x",
+        );
+        if cfg!(target_os = "linux") {
+            let tp = tp.unwrap();
+            assert_eq!(tp.capture.backend, CaptureBackend::Tpacket);
+            assert_eq!((tp.capture.threads, tp.capture.ring_block_kib), (2, 64));
+        } else {
+            let err = tp.unwrap_err().to_string();
+            assert!(
+                err.contains("capture.backend") && err.contains("Linux"),
+                "{err}"
+            );
+        }
+        let err = Config::parse("[capture]\nbackend = \"pcap\"\n", "x")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("backend") && err.contains("tpacket"), "{err}");
+        let pnet = Config::parse("[capture]\nbackend = \"pnet\"\n", "x");
+        assert_eq!(pnet.is_ok(), cfg!(feature = "pnet"), "{pnet:?}");
+        if cfg!(feature = "pnet") {
+            let err = Config::parse("[capture]\nbackend = \"pnet\"\nthreads = 2\n", "x")
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("capture.threads") && err.contains("tpacket"),
+                "{err}"
+            );
+        }
+        for (text, key) in [
+            ("threads = 0", "capture.threads"),
+            ("ring_block_kib = 96", "capture.ring_block_kib"),
+            ("ring_block_kib = 2", "capture.ring_block_kib"),
+            ("ring_blocks = 1", "capture.ring_blocks"),
+            (
+                "ring_block_kib = 4096\nring_blocks = 128",
+                "capture.ring_blocks",
+            ),
+        ] {
+            let err = Config::parse(&format!("[capture]\n{text}\n"), "x")
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(key), "{text}: {err}");
+        }
     }
 
     #[test]

@@ -320,10 +320,15 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             }
             let mut receivers = Vec::new();
             for name in &names {
-                receivers.push((
-                    name.clone(),
-                    live::open(name, config.capture.promiscuous).map_err(bad)?,
-                ));
+                let opened = live::open(name, &config.capture).map_err(bad)?;
+                let threads = opened.len();
+                for (i, receiver) in opened.into_iter().enumerate() {
+                    let label = match threads {
+                        1 => name.clone(),
+                        _ => format!("{name}#{i}"),
+                    };
+                    receivers.push((label, receiver));
+                }
             }
             let target = alerts.unwrap_or_else(|| config.output.alerts.clone());
             let sink = JsonLines::open(&target)
@@ -347,7 +352,11 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 Pipeline::spawn(&config, config.workers(), output, WhenFull::DropNewest)?;
             let publisher = mqtt_glue::start(mqtt, &pipeline, &config)?;
             let stop = stop_flag()?;
-            log::info!("Capturing on {}.", names.join(", "));
+            log::info!(
+                "Capturing on {} ({}).",
+                names.join(", "),
+                capture_setup(&config.capture)
+            );
             let s = agent::run_live(
                 receivers,
                 Arc::new(SystemClock),
@@ -357,16 +366,31 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 stop,
             )?;
             eprintln!(
-                "run: {} packets, {} flows, {} alerts, {} skipped, {} dropped",
+                "run: {} packets, {} flows, {} alerts, {} skipped, {} dropped, {} dropped by the kernel",
                 s.frames,
                 s.flows_created,
                 s.alerts_emitted,
                 s.skipped_total() + s.fragments_unattributed,
-                s.queue_drops
+                s.queue_drops,
+                s.kernel_drops
             );
             let no_stop = AtomicBool::new(false);
             Ok(mqtt_glue::finish(publisher, RUN_DRAIN_TIMEOUT, &no_stop))
         }
+    }
+}
+
+/// The capture backend in words, for the start-up log line.
+fn capture_setup(c: &edgewatch::config::CaptureConfig) -> String {
+    use edgewatch::config::CaptureBackend;
+    match c.backend.resolve() {
+        CaptureBackend::Tpacket => format!(
+            "tpacket, {} thread{} per interface, {} KiB ring each",
+            c.threads,
+            if c.threads == 1 { "" } else { "s" },
+            c.ring_block_kib * c.ring_blocks
+        ),
+        b => b.name().to_string(),
     }
 }
 

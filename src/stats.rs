@@ -48,7 +48,9 @@ counters!(
     time_backwards,
     fragments_unattributed,
     queue_drops,
+    kernel_packets,
     kernel_drops,
+    kernel_freezes,
     // flow workers
     flows_created,
     flows_active,

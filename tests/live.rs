@@ -1,8 +1,13 @@
 //! Live capture on a veth pair between two network namespaces that the test creates and removes.
 //! Real traffic (ping and an HTTP request) crosses the pair; `edgewatch run` must see the flows
-//! and stop cleanly on SIGTERM, also as an unprivileged user holding only CAP_NET_RAW (what the
-//! packaged services grant), and must say that it needs CAP_NET_RAW when it lacks it. Needs root,
-//! iproute2 and setpriv (util-linux; CI runs as root); traffic stays inside the two namespaces.
+//! with either capture backend (the tpacket ring also with two fanout threads, and with VLAN
+//! tags put back) and stop cleanly on SIGTERM, also as an unprivileged user holding only
+//! CAP_NET_RAW (what the packaged services grant), and must say that it needs CAP_NET_RAW when
+//! it lacks it. Needs root, iproute2 and setpriv (util-linux; CI runs as root); traffic stays
+//! inside the two namespaces.
+
+// Live capture needs a backend: the tpacket ring (always built on Linux) or pnet.
+#![cfg(any(target_os = "linux", feature = "pnet"))]
 
 mod common;
 
@@ -205,40 +210,125 @@ fn collect_stderr(child: &mut Child) -> (Arc<Mutex<String>>, std::thread::JoinHa
     (log, reader)
 }
 
-#[test]
-fn run_captures_live_traffic_on_a_veth_pair() {
-    if !live_capture_possible() {
-        return;
+/// A running `edgewatch run` on ewt0 in the lab's first namespace, with its log.
+struct Agent {
+    pid: u32,
+    log: Arc<Mutex<String>>,
+    reader: std::thread::JoinHandle<()>,
+    alerts: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Agent {
+    /// Starts the agent with `config_text` and waits until it captures. The lab's first child.
+    fn start(lab: &mut Lab, config_text: &str) -> Agent {
+        let dir = tempfile::tempdir().unwrap();
+        let alerts = dir.path().join("alerts.jsonl");
+        let cfg = config(dir.path(), config_text);
+        let agent = lab.spawn(
+            0,
+            &[
+                bin(),
+                "run",
+                "--interface",
+                "ewt0",
+                "--config",
+                cfg.to_str().unwrap(),
+                "--alerts",
+                alerts.to_str().unwrap(),
+            ],
+        );
+        let pid = agent.id();
+        let (log, reader) = collect_stderr(agent);
+        wait_for("the agent to capture", Duration::from_secs(30), || {
+            log.lock().unwrap().contains("Capturing on ewt0")
+        });
+        Agent {
+            pid,
+            log,
+            reader,
+            alerts,
+            _dir: dir,
+        }
     }
-    let tag = format!("{}", std::process::id() % 100_000);
-    let mut lab = Lab::new(&tag, "10.199.77");
-    let dir = tempfile::tempdir().unwrap();
-    let alerts = dir.path().join("alerts.jsonl");
+
+    fn alerts_contain(&self, needle: &str) -> bool {
+        std::fs::read_to_string(&self.alerts)
+            .map(|t| t.contains(needle))
+            .unwrap_or(false)
+    }
+
+    /// Stops the agent with SIGTERM; checks that it exits cleanly and soon. Returns its log and
+    /// its alerts.
+    fn stop(self, lab: &mut Lab) -> (String, Vec<serde_json::Value>) {
+        sh(&["kill", "-TERM", &self.pid.to_string()]);
+        let started = Instant::now();
+        let status = lab.children[0].wait().unwrap();
+        self.reader.join().unwrap();
+        let log = self.log.lock().unwrap().clone();
+        assert!(status.success(), "clean exit on SIGTERM: {log}");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "stops within 5 s of SIGTERM"
+        );
+        let alerts = std::fs::read_to_string(&self.alerts)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        (log, alerts)
+    }
+}
+
+/// The numbers of `run`'s summary line: packets, flows, alerts, skipped, dropped, dropped by
+/// the kernel.
+fn summary(log: &str) -> Vec<u64> {
+    let line = log
+        .lines()
+        .find(|l| l.starts_with("run: "))
+        .unwrap_or_else(|| panic!("summary line in {log}"));
+    let numbers: Vec<u64> = line
+        .trim_start_matches("run: ")
+        .split(", ")
+        .map(|part| part.split(' ').next().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(numbers.len(), 6, "{line}");
+    numbers
+}
+
+/// What each capture thread logged when it stopped: (frames, kernel packets, kernel drops);
+/// the kernel's numbers are None when the backend cannot read them.
+fn thread_reports(log: &str) -> Vec<(u64, Option<(u64, u64)>)> {
+    log.lines()
+        .filter_map(|l| {
+            let rest = &l[l.find("Capture on ")?..];
+            let after = rest.split(" stopped after ").nth(1)?;
+            let frames = after.split(' ').next()?.parse().ok()?;
+            let kernel = after.split("(kernel: ").nth(1).map(|k| {
+                let n: Vec<u64> = k
+                    .split(|c: char| !c.is_ascii_digit())
+                    .filter(|s| !s.is_empty())
+                    .map(|s| s.parse().unwrap())
+                    .collect();
+                (n[0], n[1])
+            });
+            Some((frames, kernel))
+        })
+        .collect()
+}
+
+/// Ping and an HTTP request across the pair; the agent with `backend` must see both flows.
+/// Returns the agent's log and alerts.
+fn ping_and_http(tag: &str, net: &str, capture: &str) -> (String, Vec<serde_json::Value>) {
+    let mut lab = Lab::new(tag, net);
     // Threshold 0: every flow is alerted, so the alerts list the flows the agent saw.
-    let cfg = config(
-        dir.path(),
-        "sensor_id = \"live-test\"\n[model]\nthreshold = 0.0\n[flow]\nprobe_eval_s = 0.2\n",
+    let agent = Agent::start(
+        &mut lab,
+        &format!(
+            "sensor_id = \"live-test\"\n[capture]\n{capture}\n[model]\nthreshold = 0.0\n\
+             [flow]\nprobe_eval_s = 0.2\n"
+        ),
     );
-
-    let agent = lab.spawn(
-        0,
-        &[
-            bin(),
-            "run",
-            "--interface",
-            "ewt0",
-            "--config",
-            cfg.to_str().unwrap(),
-            "--alerts",
-            alerts.to_str().unwrap(),
-        ],
-    );
-    let pid = agent.id();
-    let (log, reader) = collect_stderr(agent);
-    wait_for("the agent to capture", Duration::from_secs(30), || {
-        log.lock().unwrap().contains("Capturing on ewt0")
-    });
-
     lab.spawn(
         0,
         &[
@@ -246,62 +336,158 @@ fn run_captures_live_traffic_on_a_veth_pair() {
             "-m",
             "http.server",
             "--bind",
-            "10.199.77.1",
+            &format!("{net}.1"),
             "8080",
         ],
     );
-    lab.exec(1, &["ping", "-c", "3", "-i", "0.2", "10.199.77.1"]);
-    let fetch = "import urllib.request,time\nfor i in range(50):\n  try:\n    urllib.request.urlopen('http://10.199.77.1:8080/', timeout=2).read(); break\n  except OSError: time.sleep(0.1)\nelse: raise SystemExit(1)";
-    lab.exec(1, &["python3", "-c", fetch]);
-
-    let seen = |needle: &str| {
-        std::fs::read_to_string(&alerts)
-            .map(|t| t.contains(needle))
-            .unwrap_or(false)
-    };
+    lab.exec(1, &["ping", "-c", "3", "-i", "0.2", &format!("{net}.1")]);
+    let fetch = format!(
+        "import urllib.request,time\nfor i in range(50):\n  try:\n    urllib.request.urlopen('http://{net}.1:8080/', timeout=2).read(); break\n  except OSError: time.sleep(0.1)\nelse: raise SystemExit(1)"
+    );
+    lab.exec(1, &["python3", "-c", &fetch]);
+    let icmp = format!("\"src_ip\":\"{net}.2\",\"dest_ip\":\"{net}.1\",\"proto\":\"ICMP\"");
     wait_for(
         "the ICMP and TCP flows in the alerts",
         Duration::from_secs(20),
-        || {
-            seen("\"src_ip\":\"10.199.77.2\",\"dest_ip\":\"10.199.77.1\",\"proto\":\"ICMP\"")
-                && seen("\"dest_port\":8080")
-        },
+        || agent.alerts_contain(&icmp) && agent.alerts_contain("\"dest_port\":8080"),
     );
-
-    sh(&["kill", "-TERM", &pid.to_string()]);
-    let started = Instant::now();
-    let status = lab.children[0].wait().unwrap();
-    reader.join().unwrap();
-    assert!(
-        status.success(),
-        "clean exit on SIGTERM: {}",
-        log.lock().unwrap()
-    );
-    assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "stops within 5 s of SIGTERM"
-    );
-    let log = log.lock().unwrap();
-    let summary = log
-        .lines()
-        .find(|l| l.starts_with("run: "))
-        .unwrap_or_else(|| panic!("summary line in {log}"));
-    let packets: u64 = summary
-        .trim_start_matches("run: ")
-        .split(' ')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
-    assert!(packets >= 10, "{summary}");
-    let text = std::fs::read_to_string(&alerts).unwrap();
-    let tcp: serde_json::Value = text
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .find(|a| a["dest_port"] == 8080)
-        .unwrap();
-    assert_eq!(tcp["src_ip"], "10.199.77.2");
+    let (log, alerts) = agent.stop(&mut lab);
+    let tcp = alerts.iter().find(|a| a["dest_port"] == 8080).unwrap();
+    assert_eq!(tcp["src_ip"], format!("{net}.2"));
     assert_eq!(tcp["sensor_id"], "live-test");
+    assert!(summary(&log)[0] >= 10, "{log}");
+    (log, alerts)
+}
+
+#[test]
+fn run_captures_live_traffic_with_tpacket() {
+    if !live_capture_possible() {
+        return;
+    }
+    let tag = format!("{}", std::process::id() % 100_000);
+    // The default backend on Linux.
+    let (log, _) = ping_and_http(&tag, "10.199.77", "backend = \"auto\"");
+    assert!(
+        log.contains("Capturing on ewt0 (tpacket, 1 thread"),
+        "{log}"
+    );
+    let [(frames, Some((kernel_packets, kernel_drops)))] = thread_reports(&log)[..] else {
+        panic!("one capture thread with kernel counters: {log}");
+    };
+    // Everything read from the ring was counted by the kernel first, and nothing was lost.
+    assert!(frames >= 10 && kernel_packets >= frames, "{log}");
+    assert_eq!(kernel_drops, 0, "{log}");
+    assert_eq!(summary(&log)[0], frames, "{log}");
+    assert_eq!(summary(&log)[5], 0, "{log}");
+}
+
+#[cfg(feature = "pnet")]
+#[test]
+fn run_captures_live_traffic_with_pnet() {
+    if !live_capture_possible() {
+        return;
+    }
+    let tag = format!("{}p", std::process::id() % 100_000);
+    let (log, _) = ping_and_http(&tag, "10.199.79", "backend = \"pnet\"");
+    assert!(log.contains("Capturing on ewt0 (pnet)"), "{log}");
+    // pnet's socket does not give the kernel's counters.
+    let [(frames, None)] = thread_reports(&log)[..] else {
+        panic!("one capture thread without kernel counters: {log}");
+    };
+    assert_eq!(summary(&log)[0], frames, "{log}");
+}
+
+/// Sends three UDP datagrams 10.199.81.2 -> .1 tagged with VLAN 10 and three untagged
+/// 10.199.80.2 -> .1, as raw frames on ewt1 (no VLAN device needed).
+const SEND_TAGGED: &str = r#"
+import socket, struct
+def csum(b):
+    s = sum(struct.unpack('!10H', b))
+    while s >> 16: s = (s & 0xffff) + (s >> 16)
+    return ~s & 0xffff
+def ip_udp(src, dst):
+    udp = struct.pack('!HHHH', 40000, 5000, 12, 0) + b'ping'
+    h = struct.pack('!BBHHHBBH4s4s', 0x45, 0, 20 + len(udp), 1, 0, 64, 17, 0,
+                    socket.inet_aton(src), socket.inet_aton(dst))
+    return h[:10] + struct.pack('!H', csum(h)) + h[12:] + udp
+macs = b'\xff' * 6 + b'\x02\x00\x00\x00\x00\x02'
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+s.bind(('ewt1', 0))
+for _ in range(3):
+    s.send(macs + b'\x81\x00' + struct.pack('!H', 10) + b'\x08\x00' + ip_udp('10.199.81.2', '10.199.81.1'))
+    s.send(macs + b'\x08\x00' + ip_udp('10.199.80.2', '10.199.80.1'))
+"#;
+
+#[test]
+fn tpacket_restores_vlan_tags_the_kernel_took_out() {
+    if !live_capture_possible() {
+        return;
+    }
+    let tag = format!("{}v", std::process::id() % 100_000);
+    let mut lab = Lab::new(&tag, "10.199.80");
+    let agent = Agent::start(
+        &mut lab,
+        "[capture]\nbackend = \"tpacket\"\n[model]\nthreshold = 0.0\n[flow]\nprobe_eval_s = 0.2\n",
+    );
+    // The receiving kernel moves the tag out of the frame into the packet's metadata before
+    // packet sockets see it; the ring hands it over beside the frame.
+    lab.exec(1, &["python3", "-c", SEND_TAGGED]);
+    let flow = |src: &str| format!("\"src_ip\":\"{src}\",\"src_port\":40000");
+    wait_for(
+        "both UDP flows in the alerts",
+        Duration::from_secs(20),
+        || agent.alerts_contain(&flow("10.199.81.2")) && agent.alerts_contain(&flow("10.199.80.2")),
+    );
+    let (log, alerts) = agent.stop(&mut lab);
+    let udp_from = |src: &str| {
+        alerts
+            .iter()
+            .find(|a| a["src_ip"] == src && a["proto"] == "UDP")
+            .unwrap_or_else(|| panic!("UDP from {src}: {log}"))
+    };
+    assert_eq!(udp_from("10.199.81.2")["vlan"], serde_json::json!([10]));
+    assert_eq!(udp_from("10.199.81.2")["flow"]["pkts_toserver"], 3);
+    assert!(udp_from("10.199.80.2").get("vlan").is_none(), "{log}");
+}
+
+#[test]
+fn tpacket_fanout_spreads_flows_over_capture_threads() {
+    if !live_capture_possible() {
+        return;
+    }
+    let tag = format!("{}f", std::process::id() % 100_000);
+    let mut lab = Lab::new(&tag, "10.199.82");
+    let agent = Agent::start(
+        &mut lab,
+        "[capture]\nbackend = \"tpacket\"\nthreads = 2\n[model]\nthreshold = 0.0\n",
+    );
+    // 64 UDP flows of 5 packets each (to closed ports: each draws an ICMP port unreachable,
+    // which belongs to its flow).
+    let send = "import socket,time\nfor p in range(40000, 40064):\n  s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n  for i in range(5): s.sendto(b'x' * 32, ('10.199.82.1', p))\n  s.close()\n  time.sleep(0.002)";
+    lab.exec(1, &["python3", "-c", send]);
+    let udp_flows = |log: &str| log.matches("\"proto\":\"UDP\"").count();
+    wait_for(
+        "the UDP flows in the alerts",
+        Duration::from_secs(20),
+        || udp_flows(&std::fs::read_to_string(&agent.alerts).unwrap_or_default()) > 0,
+    );
+    let (log, _) = agent.stop(&mut lab);
+    assert!(log.contains("(tpacket, 2 threads per interface"), "{log}");
+    let threads = thread_reports(&log);
+    assert_eq!(threads.len(), 2, "{log}");
+    // With 64 flows hashed over two sockets, each gets some (all on one: odds of 2^-63).
+    for (frames, kernel) in &threads {
+        let (kernel_packets, kernel_drops) = kernel.expect("kernel counters");
+        assert!(
+            *frames > 0 && kernel_packets >= *frames && kernel_drops == 0,
+            "{log}"
+        );
+    }
+    let s = summary(&log);
+    let frames: u64 = threads.iter().map(|t| t.0).sum();
+    assert_eq!(s[0], frames, "{log}");
+    assert!(frames >= 64 * 5, "{log}");
+    assert!(s[1] >= 64, "64 UDP flows at least: {log}");
 }
 
 #[test]

@@ -1,0 +1,151 @@
+#!/usr/bin/env bash
+# Live capture at speed: the highest packet rate each capture backend takes with zero drops, and
+# the CPU time edgewatch spends per packet.
+#
+#   sudo bench/live.sh [RATE...]     (packets/s; 0 = tcpreplay --topspeed;
+#                                     default: 10000 25000 50000 100000 200000 400000 0)
+#
+# Makes two network namespaces joined by a veth pair (removed on exit), runs `edgewatch run` on
+# one end with each backend (BACKENDS="tpacket pnet" by default, THREADS=1, WORKERS=0 = one per
+# CPU up to 4) and replays a capture from the other end with `tcpreplay --pps RATE`
+# (tcpreplay is installed with apt-get when missing). The capture is bench/gen_capture.py's
+# traffic with whole frames (`--snaplen 65535`, seed 1, PACKETS=200000), looped: each trial
+# sends RATE x SECONDS_PER_TRIAL (3) packets, at least 100,000; a --topspeed trial 1,000,000.
+# For each trial it prints the rate tcpreplay reached, the packets it sent, the frames
+# edgewatch read, the kernel's drops (tpacket: edgewatch's kernel_drops; pnet, which cannot
+# read them: the socket's drop count from `ss -0 -m`, read just before the agent stops), its
+# queue drops, the packets lost (sent - read, whatever the cause) and the CPU time of the
+# edgewatch process per packet read (utime + stime from /proc/PID/stat, 10 ms ticks, from just
+# before the replay to when the last frame is read; the whole pipeline, model included), and of
+# its capture threads alone (cap_ns/pkt: reading and parsing frames, the backend's own cost).
+# Ends with the highest rate with zero loss per backend. Needs root (namespaces), iproute2 and
+# python3.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ "$(id -u)" = 0 ] || { echo "bench/live.sh: run as root (it makes network namespaces)" >&2; exit 1; }
+rates=("$@")
+[ ${#rates[@]} -gt 0 ] || rates=(10000 25000 50000 100000 200000 400000 0)
+backends=(${BACKENDS:-tpacket pnet})
+threads=${THREADS:-1}
+workers=${WORKERS:-0}
+packets=${PACKETS:-200000}
+seconds=${SECONDS_PER_TRIAL:-3}
+if ! command -v tcpreplay >/dev/null; then
+    apt-get install -y tcpreplay >/dev/null
+fi
+cargo build --release --quiet
+bin="$(pwd)/${CARGO_TARGET_DIR:-target}/release/edgewatch"
+capture="/tmp/edgewatch-live-${packets}.pcap"
+[ -f "$capture" ] || python3 bench/gen_capture.py --packets "$packets" --seed 1 --snaplen 65535 -q -o "$capture"
+
+work=$(mktemp -d)
+ns_a="ewbench-a-$$"
+ns_b="ewbench-b-$$"
+agent=""
+cleanup() {
+    [ -z "$agent" ] || kill "$agent" 2>/dev/null || true
+    ip netns del "$ns_a" 2>/dev/null || true
+    ip netns del "$ns_b" 2>/dev/null || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+ip netns add "$ns_a"
+ip netns add "$ns_b"
+ip link add ewb0 netns "$ns_a" type veth peer name ewb1 netns "$ns_b"
+for ns in "$ns_a" "$ns_b"; do
+    # No IPv6 (no neighbour discovery chatter): the capture's packets are all that crosses.
+    ip netns exec "$ns" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
+    ip -n "$ns" link set lo up
+done
+ip -n "$ns_a" link set ewb0 mtu 9000 up
+ip -n "$ns_b" link set ewb1 mtu 9000 up
+
+hz=$(getconf CLK_TCK)
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+# The same for the capture threads alone (named ew-cap-IF).
+capture_ticks() {
+    local n=0 t
+    for t in /proc/"$1"/task/*; do
+        if grep -q '^ew-cap-' "$t/comm" 2>/dev/null; then
+            n=$((n + $(awk '{ print $14 + $15 }' "$t/stat")))
+        fi
+    done
+    echo "$n"
+}
+# The frames counter of the agent's last stats line.
+frames_now() { grep -o '"frames":[0-9]*' "$work/agent.log" | tail -1 | cut -d: -f2; }
+
+declare -A best
+printf '%-8s %10s %10s %10s %9s %9s %9s %10s %10s\n' backend pps_reached sent read k_drops q_drops lost \
+    cpu_ns/pkt cap_ns/pkt
+for backend in "${backends[@]}"; do
+    best[$backend]=none
+    for rate in "${rates[@]}"; do
+        cat >"$work/edgewatch.toml" <<EOF
+sensor_id = "bench"
+[capture]
+backend = "$backend"
+threads = $threads
+[flow]
+workers = $workers
+[output]
+stats_interval_s = 0.2
+EOF
+        ip netns exec "$ns_a" "$bin" run --interface ewb0 --config "$work/edgewatch.toml" \
+            --alerts /dev/null 2>"$work/agent.log" &
+        agent=$!
+        for _ in $(seq 100); do
+            grep -q 'Capturing on' "$work/agent.log" && break
+            sleep 0.1
+        done
+        grep -q 'Capturing on' "$work/agent.log" || { cat "$work/agent.log" >&2; exit 1; }
+        if [ "$rate" = 0 ]; then
+            count=1000000
+            speed=(--topspeed)
+        else
+            count=$(( rate * seconds > 100000 ? rate * seconds : 100000 ))
+            speed=(--pps="$rate")
+        fi
+        loops=$(( (count + packets - 1) / packets ))
+        before=$(cpu_ticks "$agent")
+        cap_before=$(capture_ticks "$agent")
+        ip netns exec "$ns_b" tcpreplay -i ewb1 "${speed[@]}" --loop="$loops" --limit="$count" "$capture" >"$work/tcpreplay.out" 2>&1
+        sent=$(awk '/Successful packets:/ { print $3 }' "$work/tcpreplay.out")
+        reached=$(awk '/Rated:/ { for (i = 1; i <= NF; i++) if ($i == "pps") print int($(i - 1)) }' "$work/tcpreplay.out")
+        # Until every sent frame is read, or the count stops moving for a second.
+        last=-1 still=0
+        while [ "$still" -lt 5 ]; do
+            sleep 0.2
+            now=$(frames_now)
+            [ "${now:-0}" -lt "$sent" ] || break
+            if [ "${now:-0}" = "$last" ]; then still=$((still + 1)); else still=0; fi
+            last=${now:-0}
+        done
+        after=$(cpu_ticks "$agent")
+        cap_after=$(capture_ticks "$agent")
+        # The socket's drop count (skmem d), which pnet does not read: see what `ss` says.
+        ss_drops=$(ip netns exec "$ns_a" ss -0 -m -p -n | grep "pid=$agent," |
+            grep -o 'skmem:([^)]*' | grep -o ',d[0-9]*' | tr -d ',d' | awk '{ n += $1 } END { print n + 0 }')
+        kill -TERM "$agent"
+        wait "$agent" || true
+        agent=""
+        # run: P packets, F flows, A alerts, S skipped, Q dropped, K dropped by the kernel
+        read -r read_frames q_drops k_drops < <(awk '/^run: / {
+            gsub(",", ""); print $2, $10, $12 }' "$work/agent.log")
+        lost=$(( sent > read_frames ? sent - read_frames : 0 ))
+        [ "$backend" != pnet ] || k_drops=$ss_drops
+        per_read=$(( read_frames > 0 ? read_frames : 1 ))
+        ns_per_pkt=$(( (after - before) * 1000000000 / hz / per_read ))
+        cap_ns_per_pkt=$(( (cap_after - cap_before) * 1000000000 / hz / per_read ))
+        printf '%-8s %10s %10s %10s %9s %9s %9s %10s %10s\n' "$backend" "$reached" "$sent" \
+            "$read_frames" "$k_drops" "$q_drops" "$lost" "$ns_per_pkt" "$cap_ns_per_pkt"
+        if [ "$lost" = 0 ] && [ "$q_drops" = 0 ] && [ "$k_drops" = 0 ]; then
+            if [ "${best[$backend]}" = none ] || [ "$reached" -gt "${best[$backend]%% *}" ]; then
+                best[$backend]="$reached pps (${ns_per_pkt} ns CPU per packet, ${cap_ns_per_pkt} ns in capture)"
+            fi
+        fi
+    done
+done
+for backend in "${backends[@]}"; do
+    echo "highest rate with zero drops, $backend: ${best[$backend]}"
+done
