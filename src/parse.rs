@@ -262,7 +262,17 @@ fn ip_info(net: &LaxNetSlice<'_>, captured: usize) -> Option<IpInfo> {
             let h = v6.header();
             let mut fragment = None;
             let mut later_fragment = false;
-            for ext in v6.extensions().clone() {
+            // etherparse 0.21's iterator reads past the end of the extensions it sliced when the
+            // last one names a further extension header that was cut off or invalid (lax mode
+            // keeps what parsed): it calls an unchecked constructor on an empty slice. So stop
+            // once every sliced byte has been seen, before asking it for more.
+            let exts = v6.extensions();
+            let total = exts.slice().len();
+            let mut seen = 0;
+            let mut iter = exts.clone().into_iter();
+            while seen < total {
+                let Some(ext) = iter.next() else { break };
+                seen += ext_len(&ext);
                 if let etherparse::Ipv6ExtensionSlice::Fragment(f) = ext {
                     let offset = f.fragment_offset().value();
                     if f.more_fragments() || offset != 0 {
@@ -389,6 +399,16 @@ fn clamp16(n: usize) -> u16 {
     n.min(usize::from(u16::MAX)) as u16
 }
 
+/// The length of one IPv6 extension header as etherparse sliced it.
+fn ext_len(ext: &etherparse::Ipv6ExtensionSlice) -> usize {
+    use etherparse::Ipv6ExtensionSlice as E;
+    match ext {
+        E::HopByHop(s) | E::Routing(s) | E::DestinationOptions(s) => s.slice().len(),
+        E::Fragment(s) => s.slice().len(),
+        E::Authentication(s) => s.slice().len(),
+    }
+}
+
 /// The flag byte (FIN..CWR) of a TCP header that etherparse already length-checked.
 fn tcp_flag_byte(header: &[u8]) -> u8 {
     header.get(13).copied().unwrap_or(0)
@@ -500,6 +520,34 @@ mod tests {
             parse_frame(LinkType::Ethernet, 0, &long, long.len() as u32),
             Err(Skip::BadIp)
         );
+    }
+
+    #[test]
+    fn ipv6_extension_chain_ending_in_a_cut_header_is_read_safely() {
+        // IPv6 → destination options (8 bytes, next: authentication header) → an authentication
+        // header that is not there (2 bytes where it needs 12), then UDP that lax slicing never
+        // reaches. etherparse's extension iterator would read past the sliced extensions here.
+        for (next, cut) in [(51u8, 2usize), (51, 0), (0, 0), (60, 1)] {
+            let mut frame = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x86, 0xdd];
+            let ext_len = 8 + cut;
+            frame.extend_from_slice(&[0x60, 0, 0, 0]);
+            frame.extend_from_slice(&(ext_len as u16).to_be_bytes());
+            frame.extend_from_slice(&[60, 64]); // next: destination options; hop limit
+            frame.extend_from_slice(&[0xfd; 16]);
+            frame.extend_from_slice(&[0xfe; 16]);
+            frame.extend_from_slice(&[next, 0, 1, 4, 0, 0, 0, 0]); // PadN option
+            frame.extend(std::iter::repeat_n(0x11, cut));
+            let p = parse_frame(LinkType::Ethernet, 0, &frame, frame.len() as u32);
+            // What matters is that it returns; what it returns is the address pair or a skip.
+            if let Ok(p) = p {
+                assert_eq!(
+                    p.src,
+                    "fdfd:fdfd:fdfd:fdfd:fdfd:fdfd:fdfd:fdfd"
+                        .parse::<IpAddr>()
+                        .unwrap()
+                );
+            }
+        }
     }
 
     proptest! {
