@@ -22,7 +22,7 @@ use crate::host::HostTable;
 use crate::model::Scorer;
 use crate::packet::PacketMeta;
 use crate::parse::parse_frame;
-use crate::scoring::{Merger, Mode, ScoringStage};
+use crate::scoring::{Merger, Mode, Reload, ScoringStage};
 use crate::sink::AlertSink;
 use crate::stats::{Snapshot, Stats};
 
@@ -60,6 +60,8 @@ pub struct Pipeline {
     pub dispatcher: Dispatcher,
     pub stats: Arc<Stats>,
     threads: Vec<JoinHandle<Result<(), AgentError>>>,
+    /// Hands a reloaded model and settings to the scoring stage.
+    reload_tx: Sender<Reload>,
 }
 
 /// Queue of scorer reports and of alert batches, in messages.
@@ -130,8 +132,9 @@ impl Pipeline {
         let mut stage = ScoringStage::new(hosts, mode);
         stage.write_header().map_err(AgentError::Output)?;
         let scorer_stats = stats.clone();
+        let (reload_tx, reload_rx) = bounded::<Reload>(1);
         threads.push(spawn("ew-score", move || {
-            scoring_worker(stage, workers, report_rx, alert_tx, scorer_stats)
+            scoring_worker(stage, workers, report_rx, reload_rx, alert_tx, scorer_stats)
         })?);
 
         if let Some(mut sink) = sink {
@@ -158,7 +161,14 @@ impl Pipeline {
             dispatcher,
             stats,
             threads,
+            reload_tx,
         })
+    }
+
+    /// Hands a reloaded model and alert settings to the scoring stage, which takes them between
+    /// two reports (within a tick). False if a reload is still waiting to be taken.
+    pub fn reload(&self, reload: Reload) -> bool {
+        self.reload_tx.try_send(reload).is_ok()
     }
 
     /// Publishes the dispatcher's counters.
@@ -179,6 +189,7 @@ impl Pipeline {
             dispatcher,
             stats,
             threads,
+            reload_tx: _,
         } = self;
         drop(dispatcher); // closes the shard queues: the workers flush and stop
         let mut result = Ok(());
@@ -292,6 +303,7 @@ fn scoring_worker(
     mut stage: ScoringStage,
     shards: usize,
     rx: Receiver<ShardReport>,
+    reload_rx: Receiver<Reload>,
     alert_tx: Sender<Vec<Alert>>,
     stats: Arc<Stats>,
 ) -> Result<(), AgentError> {
@@ -313,6 +325,16 @@ fn scoring_worker(
             stage
                 .settle(low.ts, &mut alerts)
                 .map_err(AgentError::Output)?;
+        }
+        if let Ok(reload) = reload_rx.try_recv() {
+            let (name, version) = (
+                reload.scorer.info().name.clone(),
+                reload.scorer.info().version.clone(),
+            );
+            stage
+                .reload(reload, &mut alerts)
+                .map_err(AgentError::Output)?;
+            log::info!("Reloaded: now scoring with model {name} {version}.");
         }
         send(&mut alerts);
         publish_scoring(&stats, &stage);
@@ -413,6 +435,13 @@ fn publish_capture(pipeline: &Pipeline, frames: u64, bytes: u64, skipped: &[u64]
 /// re-stamped; flow timers fire this much later, which no timeout notices.
 const TICK_LAG: Duration = Duration::from_millis(3 * READ_TIMEOUT.as_millis() as u64);
 
+/// Reloads on request (SIGHUP): `requested` is set by the signal handler, `load` reads the
+/// config and model again and says why when they are not usable.
+pub struct Reloader {
+    pub requested: Arc<AtomicBool>,
+    pub load: Box<dyn FnMut() -> Result<Reload, String>>,
+}
+
 /// Captures on live interfaces until `stop` is set, then flushes every flow and alert.
 pub fn run_live(
     receivers: Vec<(String, Box<dyn LinkReceiver>)>,
@@ -421,6 +450,7 @@ pub fn run_live(
     batch_size: usize,
     stats_interval: Duration,
     stop: Arc<AtomicBool>,
+    mut reloader: Option<Reloader>,
 ) -> Result<Snapshot, AgentError> {
     // Capture threads -> dispatcher: capture drops the newest batch when full (never stalls).
     let (tx, rx) = bounded::<Vec<PacketMeta>>(64);
@@ -480,6 +510,20 @@ pub fn run_live(
             Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
         }
         publish_live(&pipeline, &counters);
+        if let Some(r) = &mut reloader
+            && r.requested.swap(false, Ordering::Relaxed)
+        {
+            // Reading the model takes milliseconds; the capture threads keep filling their
+            // queue meanwhile, and nothing in the flow tables is touched.
+            match (r.load)() {
+                Ok(reload) => {
+                    if !pipeline.reload(reload) {
+                        log::warn!("Reload skipped: the previous one is still being applied.");
+                    }
+                }
+                Err(why) => log::error!("Reload failed, still running as before: {why}"),
+            }
+        }
         if last_stats.elapsed() >= stats_interval {
             last_stats = Instant::now();
             log::info!(

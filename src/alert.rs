@@ -196,6 +196,20 @@ impl AlertEngine {
         }
     }
 
+    /// Takes a reloaded model, threshold and settings (after [`flush`](Self::flush)).
+    pub fn reconfigure(&mut self, cfg: &AlertConfig, model: &ModelInfo, threshold: f32) {
+        self.model = ModelRef {
+            name: model.name.clone(),
+            version: model.version.clone(),
+        };
+        self.classes = model.classes.clone();
+        self.threshold = threshold;
+        self.window = ((cfg.alert_window_s * 1e6) as Micros).max(1);
+        self.max_tracked = cfg.max_windows.max(1);
+        self.rate = cfg.max_alerts_per_s;
+        self.tokens = self.tokens.min(self.rate.max(1.0));
+    }
+
     pub fn threshold(&self) -> f32 {
         self.threshold
     }

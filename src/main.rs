@@ -18,6 +18,7 @@ use edgewatch::config::{Config, DEFAULT_CONFIG};
 use edgewatch::dispatch::WhenFull;
 use edgewatch::features::{FEATURE_NAMES, schema_id};
 use edgewatch::model::Scorer;
+use edgewatch::scoring::Reload;
 use edgewatch::sink::JsonLines;
 
 #[derive(Parser)]
@@ -308,7 +309,8 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             mqtt,
             state_dir,
         } => {
-            let config = load_config(config.as_ref())?;
+            let config_path = config;
+            let config = load_config(config_path.as_ref())?;
             let scorer = load_model(&config, model.as_ref())?;
             let mut names = config.capture.interfaces.clone();
             names.extend(interfaces);
@@ -352,6 +354,7 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 Pipeline::spawn(&config, config.workers(), output, WhenFull::DropNewest)?;
             let publisher = mqtt_glue::start(mqtt, &pipeline, &config)?;
             let stop = stop_flag()?;
+            let reloader = reloader(config_path, model, config.clone())?;
             log::info!(
                 "Capturing on {} ({}).",
                 names.join(", "),
@@ -364,6 +367,7 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 config.capture.batch_size,
                 Duration::from_secs_f64(config.output.stats_interval_s),
                 stop,
+                Some(reloader),
             )?;
             eprintln!(
                 "run: {} packets, {} flows, {} alerts, {} skipped, {} dropped, {} dropped by the kernel",
@@ -378,6 +382,51 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             Ok(mqtt_glue::finish(publisher, RUN_DRAIN_TIMEOUT, &no_stop))
         }
     }
+}
+
+/// SIGHUP: reads the config file and the model again. The model, the threshold, the model's
+/// batch size and the [alert] settings change at once; other changed sections are named in the
+/// log and wait for a restart. An unusable config or model keeps everything as it was.
+fn reloader(
+    config_path: Option<PathBuf>,
+    model_over: Option<String>,
+    started: Config,
+) -> anyhow::Result<agent::Reloader> {
+    let requested = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, requested.clone())
+        .context("installing the SIGHUP handler")?;
+    let load = move || -> Result<Reload, String> {
+        let config = load_config(config_path.as_ref()).map_err(|e| format!("{e:#}"))?;
+        let scorer = load_model(&config, model_over.as_ref()).map_err(|e| format!("{e:#}"))?;
+        let pending: Vec<&str> = [
+            ("sensor_id", config.sensor_id != started.sensor_id),
+            ("state_dir", config.state_dir != started.state_dir),
+            ("[capture]", config.capture != started.capture),
+            ("[flow]", config.flow != started.flow),
+            ("[host]", config.host != started.host),
+            ("[output]", config.output != started.output),
+            ("[mqtt]", config.mqtt != started.mqtt),
+        ]
+        .into_iter()
+        .filter_map(|(what, changed)| changed.then_some(what))
+        .collect();
+        if !pending.is_empty() {
+            log::warn!(
+                "Reload: changes to {} take effect at the next start.",
+                pending.join(", ")
+            );
+        }
+        Ok(Reload {
+            threshold: config.model.threshold.unwrap_or(scorer.info().threshold),
+            scorer,
+            alert: config.alert.clone(),
+            batch_size: config.model.batch_size,
+        })
+    };
+    Ok(agent::Reloader {
+        requested,
+        load: Box::new(load),
+    })
 }
 
 /// The capture backend in words, for the start-up log line.

@@ -84,6 +84,14 @@ impl Merger {
     }
 }
 
+/// What a reload (SIGHUP) changes in the scoring stage.
+pub struct Reload {
+    pub scorer: Scorer,
+    pub threshold: f32,
+    pub alert: crate::config::AlertConfig,
+    pub batch_size: usize,
+}
+
 /// What the stage does with feature vectors.
 pub enum Mode {
     Alerts {
@@ -198,6 +206,25 @@ impl ScoringStage {
         self.run_batch(alerts)?;
         if let Mode::Alerts { engine, .. } = &mut self.mode {
             engine.advance(now, alerts);
+        }
+        Ok(())
+    }
+
+    /// Switches to another model, threshold and alert settings (SIGHUP). What is pending is
+    /// scored with the old model, and the open alert windows are closed and emitted under it
+    /// (their classes are the old model's); the flows and the host context carry on.
+    pub fn reload(&mut self, reload: Reload, alerts: &mut Vec<Alert>) -> std::io::Result<()> {
+        self.run_batch(alerts)?;
+        if let Mode::Alerts {
+            scorer,
+            engine,
+            batch_size,
+        } = &mut self.mode
+        {
+            engine.flush(alerts);
+            engine.reconfigure(&reload.alert, reload.scorer.info(), reload.threshold);
+            *scorer = reload.scorer;
+            *batch_size = reload.batch_size;
         }
         Ok(())
     }

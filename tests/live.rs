@@ -252,6 +252,23 @@ impl Agent {
         }
     }
 
+    /// Rewrites the agent's config file (for a reload).
+    fn rewrite_config(&self, text: &str) {
+        config(self._dir.path(), text);
+    }
+
+    fn log_contains(&self, needle: &str) -> bool {
+        self.log.lock().unwrap().contains(needle)
+    }
+
+    fn alerts(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&self.alerts)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
     fn alerts_contain(&self, needle: &str) -> bool {
         std::fs::read_to_string(&self.alerts)
             .map(|t| t.contains(needle))
@@ -586,5 +603,89 @@ fn run_without_cap_net_raw_says_it_needs_it() {
         err.matches("Operation not permitted").count(),
         1,
         "the OS error once: {err}"
+    );
+}
+
+#[test]
+fn sighup_reloads_the_model_keeps_the_flows_and_refuses_a_broken_config() {
+    if !live_capture_possible() {
+        return;
+    }
+    let tag = format!("{}h", std::process::id() % 100_000);
+    let net = "10.199.81";
+    let mut lab = Lab::new(&tag, net);
+    let base =
+        "sensor_id = \"reload-test\"\n[flow]\nprobe_eval_s = 0.2\n[model]\nthreshold = 0.0\n";
+    let agent = Agent::start(&mut lab, base);
+    let hup = || sh(&["kill", "-HUP", &agent.pid.to_string()]);
+    // One ICMP flow (one echo identifier) that lasts through both reloads: 50 echoes, 10 s.
+    lab.spawn(1, &["ping", "-c", "50", "-i", "0.2", &format!("{net}.1")]);
+    let icmp = |a: &serde_json::Value| a["proto"] == "ICMP" && a["src_ip"] == format!("{net}.2");
+    wait_for("an ICMP alert", Duration::from_secs(20), || {
+        agent.alerts().iter().any(icmp)
+    });
+    let first = agent.alerts().into_iter().find(icmp).unwrap();
+    assert_eq!(first["alert"]["model"]["name"], "edgewatch-mlp");
+
+    // A broken config: the agent says why and runs on as before.
+    agent.rewrite_config(&format!("{base}no_such_key = 1\n"));
+    hup();
+    wait_for(
+        "the failed reload in the log",
+        Duration::from_secs(10),
+        || agent.log_contains("Reload failed, still running as before"),
+    );
+    assert!(
+        agent.log_contains("no_such_key"),
+        "{}",
+        agent.log.lock().unwrap()
+    );
+
+    // Another model and a changed [flow] section: the model changes now, [flow] at the next start.
+    let model = data("models/baseline.onnx");
+    agent.rewrite_config(
+        &format!(
+            "{base}path = \"{}\"\n[alert]\nalert_window_s = 0.5\n",
+            model.display()
+        )
+        .replace("probe_eval_s = 0.2", "probe_eval_s = 0.3"),
+    );
+    hup();
+    wait_for("the reload in the log", Duration::from_secs(10), || {
+        agent.log_contains("Reloaded: now scoring with model edgewatch-baseline baseline-1")
+    });
+    assert!(
+        agent.log_contains("Reload: changes to [flow] take effect at the next start"),
+        "{}",
+        agent.log.lock().unwrap()
+    );
+    // A new flow is scored by the new model.
+    lab.exec(1, &["ping", "-c", "2", "-i", "0.2", &format!("{net}.1")]);
+    wait_for(
+        "an alert by the reloaded model",
+        Duration::from_secs(20),
+        || {
+            agent
+                .alerts()
+                .iter()
+                .any(|a| icmp(a) && a["alert"]["model"]["name"] == "edgewatch-baseline")
+        },
+    );
+    // Let the long ping end, then stop: its flow, started before both reloads, is still there
+    // and its last evaluation (by the new model) covers the echoes before and after them.
+    std::thread::sleep(Duration::from_secs(9));
+    let (log, alerts) = agent.stop(&mut lab);
+    let long = alerts
+        .iter()
+        .filter(|a| {
+            icmp(a)
+                && a["alert"]["model"]["name"] == "edgewatch-baseline"
+                && a["flow"]["start"] == first["flow"]["start"]
+        })
+        .map(|a| a["flow"]["pkts_toserver"].as_u64().unwrap())
+        .max();
+    assert!(
+        long.is_some_and(|pkts| pkts >= 45),
+        "the long flow's final alert under the new model: {long:?}\n{log}"
     );
 }
