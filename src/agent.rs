@@ -114,6 +114,9 @@ impl Pipeline {
         };
 
         let mut shard_txs = Vec::with_capacity(workers);
+        // The shards start their final flush together: the scorer merges their flushes in one
+        // order, and a shard flushing alone would pile its whole table up in the merger.
+        let flush_together = Arc::new(std::sync::Barrier::new(workers));
         for shard in 0..workers {
             // Dispatcher -> shard: policy chosen by the caller (block for replay, drop live).
             let (tx, rx) = bounded::<Batch>(cfg.capture.queue_capacity);
@@ -121,8 +124,9 @@ impl Pipeline {
             let table = FlowTable::new(&cfg.flow, cfg.flow.max_flows.div_ceil(workers));
             let report_tx = report_tx.clone();
             let stats = stats.clone();
+            let flush_together = flush_together.clone();
             threads.push(spawn(&format!("ew-flow-{shard}"), move || {
-                shard_worker(shard, table, rx, report_tx, stats);
+                shard_worker(shard, table, rx, report_tx, stats, &flush_together);
                 Ok(())
             })?);
         }
@@ -219,6 +223,7 @@ fn shard_worker(
     rx: Receiver<Batch>,
     tx: Sender<ShardReport>,
     stats: Arc<Stats>,
+    flush_together: &std::sync::Barrier,
 ) {
     let mut published = Published {
         counters: table.counters,
@@ -241,6 +246,7 @@ fn shard_worker(
             return;
         }
     }
+    flush_together.wait();
     // Flush orders are the same in every shard (time reached, then flow start), so each chunk's
     // last event is a watermark: the scorer can merge the shards' flushes as they come.
     let mut open = true;
