@@ -389,6 +389,76 @@ mod tests {
     use super::*;
 
     #[test]
+    fn open_windows_are_bounded_and_sources_past_the_bound_still_alert() {
+        use crate::flow::{FlowEvent, FlowTable};
+        use crate::packet::{PacketKind, PacketMeta};
+        let mut cfg = crate::config::Config::default();
+        cfg.alert.max_windows = 4;
+        cfg.alert.max_alerts_per_s = 1000.0;
+        let info = ModelInfo {
+            origin: "test".into(),
+            name: "m".into(),
+            version: "1".into(),
+            schema: String::new(),
+            classes: vec!["scan".into(), "flood".into()],
+            threshold: 0.5,
+        };
+        let mut engine = AlertEngine::new(&cfg.alert, "s".into(), &info, 0.5);
+        // One SYN each from 10 sources (a random-source flood), scored as floods.
+        let mut table = FlowTable::new(&cfg.flow, 64);
+        let mut events = Vec::new();
+        for i in 0..10u8 {
+            let p = PacketMeta {
+                ts: 1_000_000 + u64::from(i),
+                seq: u64::from(i),
+                vlan: [0; 2],
+                src: IpAddr::from([198, 51, 100, i]),
+                dst: IpAddr::from([192, 0, 2, 1]),
+                sport: 40000,
+                dport: 80,
+                proto: PROTO_TCP,
+                ip_len: 40,
+                payload_len: 0,
+                tcp_flags: crate::packet::tcp_flags::SYN,
+                tcp_window: 1024,
+                ttl: 64,
+                icmp_type: 0,
+                icmp_code: 0,
+                kind: PacketKind::Normal,
+                fragment: None,
+            };
+            table.process(&p, &mut events);
+        }
+        let flood = Score {
+            anomaly: 0.9,
+            class: Some(1),
+        };
+        let mut out = Vec::new();
+        for (i, e) in events.iter().enumerate() {
+            if let FlowEvent::Start { flow, .. } = e {
+                engine.offer(
+                    1_000_100 + i as u64,
+                    flow,
+                    EvalReason::Probe,
+                    flood,
+                    &mut out,
+                );
+                assert!(engine.groups.len() <= 4, "windows bounded");
+            }
+        }
+        assert_eq!(engine.groups.len(), 4);
+        // Every source alerted: 4 opened a window, 6 went past the bound without one.
+        assert_eq!(out.len(), 10);
+        assert_eq!(engine.counters.alerts_emitted, 10);
+        // The same source again within its window is merged, not alerted again.
+        if let FlowEvent::Start { flow, .. } = &events[0] {
+            engine.offer(1_000_200, flow, EvalReason::Idle, flood, &mut out);
+        }
+        assert_eq!(out.len(), 10);
+        assert_eq!(engine.counters.flows_aggregated, 1);
+    }
+
+    #[test]
     fn rfc3339_has_microseconds() {
         assert_eq!(
             rfc3339(1_714_564_800_123_456),
