@@ -418,6 +418,25 @@ pub fn replay(
         );
     }
     let stats = pipeline.finish()?;
+    if stats.skipped_total() > 0 {
+        let reasons: Vec<String> = stats
+            .skipped
+            .iter()
+            .filter(|(_, n)| **n > 0)
+            .map(|(reason, n)| format!("{n} {reason}"))
+            .collect();
+        log::info!(
+            "Skipped {} frames that could not be used: {}.",
+            stats.skipped_total(),
+            reasons.join(", ")
+        );
+    }
+    if stats.time_backwards > 0 {
+        log::info!(
+            "The capture's clock went backwards {} times; those packets took the latest time seen.",
+            stats.time_backwards
+        );
+    }
     Ok(ReplaySummary {
         stats,
         elapsed: started.elapsed(),

@@ -11,6 +11,13 @@ use serde::Deserialize;
 /// Where `run` and `replay` look for a config when `--config` is not given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/edgewatch/edgewatch.toml";
 
+/// The longest time span a `*_s` key takes: a year. Longer is a typo, and start-up turns some of
+/// them into a `Duration`, which cannot hold every finite f64 (1e20 s panics).
+pub const MAX_SECONDS: f64 = 365.0 * 86_400.0;
+
+/// The most batches a flow worker's queue holds: its slots are allocated up front.
+pub const MAX_QUEUE_CAPACITY: usize = 65_536;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config {path}: {source}")]
@@ -550,17 +557,28 @@ impl Config {
             ("host.short_window_s", self.host.short_window_s),
             ("host.long_window_s", self.host.long_window_s),
             ("alert.alert_window_s", self.alert.alert_window_s),
-            ("alert.max_alerts_per_s", self.alert.max_alerts_per_s),
             ("output.stats_interval_s", self.output.stats_interval_s),
             ("mqtt.reconnect_min_s", self.mqtt.reconnect_min_s),
             ("mqtt.reconnect_max_s", self.mqtt.reconnect_max_s),
-            ("mqtt.outbox_max_mb", self.mqtt.outbox_max_mb),
         ];
         for (key, value) in positive {
+            if !(value.is_finite() && value > 0.0 && value <= MAX_SECONDS) {
+                return Err(invalid(
+                    key,
+                    &format!(
+                        "must be a positive number of seconds up to {MAX_SECONDS} (a year), not {value}"
+                    ),
+                ));
+            }
+        }
+        for (key, value) in [
+            ("alert.max_alerts_per_s", self.alert.max_alerts_per_s),
+            ("mqtt.outbox_max_mb", self.mqtt.outbox_max_mb),
+        ] {
             if !(value.is_finite() && value > 0.0) {
                 return Err(invalid(
                     key,
-                    &format!("must be a positive number of seconds, not {value}"),
+                    &format!("must be a positive number, not {value}"),
                 ));
             }
         }
@@ -579,6 +597,12 @@ impl Config {
         }
         self.validate_capture()
             .map_err(|(key, problem)| invalid(key, &problem))?;
+        if self.capture.queue_capacity > MAX_QUEUE_CAPACITY {
+            return Err(invalid(
+                "capture.queue_capacity",
+                &format!("must be at most {MAX_QUEUE_CAPACITY}"),
+            ));
+        }
         if self.capture.batch_size > 4096 {
             return Err(invalid("capture.batch_size", "must be at most 4096"));
         }
@@ -842,5 +866,48 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("host.long_window_s"), "{err}");
+    }
+
+    /// `stats_interval_s = 1e20` was accepted, and `Duration::from_secs_f64` panics on it at
+    /// start-up (the config fuzz target checks every validated time span converts).
+    #[test]
+    fn time_spans_beyond_a_year_are_refused() {
+        for key in [
+            "[output]\nstats_interval_s",
+            "[mqtt]\nreconnect_max_s",
+            "[flow]\nudp_timeout_s",
+        ] {
+            let err = Config::parse(&format!("{key} = 1e20\n"), "x")
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("must be a positive number of seconds up to 31536000 (a year), not 100000000000000000000"),
+                "{key}: {err}"
+            );
+        }
+        let year = Config::parse("[flow]\ntcp_established_timeout_s = 31536000\n", "x").unwrap();
+        assert!(
+            std::time::Duration::try_from_secs_f64(year.flow.tcp_established_timeout_s).is_ok()
+        );
+        let err = Config::parse("[alert]\nmax_alerts_per_s = inf\n", "x")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("alert.max_alerts_per_s must be a positive number, not inf"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn queue_capacity_is_bounded() {
+        // The queue's slots are allocated up front: 1e12 batches would abort the agent.
+        let err = Config::parse("[capture]\nqueue_capacity = 1000000000000\n", "x")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("capture.queue_capacity must be at most 65536"),
+            "{err}"
+        );
+        assert!(Config::parse("[capture]\nqueue_capacity = 65536\n", "x").is_ok());
     }
 }

@@ -1,24 +1,29 @@
 //! Capture files: pcap (both byte orders, µs and ns) and pcapng, read as a stream.
 //!
-//! Memory stays constant whatever the file size: records are borrowed from pcap-file's read
-//! buffer one at a time. This module owns the file format, not the frame contents (see `parse`).
-//! pcap-file's validated pcap reader rejects records longer than the snap length and its pcapng
-//! reader ignores `if_tsresol`, so records are read raw and validated here.
+//! Memory stays constant whatever the file size: one record at a time goes through a buffer that
+//! never grows past [`MAX_RECORD_LEN`] (pcap) or pcap-file's fixed 8 MB read buffer (pcapng).
+//! This module owns the file format, not the frame contents (see `parse`). pcap records are read
+//! here (pcap-file's pcap reader rejects records longer than the snap length and reads a record's
+//! length before checking it); pcapng blocks come from pcap-file, whose reader ignores
+//! `if_tsresol`, so timestamps are converted here.
 
 use std::fs::File;
-use std::io::{self, BufReader, Read};
+use std::io::{self, BufReader, Cursor, Read};
 use std::path::Path;
 
-use pcap_file::pcap::PcapReader;
+use pcap_file::pcap::PcapHeader;
 use pcap_file::pcapng::blocks::interface_description::InterfaceDescriptionOption;
 use pcap_file::pcapng::{Block, PcapNgReader};
-use pcap_file::{PcapError, TsResolution};
+use pcap_file::{Endianness, PcapError, TsResolution};
 
 use crate::packet::Micros;
 use crate::parse::LinkType;
 
 /// A record longer than this is not a real frame: the file is corrupt from there on.
-const MAX_RECORD_LEN: u32 = 256 * 1024;
+pub const MAX_RECORD_LEN: u32 = 256 * 1024;
+/// The pcap file header, then each record's header.
+const PCAP_HEADER_LEN: usize = 24;
+const RECORD_HEADER_LEN: usize = 16;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CaptureError {
@@ -52,14 +57,18 @@ pub struct Truncation {
     pub detail: String,
 }
 
+/// The bytes of a capture, from a file or from memory.
+type Source = Box<dyn Read + Send>;
+
 enum Inner {
     Pcap {
-        reader: PcapReader<BufReader<File>>,
+        source: Source,
         link: LinkType,
         nanos: bool,
+        big_endian: bool,
     },
     PcapNg {
-        reader: PcapNgReader<BufReader<File>>,
+        reader: PcapNgReader<Source>,
         /// Per interface of the current section: link type (None = unsupported) and the
         /// timestamp unit as (numerator, denominator) of a second.
         interfaces: Vec<(Option<LinkType>, u64, u64, u64)>,
@@ -72,8 +81,8 @@ pub struct CaptureReader {
     inner: Inner,
     records: u64,
     truncation: Option<Truncation>,
-    /// pcapng frames are copied here: a block borrowed from the reader cannot leave the loop
-    /// that skips non-packet blocks.
+    /// The current frame: a pcap record is read into it, a pcapng frame copied (a block borrowed
+    /// from the reader cannot leave the loop that skips non-packet blocks).
     buf: Vec<u8>,
     /// Frames on interfaces with an unsupported link type, skipped.
     pub unsupported_frames: u64,
@@ -82,18 +91,25 @@ pub struct CaptureReader {
 impl CaptureReader {
     pub fn open(path: &Path) -> Result<CaptureReader, CaptureError> {
         let display = path.display().to_string();
-        let open = |p: &Path| {
-            File::open(p).map_err(|source| CaptureError::Open {
-                path: display.clone(),
-                source,
-            })
-        };
+        let file = File::open(path).map_err(|source| CaptureError::Open {
+            path: display.clone(),
+            source,
+        })?;
+        CaptureReader::from_reader(&display, BufReader::with_capacity(1 << 16, file))
+    }
+
+    /// Reads a capture from any byte stream (a pipe, or bytes in memory); `name` stands for it
+    /// in error messages.
+    pub fn from_reader(
+        name: &str,
+        mut source: impl Read + Send + 'static,
+    ) -> Result<CaptureReader, CaptureError> {
+        let display = name.to_string();
         let mut magic = [0u8; 4];
-        let got =
-            read_up_to(&mut open(path)?, &mut magic).map_err(|source| CaptureError::Open {
-                path: display.clone(),
-                source,
-            })?;
+        let got = read_up_to(&mut source, &mut magic).map_err(|source| CaptureError::Open {
+            path: display.clone(),
+            source,
+        })?;
         let not_a_capture = || CaptureError::NotACapture {
             path: display.clone(),
             magic: if got == 0 {
@@ -111,26 +127,47 @@ impl CaptureReader {
         if got < 4 {
             return Err(not_a_capture());
         }
-        let file = BufReader::with_capacity(1 << 16, open(path)?);
+        // The magic read above goes back in front of the rest of the stream.
+        let file: Source = Box::new(Cursor::new(magic).chain(source));
         let bad_header = |e: PcapError| CaptureError::BadHeader {
             path: display.clone(),
-            detail: e.to_string(),
+            detail: match e {
+                PcapError::IoError(io) if io.kind() == io::ErrorKind::UnexpectedEof => {
+                    "the file ends inside its first block (the section header)".to_string()
+                }
+                other => other.to_string(),
+            },
         };
         let inner = match u32::from_be_bytes(magic) {
             0xa1b2_c3d4 | 0xd4c3_b2a1 | 0xa1b2_3c4d | 0x4d3c_b2a1 => {
-                let reader = PcapReader::new(file).map_err(bad_header)?;
-                let header = reader.header();
+                let mut source = file;
+                let mut bytes = [0u8; PCAP_HEADER_LEN];
+                let got =
+                    read_up_to(&mut source, &mut bytes).map_err(|source| CaptureError::Open {
+                        path: display.clone(),
+                        source,
+                    })?;
+                if got < PCAP_HEADER_LEN {
+                    return Err(CaptureError::BadHeader {
+                        path: display.clone(),
+                        detail: format!(
+                            "the file ends inside the {PCAP_HEADER_LEN}-byte file header \
+                             (after {got} bytes)"
+                        ),
+                    });
+                }
+                let (_, header) = PcapHeader::from_slice(&bytes).map_err(bad_header)?;
                 let linktype = u32::from(header.datalink);
                 let link =
                     LinkType::from_linktype(linktype).ok_or(CaptureError::UnsupportedLinkType {
                         path: display.clone(),
                         linktype,
                     })?;
-                let nanos = header.ts_resolution == TsResolution::NanoSecond;
                 Inner::Pcap {
-                    reader,
+                    source,
                     link,
-                    nanos,
+                    nanos: header.ts_resolution == TsResolution::NanoSecond,
+                    big_endian: header.endianness == Endianness::Big,
                 }
             }
             0x0a0d_0d0a => {
@@ -172,37 +209,26 @@ impl CaptureReader {
         let mut stop = None;
         let frame = match &mut self.inner {
             Inner::Pcap {
-                reader,
+                source,
                 link,
                 nanos,
-            } => match reader.next_raw_packet() {
-                None => None,
-                Some(Err(e)) => {
-                    stop = Some(describe(e));
+                big_endian,
+            } => match next_record(source, *big_endian, &mut self.buf) {
+                Ok(None) => None,
+                Err(detail) => {
+                    stop = Some(detail);
                     None
                 }
-                Some(Ok(raw)) => {
-                    let frac = u64::from(raw.ts_frac);
+                Ok(Some((ts_sec, frac, orig_len))) => {
                     let sub_us = if *nanos { frac / 1000 } else { frac };
-                    if raw.incl_len > MAX_RECORD_LEN || sub_us >= 1_000_000 {
+                    if sub_us >= 1_000_000 {
                         stop = Some(format!(
-                            "record header is corrupt (length {}, fraction {})",
-                            raw.incl_len, raw.ts_frac
+                            "record header is corrupt (timestamp fraction {frac})"
                         ));
                         None
                     } else {
-                        let data: &[u8] = match raw.data {
-                            std::borrow::Cow::Borrowed(b) => b,
-                            // pcap-file always borrows from its buffer; an owned record would
-                            // be a change in the crate, and is skipped rather than copied.
-                            std::borrow::Cow::Owned(_) => &[],
-                        };
-                        Some(Frame {
-                            ts: u64::from(raw.ts_sec) * 1_000_000 + sub_us,
-                            link: *link,
-                            data,
-                            wire_len: raw.orig_len.max(raw.incl_len),
-                        })
+                        let ts = u64::from(ts_sec) * 1_000_000 + u64::from(sub_us);
+                        Some((ts, *link, orig_len.max(self.buf.len() as u32)))
                     }
                 }
             },
@@ -211,7 +237,7 @@ impl CaptureReader {
                 interfaces,
                 last_ts,
             } => {
-                let found = loop {
+                loop {
                     match reader.next_block() {
                         None => break None,
                         Some(Err(e)) => {
@@ -274,15 +300,15 @@ impl CaptureReader {
                         }
                         Some(Ok(_)) => {}
                     }
-                };
-                found.map(|(ts, link, wire_len)| Frame {
-                    ts,
-                    link,
-                    data: &self.buf,
-                    wire_len,
-                })
+                }
             }
         };
+        let frame = frame.map(|(ts, link, wire_len)| Frame {
+            ts,
+            link,
+            data: &self.buf,
+            wire_len,
+        });
         if let Some(detail) = stop {
             self.truncation = Some(Truncation {
                 after_records: records,
@@ -294,6 +320,49 @@ impl CaptureReader {
         }
         frame
     }
+}
+
+/// Reads one pcap record into `buf`: its (seconds, fraction, original length), `None` at a clean
+/// end of the file, or why the file cannot be read further. The length is checked before a byte
+/// of the record is read, so a corrupt header never makes the buffer grow.
+fn next_record(
+    source: &mut Source,
+    big_endian: bool,
+    buf: &mut Vec<u8>,
+) -> Result<Option<(u32, u32, u32)>, String> {
+    let mut header = [0u8; RECORD_HEADER_LEN];
+    let got = read_up_to(source, &mut header).map_err(|e| format!("read error: {e}"))?;
+    if got == 0 {
+        return Ok(None);
+    }
+    if got < RECORD_HEADER_LEN {
+        return Err(format!(
+            "the last record is cut short inside its header ({got} of {RECORD_HEADER_LEN} bytes)"
+        ));
+    }
+    let word = |i: usize| {
+        let b = [header[i], header[i + 1], header[i + 2], header[i + 3]];
+        if big_endian {
+            u32::from_be_bytes(b)
+        } else {
+            u32::from_le_bytes(b)
+        }
+    };
+    let (ts_sec, frac, incl_len, orig_len) = (word(0), word(4), word(8), word(12));
+    if incl_len > MAX_RECORD_LEN {
+        return Err(format!(
+            "record header is corrupt (length {incl_len}, more than the {MAX_RECORD_LEN} bytes \
+             of any real frame)"
+        ));
+    }
+    buf.resize(incl_len as usize, 0);
+    let got = read_up_to(source, buf).map_err(|e| format!("read error: {e}"))?;
+    if got < buf.len() {
+        return Err(format!(
+            "the last record is cut short ({got} of {incl_len} bytes)"
+        ));
+    }
+    Ok(Some((ts_sec, frac, orig_len)))
 }
 
 fn describe(e: PcapError) -> String {
@@ -308,9 +377,11 @@ fn describe(e: PcapError) -> String {
 fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     let mut n = 0;
     while n < buf.len() {
-        match r.read(&mut buf[n..])? {
-            0 => break,
-            k => n += k,
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
         }
     }
     Ok(n)

@@ -83,7 +83,12 @@ impl Validator {
                     return Message::Invalid("json");
                 };
                 let s = |k: &str| obj.get(k).and_then(Value::as_str).map(str::to_string);
-                let n = |k: &str| obj.get(k).and_then(Value::as_u64).map(|v| v as i64);
+                // A counter beyond i64 (the database's integer) is stored as i64::MAX.
+                let n = |k: &str| {
+                    obj.get(k)
+                        .and_then(Value::as_u64)
+                        .map(|v| i64::try_from(v).unwrap_or(i64::MAX))
+                };
                 Message::Sensor(if kind == "status" {
                     SensorUpdate::Status {
                         sensor_id: sensor.to_string(),
@@ -109,7 +114,9 @@ impl Validator {
                     SensorUpdate::Stats {
                         sensor_id: sensor.to_string(),
                         packets: n("packets").unwrap_or(0),
-                        drops: n("kernel_drops").unwrap_or(0) + n("queue_drops").unwrap_or(0),
+                        drops: n("kernel_drops")
+                            .unwrap_or(0)
+                            .saturating_add(n("queue_drops").unwrap_or(0)),
                         outbox_depth: n("outbox_depth").unwrap_or(0),
                         alerts_published: n("alerts_published").unwrap_or(0),
                         uptime_s: n("uptime_s").unwrap_or(0),
@@ -235,6 +242,14 @@ mod tests {
                 ..
             }) => {
                 assert_eq!((packets, drops, outbox_depth), (10, 3, 3))
+            }
+            other => panic!("{other:?}"),
+        }
+        // Counters beyond i64 saturate: they neither wrap negative nor overflow in the sum.
+        let huge = br#"{"packets":18446744073709551615,"kernel_drops":9223372036854775807,"queue_drops":9223372036854775807}"#;
+        match v.classify("p", "p/r1/stats", huge, 65536, 9) {
+            Message::Sensor(SensorUpdate::Stats { packets, drops, .. }) => {
+                assert_eq!((packets, drops), (i64::MAX, i64::MAX))
             }
             other => panic!("{other:?}"),
         }

@@ -1,0 +1,682 @@
+//! Hostile capture files, written by the tests themselves: truncated at every level, wrong magic,
+//! snaplen 0, jumbo and oversized records, zero-length frames, time going backwards, pcapng
+//! variants. `replay` must end with a clear error (exit 2) or process what it can and count the
+//! rest; never panic, never read or allocate without bound. The crafted files of tests/data are
+//! covered by tests/captures.rs; the fuzz corpus regressions are at the end.
+
+mod common;
+
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use common::*;
+use edgewatch::capture::file::{CaptureError, CaptureReader, MAX_RECORD_LEN};
+
+const T0: u32 = 1_714_564_800;
+
+/// An Ethernet + IPv4 + UDP frame from 10.20.0.1:4000 to 10.20.0.2:5000 with `payload` bytes.
+fn udp_frame(payload: usize, reply: bool) -> Vec<u8> {
+    let ip_len = 20 + 8 + payload;
+    assert!(ip_len <= 65535);
+    let (src, dst, sport, dport) = if reply {
+        ([10, 20, 0, 2], [10, 20, 0, 1], 5000u16, 4000u16)
+    } else {
+        ([10, 20, 0, 1], [10, 20, 0, 2], 4000, 5000)
+    };
+    let mut f = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x08, 0x00];
+    let mut ip = vec![0x45, 0, 0, 0, 0, 1, 0, 0, 64, 17, 0, 0];
+    ip[2..4].copy_from_slice(&(ip_len as u16).to_be_bytes());
+    ip.extend_from_slice(&src);
+    ip.extend_from_slice(&dst);
+    let sum = ip
+        .chunks(2)
+        .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
+        .sum::<u32>();
+    let sum = (sum & 0xffff) + (sum >> 16);
+    ip[10..12].copy_from_slice(&(!((sum & 0xffff) + (sum >> 16)) as u16).to_be_bytes());
+    f.extend_from_slice(&ip);
+    f.extend_from_slice(&sport.to_be_bytes());
+    f.extend_from_slice(&dport.to_be_bytes());
+    f.extend_from_slice(&((8 + payload) as u16).to_be_bytes());
+    f.extend_from_slice(&[0, 0]);
+    f.extend((0..payload).map(|i| i as u8));
+    f
+}
+
+/// A record: (seconds, microseconds, captured bytes, original length).
+type Record = (u32, u32, Vec<u8>, u32);
+
+fn rec(sec: u32, usec: u32, data: Vec<u8>) -> Record {
+    let orig = data.len() as u32;
+    (sec, usec, data, orig)
+}
+
+/// A little-endian microsecond pcap file.
+fn pcap(linktype: u32, snaplen: u32, records: &[Record]) -> Vec<u8> {
+    let mut out = pcap_header(linktype, snaplen);
+    for r in records {
+        out.extend_from_slice(&record(r));
+    }
+    out
+}
+
+fn pcap_header(linktype: u32, snaplen: u32) -> Vec<u8> {
+    let mut out = Vec::new();
+    out.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
+    out.extend_from_slice(&2u16.to_le_bytes());
+    out.extend_from_slice(&4u16.to_le_bytes());
+    out.extend_from_slice(&[0; 8]);
+    out.extend_from_slice(&snaplen.to_le_bytes());
+    out.extend_from_slice(&linktype.to_le_bytes());
+    out
+}
+
+fn record((sec, usec, data, orig): &Record) -> Vec<u8> {
+    let mut out = Vec::new();
+    for w in [*sec, *usec, data.len() as u32, *orig] {
+        out.extend_from_slice(&w.to_le_bytes());
+    }
+    out.extend_from_slice(data);
+    out
+}
+
+/// A UDP exchange of `n` packets, one every 10 ms, alternating direction.
+fn exchange(n: u32) -> Vec<Record> {
+    (0..n)
+        .map(|i| rec(T0, i * 10_000, udp_frame(32, i % 2 == 1)))
+        .collect()
+}
+
+struct Capture {
+    _dir: tempfile::TempDir,
+    path: PathBuf,
+}
+
+fn write_capture(name: &str, bytes: &[u8]) -> Capture {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(name);
+    std::fs::write(&path, bytes).unwrap();
+    Capture { _dir: dir, path }
+}
+
+fn replay(path: &Path) -> Output {
+    run(&["replay", path.to_str().unwrap(), "--alerts", "/dev/null"])
+}
+
+/// Replays `bytes` and checks it ends well; returns stderr.
+fn replay_ok(name: &str, bytes: &[u8]) -> String {
+    let c = write_capture(name, bytes);
+    let o = replay(&c.path);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(0), "{name}: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+    err
+}
+
+/// Replays `bytes` and checks it is refused as a bad input (exit 2); returns stderr.
+fn replay_refused(name: &str, bytes: &[u8]) -> String {
+    let c = write_capture(name, bytes);
+    let o = replay(&c.path);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{name}: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(
+        err.contains(c.path.to_str().unwrap()),
+        "names the file: {err}"
+    );
+    err
+}
+
+fn summary(err: &str) -> &str {
+    err.lines()
+        .find(|l| l.starts_with("replay: "))
+        .unwrap_or_else(|| panic!("no summary line: {err}"))
+}
+
+// ---- truncation -------------------------------------------------------------------------------
+
+#[test]
+fn cut_inside_the_file_header_is_refused() {
+    let whole = pcap(1, 65535, &exchange(2));
+    for cut in [4, 10, 23] {
+        let err = replay_refused("cut.pcap", &whole[..cut]);
+        assert!(
+            err.contains(&format!(
+                "bad capture header: the file ends inside the 24-byte file header (after {cut} bytes)"
+            )),
+            "{err}"
+        );
+    }
+}
+
+#[test]
+fn header_only_capture_is_empty_not_an_error() {
+    let err = replay_ok("empty.pcap", &pcap(1, 65535, &[]));
+    assert!(
+        summary(&err).starts_with("replay: 0 packets, 0 flows, 0 alerts, 0 skipped"),
+        "{err}"
+    );
+    assert!(!err.contains("stops early"), "{err}");
+}
+
+#[test]
+fn cut_inside_a_record_header_keeps_the_records_before() {
+    let mut bytes = pcap(1, 65535, &exchange(3));
+    bytes.extend_from_slice(&record(&rec(T0, 50_000, udp_frame(32, false)))[..7]);
+    let err = replay_ok("cut.pcap", &bytes);
+    assert!(
+        err.contains("stops early after 3 records: the last record is cut short inside its header (7 of 16 bytes)"),
+        "{err}"
+    );
+    assert!(
+        summary(&err).starts_with("replay: 3 packets, 1 flows, "),
+        "{err}"
+    );
+}
+
+#[test]
+fn cut_inside_a_record_keeps_the_records_before() {
+    let mut bytes = pcap(1, 65535, &exchange(4));
+    let last = record(&rec(T0, 50_000, udp_frame(32, false)));
+    bytes.extend_from_slice(&last[..16 + 40]);
+    let err = replay_ok("cut.pcap", &bytes);
+    assert!(
+        err.contains("stops early after 4 records: the last record is cut short (40 of 74 bytes)"),
+        "{err}"
+    );
+    assert!(
+        summary(&err).starts_with("replay: 4 packets, 1 flows, "),
+        "{err}"
+    );
+}
+
+// ---- not a capture ----------------------------------------------------------------------------
+
+#[test]
+fn wrong_magic_is_refused_and_shown() {
+    let mut bytes = pcap(1, 65535, &exchange(2));
+    bytes[..4].copy_from_slice(&[0xa1, 0xb2, 0xc3, 0xd5]);
+    let err = replay_refused("magic.pcap", &bytes);
+    assert!(
+        err.contains("is not a pcap or pcapng capture (it starts with 0xa1b2c3d5)"),
+        "{err}"
+    );
+    let err = replay_refused("empty.pcap", b"");
+    assert!(
+        err.contains("(it starts with nothing (the file is empty))"),
+        "{err}"
+    );
+    let err = replay_refused("short.pcap", &[0xd4, 0xc3]);
+    assert!(err.contains("(it starts with 0xd4c3)"), "{err}");
+}
+
+#[test]
+fn unsupported_link_type_is_refused() {
+    // 105: IEEE 802.11 without radiotap.
+    let err = replay_refused("wifi.pcap", &pcap(105, 65535, &exchange(2)));
+    assert!(err.contains("unsupported link type 105"), "{err}");
+}
+
+// ---- lengths ----------------------------------------------------------------------------------
+
+#[test]
+fn snaplen_zero_is_ignored() {
+    // Some writers put 0 (unknown) in the header's snap length; the records say their length.
+    let err = replay_ok("snap0.pcap", &pcap(1, 0, &exchange(3)));
+    assert!(
+        summary(&err).starts_with("replay: 3 packets, 1 flows, 0 alerts, 0 skipped"),
+        "{err}"
+    );
+}
+
+#[test]
+fn jumbo_frames_and_records_longer_than_the_snaplen_are_read() {
+    // 9000- and 65535-byte frames in a file whose header says snaplen 1500.
+    let big = udp_frame(65535 - 14 - 28, false);
+    assert_eq!(big.len(), 65535);
+    let jumbo = udp_frame(9000 - 14 - 28, true);
+    let bytes = pcap(
+        1,
+        1500,
+        &[
+            rec(T0, 0, udp_frame(100, false)),
+            rec(T0, 1000, jumbo),
+            rec(T0, 2000, big),
+        ],
+    );
+    let c = write_capture("jumbo.pcap", &bytes);
+    let err = stderr(&replay(&c.path));
+    assert!(
+        summary(&err).starts_with("replay: 3 packets, 1 flows, 0 alerts, 0 skipped"),
+        "{err}"
+    );
+    let finals = final_rows(&features(&c.path, &[]));
+    let r = &finals["UDP 10.20.0.1:4000 -> 10.20.0.2:5000"];
+    assert_eq!(r.count("fwd_pkts_log1p"), 2);
+    assert_eq!(r.count("fwd_bytes_log1p"), 128 + 65521);
+    assert_eq!(r.count("bwd_bytes_log1p"), 9000 - 14);
+}
+
+#[test]
+fn frames_cut_by_the_snaplen_keep_their_wire_length() {
+    // A 1000-byte datagram captured with snaplen 64: the IP length (1000) is what the flow counts.
+    let mut frame = udp_frame(1000 - 28, false);
+    frame.truncate(64);
+    let bytes = pcap(1, 64, &[(T0, 0, frame, 1014)]);
+    let c = write_capture("snap64.pcap", &bytes);
+    let finals = final_rows(&features(&c.path, &[]));
+    let r = &finals["UDP 10.20.0.1:4000 -> 10.20.0.2:5000"];
+    assert_eq!(r.count("fwd_bytes_log1p"), 1000);
+}
+
+#[test]
+fn absurd_record_lengths_stop_the_file_with_a_reason() {
+    for (len, name) in [
+        (0xffff_ffffu32, "ffffffff.pcap"),
+        (MAX_RECORD_LEN + 1, "big.pcap"),
+    ] {
+        let mut bytes = pcap(1, 65535, &exchange(2));
+        let mut bad = record(&rec(T0, 30_000, udp_frame(32, false)));
+        bad[8..12].copy_from_slice(&len.to_le_bytes());
+        bytes.extend_from_slice(&bad);
+        // More records after it: they are not reached, the reader does not guess.
+        bytes.extend_from_slice(&record(&rec(T0, 40_000, udp_frame(32, true))));
+        let err = replay_ok(name, &bytes);
+        assert!(
+            err.contains(&format!(
+                "stops early after 2 records: record header is corrupt (length {len}, more than the 262144 bytes of any real frame)"
+            )),
+            "{err}"
+        );
+        assert!(
+            summary(&err).starts_with("replay: 2 packets, 1 flows, "),
+            "{err}"
+        );
+    }
+}
+
+#[test]
+fn the_largest_allowed_record_is_read() {
+    let frame = udp_frame(65535 - 28, false);
+    let mut data = frame.clone();
+    data.resize(MAX_RECORD_LEN as usize, 0xee);
+    let bytes = pcap(1, 0, &[(T0, 0, data, MAX_RECORD_LEN)]);
+    let c = write_capture("max.pcap", &bytes);
+    let mut reader = CaptureReader::open(&c.path).unwrap();
+    let f = reader.next_frame().expect("one frame");
+    assert_eq!(
+        (f.data.len(), f.wire_len),
+        (MAX_RECORD_LEN as usize, MAX_RECORD_LEN)
+    );
+    assert_eq!(&f.data[..frame.len()], &frame[..]);
+    assert!(reader.next_frame().is_none());
+    assert_eq!(reader.truncation(), None);
+}
+
+/// A source that never ends, and counts what was read from it.
+struct Endless {
+    head: io::Cursor<Vec<u8>>,
+    read: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Read for Endless {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = match self.head.read(buf)? {
+            0 => {
+                buf.fill(0x55);
+                buf.len()
+            }
+            n => n,
+        };
+        self.read
+            .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
+#[test]
+fn a_huge_record_length_reads_nothing_more_from_an_endless_source() {
+    for format in ["pcap", "pcapng"] {
+        let mut head = if format == "pcap" {
+            pcap(1, 65535, &exchange(1))
+        } else {
+            let mut b = shb();
+            b.extend(idb(1, &[]));
+            b.extend(epb(0, 0, &udp_frame(10, false)));
+            b
+        };
+        let good = head.len() as u64;
+        if format == "pcap" {
+            head.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff]);
+        } else {
+            // An enhanced packet block claiming 4 GB.
+            head.extend_from_slice(&6u32.to_le_bytes());
+            head.extend_from_slice(&0xffff_fff0u32.to_le_bytes());
+        }
+        let read = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let source = Endless {
+            head: io::Cursor::new(head),
+            read: read.clone(),
+        };
+        let mut reader = CaptureReader::from_reader("endless", source).unwrap();
+        assert!(reader.next_frame().is_some(), "{format}");
+        assert!(reader.next_frame().is_none(), "{format}");
+        let t = reader.truncation().expect("stopped with a reason").clone();
+        assert_eq!(t.after_records, 1, "{format}");
+        let read = read.load(std::sync::atomic::Ordering::Relaxed) - good;
+        let bound = if format == "pcap" {
+            // The record header and nothing of the record.
+            assert!(t.detail.contains("length 4294967295"), "{}", t.detail);
+            64 * 1024
+        } else {
+            // pcap-file's pcapng reader reads into a fixed 8 MB buffer and gives up when a
+            // block does not fit in it.
+            assert!(t.detail.contains("cut short"), "{}", t.detail);
+            8_000_000
+        };
+        assert!(
+            read <= bound,
+            "{format}: read {read} bytes past the good part"
+        );
+    }
+}
+
+// ---- frame contents ---------------------------------------------------------------------------
+
+#[test]
+fn zero_length_and_tiny_frames_are_counted_skips() {
+    let mut records = exchange(2);
+    records.push((T0, 30_000, Vec::new(), 0));
+    records.push((T0, 40_000, Vec::new(), 60));
+    records.push(rec(T0, 50_000, vec![2, 0, 0, 0, 0, 2, 2]));
+    let err = replay_ok("zero.pcap", &pcap(1, 65535, &records));
+    assert!(
+        summary(&err).starts_with("replay: 5 packets, 1 flows, 0 alerts, 3 skipped, 0 dropped"),
+        "{err}"
+    );
+    assert!(
+        err.contains("Skipped 3 frames that could not be used: 3 truncated_link."),
+        "{err}"
+    );
+}
+
+#[test]
+fn zero_length_frames_on_every_link_type_are_skipped() {
+    for linktype in [0, 1, 101, 113, 276] {
+        let records = vec![(T0, 0, Vec::new(), 0), (T0, 1, vec![0x45], 1)];
+        let err = replay_ok("zero.pcap", &pcap(linktype, 65535, &records));
+        assert!(
+            summary(&err).starts_with("replay: 2 packets, 0 flows, 0 alerts, 2 skipped"),
+            "link type {linktype}: {err}"
+        );
+    }
+}
+
+// ---- time -------------------------------------------------------------------------------------
+
+#[test]
+fn time_going_backwards_is_counted_and_clamped() {
+    // A day back, then to the epoch, then forward again: all in one flow, in file order.
+    let records = vec![
+        rec(T0, 0, udp_frame(32, false)),
+        rec(T0, 10_000, udp_frame(32, true)),
+        rec(T0 - 86_400, 0, udp_frame(32, false)),
+        rec(0, 0, udp_frame(32, true)),
+        rec(T0, 20_000, udp_frame(32, false)),
+    ];
+    let bytes = pcap(1, 65535, &records);
+    let err = replay_ok("back.pcap", &bytes);
+    assert!(
+        summary(&err).starts_with("replay: 5 packets, 1 flows, 0 alerts, 0 skipped"),
+        "{err}"
+    );
+    assert!(
+        err.contains("The capture's clock went backwards 2 times"),
+        "{err}"
+    );
+    let c = write_capture("back.pcap", &bytes);
+    let finals = final_rows(&features(&c.path, &[]));
+    let r = &finals["UDP 10.20.0.1:4000 -> 10.20.0.2:5000"];
+    assert_eq!(
+        (r.count("fwd_pkts_log1p"), r.count("bwd_pkts_log1p")),
+        (3, 2)
+    );
+    assert_eq!(r.s("start"), "1714564800.000000");
+    assert_eq!(r.s("end"), "1714564800.020000");
+}
+
+#[test]
+fn a_timestamp_fraction_out_of_range_stops_the_file() {
+    let mut records = exchange(2);
+    records.push(rec(T0, 1_000_000, udp_frame(32, false)));
+    let err = replay_ok("frac.pcap", &pcap(1, 65535, &records));
+    assert!(
+        err.contains(
+            "stops early after 2 records: record header is corrupt (timestamp fraction 1000000)"
+        ),
+        "{err}"
+    );
+    assert!(summary(&err).starts_with("replay: 2 packets, "), "{err}");
+}
+
+// ---- pcapng -----------------------------------------------------------------------------------
+
+fn block(kind: u32, body: &[u8]) -> Vec<u8> {
+    let padded = body.len().div_ceil(4) * 4;
+    let total = (12 + padded) as u32;
+    let mut out = Vec::new();
+    out.extend_from_slice(&kind.to_le_bytes());
+    out.extend_from_slice(&total.to_le_bytes());
+    out.extend_from_slice(body);
+    out.resize(8 + padded, 0);
+    out.extend_from_slice(&total.to_le_bytes());
+    out
+}
+
+/// A little-endian section header block.
+fn shb() -> Vec<u8> {
+    let mut body = Vec::new();
+    body.extend_from_slice(&0x1a2b_3c4du32.to_le_bytes());
+    body.extend_from_slice(&1u16.to_le_bytes());
+    body.extend_from_slice(&0u16.to_le_bytes());
+    body.extend_from_slice(&(-1i64).to_le_bytes());
+    block(0x0a0d_0d0a, &body)
+}
+
+/// An interface description block with options (code, value).
+fn idb(linktype: u16, options: &[(u16, &[u8])]) -> Vec<u8> {
+    let mut body = Vec::new();
+    body.extend_from_slice(&linktype.to_le_bytes());
+    body.extend_from_slice(&0u16.to_le_bytes());
+    body.extend_from_slice(&0u32.to_le_bytes());
+    if !options.is_empty() {
+        for (code, value) in options {
+            body.extend_from_slice(&code.to_le_bytes());
+            body.extend_from_slice(&(value.len() as u16).to_le_bytes());
+            body.extend_from_slice(value);
+            body.resize(body.len().div_ceil(4) * 4, 0);
+        }
+        body.extend_from_slice(&[0, 0, 0, 0]);
+    }
+    block(1, &body)
+}
+
+/// An enhanced packet block; `ts` in the interface's units.
+fn epb(interface: u32, ts: u64, data: &[u8]) -> Vec<u8> {
+    let mut body = Vec::new();
+    body.extend_from_slice(&interface.to_le_bytes());
+    body.extend_from_slice(&((ts >> 32) as u32).to_le_bytes());
+    body.extend_from_slice(&(ts as u32).to_le_bytes());
+    body.extend_from_slice(&(data.len() as u32).to_le_bytes());
+    body.extend_from_slice(&(data.len() as u32).to_le_bytes());
+    body.extend_from_slice(data);
+    block(6, &body)
+}
+
+/// A simple packet block.
+fn spb(data: &[u8]) -> Vec<u8> {
+    let mut body = Vec::new();
+    body.extend_from_slice(&(data.len() as u32).to_le_bytes());
+    body.extend_from_slice(data);
+    block(3, &body)
+}
+
+const T0_US: u64 = T0 as u64 * 1_000_000;
+
+#[test]
+fn pcapng_simple_packets_take_the_last_timestamp() {
+    let mut b = shb();
+    b.extend(idb(1, &[]));
+    b.extend(epb(0, T0_US, &udp_frame(32, false)));
+    b.extend(spb(&udp_frame(32, true)));
+    b.extend(spb(&udp_frame(32, false)));
+    let c = write_capture("spb.pcapng", &b);
+    let err = stderr(&replay(&c.path));
+    assert!(
+        summary(&err).starts_with("replay: 3 packets, 1 flows, 0 alerts, 0 skipped"),
+        "{err}"
+    );
+    let finals = final_rows(&features(&c.path, &[]));
+    let r = &finals["UDP 10.20.0.1:4000 -> 10.20.0.2:5000"];
+    assert_eq!(
+        (r.count("fwd_pkts_log1p"), r.count("bwd_pkts_log1p")),
+        (2, 1)
+    );
+    assert_eq!(
+        (r.s("start"), r.s("end")),
+        ("1714564800.000000", "1714564800.000000")
+    );
+}
+
+#[test]
+fn pcapng_timestamp_resolution_and_offset_are_applied() {
+    // Interface 0: 2^-10 s units with an offset of T0 seconds; interface 1: 10^-3 s units.
+    let mut b = shb();
+    b.extend(idb(1, &[(9, &[0x8a]), (14, &u64::from(T0).to_le_bytes())]));
+    b.extend(idb(1, &[(9, &[3])]));
+    b.extend(epb(0, 512, &udp_frame(32, false))); // T0 + 0.5 s
+    b.extend(epb(1, u64::from(T0) * 1000 + 750, &udp_frame(32, true))); // T0 + 0.75 s
+    let c = write_capture("tsresol.pcapng", &b);
+    let finals = final_rows(&features(&c.path, &[]));
+    let r = &finals["UDP 10.20.0.1:4000 -> 10.20.0.2:5000"];
+    assert_eq!(
+        (r.s("start"), r.s("end")),
+        ("1714564800.500000", "1714564800.750000")
+    );
+}
+
+#[test]
+fn pcapng_unsupported_interfaces_are_counted_and_skipped() {
+    let mut b = shb();
+    b.extend(idb(105, &[]));
+    b.extend(idb(1, &[]));
+    b.extend(epb(0, T0_US, &[0u8; 40]));
+    b.extend(epb(1, T0_US, &udp_frame(32, false)));
+    b.extend(epb(0, T0_US + 1, &[0u8; 40]));
+    let err = replay_ok("wifi.pcapng", &b);
+    assert!(
+        err.contains("2 frames were on interfaces with an unsupported link type and were skipped."),
+        "{err}"
+    );
+    assert!(
+        summary(&err).starts_with("replay: 1 packets, 1 flows, "),
+        "{err}"
+    );
+}
+
+#[test]
+fn pcapng_packet_on_an_undescribed_interface_stops_the_file() {
+    let mut b = shb();
+    b.extend(idb(1, &[]));
+    b.extend(epb(0, T0_US, &udp_frame(32, false)));
+    b.extend(epb(3, T0_US + 1, &udp_frame(32, true)));
+    let err = replay_ok("noif.pcapng", &b);
+    assert!(
+        err.contains(
+            "stops early after 1 records: packet refers to interface 3 which was never described"
+        ),
+        "{err}"
+    );
+    // A new section forgets the interfaces of the one before.
+    let mut b = shb();
+    b.extend(idb(1, &[]));
+    b.extend(epb(0, T0_US, &udp_frame(32, false)));
+    b.extend(shb());
+    b.extend(epb(0, T0_US + 1, &udp_frame(32, true)));
+    let err = replay_ok("sections.pcapng", &b);
+    assert!(
+        err.contains(
+            "stops early after 1 records: packet refers to interface 0 which was never described"
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn pcapng_cut_short_keeps_the_packets_before() {
+    let mut b = shb();
+    b.extend(idb(1, &[]));
+    for i in 0..3 {
+        b.extend(epb(0, T0_US + i, &udp_frame(32, i % 2 == 1)));
+    }
+    let whole = b.len();
+    b.extend(epb(0, T0_US + 3, &udp_frame(32, true)));
+    for cut in [whole + 4, whole + 30, b.len() - 1] {
+        let err = replay_ok("cut.pcapng", &b[..cut]);
+        assert!(
+            err.contains("stops early after 3 records: the last record is cut short"),
+            "cut at {cut}: {err}"
+        );
+        assert!(
+            summary(&err).starts_with("replay: 3 packets, 1 flows, "),
+            "{err}"
+        );
+    }
+}
+
+#[test]
+fn pcapng_cut_inside_the_section_header_is_refused() {
+    let b = shb();
+    for cut in [4, 12, b.len() - 1] {
+        let err = replay_refused("cut.pcapng", &b[..cut]);
+        assert!(
+            err.contains(
+                "bad capture header: the file ends inside its first block (the section header)"
+            ),
+            "cut at {cut}: {err}"
+        );
+    }
+}
+
+#[test]
+fn pcapng_block_length_not_a_multiple_of_4_stops_the_file() {
+    let mut b = shb();
+    b.extend(idb(1, &[]));
+    b.extend(epb(0, T0_US, &udp_frame(32, false)));
+    let mut bad = epb(0, T0_US + 1, &udp_frame(32, true));
+    let len = bad.len() as u32 - 2;
+    bad[4..8].copy_from_slice(&len.to_le_bytes());
+    b.extend(bad);
+    let err = replay_ok("odd.pcapng", &b);
+    assert!(
+        err.contains(
+            "stops early after 1 records: Invalid field value: Block: (initial_len % 4) != 0"
+        ),
+        "{err}"
+    );
+    assert!(summary(&err).starts_with("replay: 1 packets, "), "{err}");
+}
+
+#[test]
+fn capture_errors_name_the_stream() {
+    let Err(e) = CaptureReader::from_reader("stdin", io::Cursor::new(b"GET / HTTP/1.1".to_vec()))
+    else {
+        panic!("not a capture");
+    };
+    assert!(matches!(e, CaptureError::NotACapture { .. }));
+    assert_eq!(
+        e.to_string(),
+        "stdin is not a pcap or pcapng capture (it starts with 0x47455420); give a file written by tcpdump, tshark or dumpcap"
+    );
+}
