@@ -15,8 +15,8 @@ benign rows together count --benign-weight times the attack total.
 
 The int8 model is static, per-tensor: weights int8 symmetric (max |w| / 127), activations
 quantized at every dense layer's input with a scale calibrated on training rows (the percentile of
-|x| that gives the smallest quantization error), in integer ONNX operators (QuantizeLinear, then one
-QLinearConv per hidden layer, its ReLU included; see build_int8_layers). The threshold (metadata edgewatch.threshold) is
+|x| that gives the smallest quantization error), in integer ONNX operators (one QLinearConv per
+hidden layer, its ReLU included; see build_int8_layers). The threshold (metadata edgewatch.threshold) is
 chosen on the training rows with the int8 model: the lowest score whose benign false-positive rate
 stays under --target-fpr (never below --min-threshold).
 
@@ -217,14 +217,25 @@ class Graph:
         y = self.node("MatMul", [x, self.const("w", w.astype(np.float32))], "matmul")
         return self.node("Add", [y, self.const("b", b.astype(np.float32))], "add")
 
-    def qdense_head(self, xq, x_scale, w, b):
-        """A head of the int8 model: its uint8 input and int8 weight dequantized, f32 product and
-        bias (the logits stay f32; tract folds the weight's DequantizeLinear away at load)."""
-        q, s = quantize_weight(w)
+    def qdense_heads(self, xq, x_scale, heads):
+        """The heads of the int8 model as one product: the uint8 input and each head's int8 weight
+        (own scale) dequantized, concatenated, f32 product and bias (the logits stay f32; tract
+        folds the weights' DequantizeLinear and Concat into one constant at load). Returns one
+        output per head (Slice of the product's columns)."""
         x = self.node("DequantizeLinear", [xq, self.const("x_scale", np.float32(x_scale)), self.const("x_zero", np.uint8(0))], "dq")
-        wd = self.node("DequantizeLinear", [self.const("w_int8", q), self.const("w_scale", s), self.const("w_zero", np.int8(0))], "w")
-        y = self.node("MatMul", [x, wd], "matmul")
-        return self.node("Add", [y, self.const("b", b.astype(np.float32))], "add")
+        ws = []
+        for w, _ in heads:
+            q, s = quantize_weight(w)
+            ws.append(self.node("DequantizeLinear", [self.const("w_int8", q), self.const("w_scale", s), self.const("w_zero", np.int8(0))], "w"))
+        y = self.node("MatMul", [x, self.node("Concat", ws, "w_heads", axis=1)], "matmul")
+        y = self.node("Add", [y, self.const("b", np.concatenate([b for _, b in heads]).astype(np.float32))], "add")
+        outs, start = [], 0
+        for w, _ in heads:
+            end = start + w.shape[1]
+            outs.append(self.node("Slice", [y, self.const("start", np.array([start], np.int64)), self.const("end", np.array([end], np.int64)),
+                                            self.const("axis", np.array([1], np.int64))], "head"))
+            start = end
+        return outs
 
 
 def relu_u8_scale(act_scale):
@@ -251,26 +262,25 @@ def build_onnx(params, norm, schema_id, meta, quantize=False, act_scales=None):
     g = Graph()
     scale, shift = norm
     F = len(scale)
-    # The normalization as one affine map, x · diag(scale) + shift: tract runs it, and the Clip
-    # after it, inside one matrix-product kernel; broadcast Sub, Div and Clip over [N, F] took
-    # longer than the whole network.
-    x = g.node("MatMul", ["features", g.const("norm_scale", np.diag(scale))], "scaled")
-    x = g.node("Add", [x, g.const("norm_shift", shift)], "shifted")
-    # Every feature lands in [-1, 1] on the training data: clip there so one per-tensor int8
-    # scale fits every feature, and f32 and int8 agree on values beyond the training range.
-    x = g.node("Clip", [x, g.const("clip_lo", np.float32(-CLIP)), g.const("clip_hi", np.float32(CLIP))], "normalized")
-    hidden = params[:-2]
     if quantize:
-        xq, x_scale = build_int8_layers(g, x, hidden, act_scales)
-        head = lambda w, b: g.qdense_head(xq, x_scale, w, b)
+        logit, logits = build_int8_layers(g, norm, params, act_scales)
+        g.nodes.append(helper.make_node("Sigmoid", [logit], ["score"], name="score"))
+        g.nodes.append(helper.make_node("Identity", [logits], ["class"], name="class"))
     else:
-        for w, b in hidden:
+        # The normalization as one affine map, x · diag(scale) + shift: tract runs it, and the
+        # Clip after it, inside one matrix-product kernel; broadcast Sub, Div and Clip over [N, F]
+        # took longer than the whole network.
+        x = g.node("MatMul", ["features", g.const("norm_scale", np.diag(scale))], "scaled")
+        x = g.node("Add", [x, g.const("norm_shift", shift)], "shifted")
+        # Every feature lands in [-1, 1] on the training data: clip there so one per-tensor int8
+        # scale fits every feature, and f32 and int8 agree on values beyond the training range.
+        x = g.node("Clip", [x, g.const("clip_lo", np.float32(-CLIP)), g.const("clip_hi", np.float32(CLIP))], "normalized")
+        for w, b in params[:-2]:
             x = g.node("Relu", [g.dense(x, w, b)], "relu")
-        head = lambda w, b: g.dense(x, w, b)
-    g.nodes.append(helper.make_node("Sigmoid", [head(*params[-2])], ["score"], name="score"))
-    # `class` is the class head's logits: the agent only takes the argmax, and a Softmax over
-    # 4 columns cost tract as much as the three hidden layers.
-    g.nodes.append(helper.make_node("Identity", [head(*params[-1])], ["class"], name="class"))
+        g.nodes.append(helper.make_node("Sigmoid", [g.dense(x, *params[-2])], ["score"], name="score"))
+        # `class` is the class head's logits: the agent only takes the argmax, and a Softmax over
+        # 4 columns cost tract as much as the three hidden layers.
+        g.nodes.append(helper.make_node("Identity", [g.dense(x, *params[-1])], ["class"], name="class"))
     graph = helper.make_graph(
         g.nodes, "edgewatch",
         [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["N", F])],
@@ -290,22 +300,34 @@ def build_onnx(params, norm, schema_id, meta, quantize=False, act_scales=None):
     return model
 
 
-def build_int8_layers(g, x, hidden, act_scales):
-    """The int8 network after the normalization `x` (f32 [N, F] in [-CLIP, CLIP]): integer
-    operators, so tract runs int8 × int8 → int32 matrix kernels with the requantization fused in,
-    instead of f32 products between QuantizeLinear/DequantizeLinear pairs.
+def build_int8_layers(g, norm, params, act_scales):
+    """The int8 network from `features` to the heads' f32 outputs (score logit, class logits), in
+    integer operators, so tract runs int8 × int8 → int32 matrix kernels with the requantization
+    fused in, instead of f32 products between QuantizeLinear/DequantizeLinear pairs.
+
+    Input: the normalization and its Clip as in the f32 model, on the uint8 grid of the first
+    layer's input (zero point 128, scale act_scales[0] = CLIP / 127, the same grid as symmetric
+    int8): x · diag(scale / s) + (shift / s + 128.5) clipped to [1.5, 255.5], then Cast to uint8,
+    which truncates, so the value is rounded half up. (QuantizeLinear would round half to even, the
+    same but on exact ties; tract runs it as a scalar loop that took a third of the model's time.)
 
     Every hidden dense layer with its ReLU is one QLinearConv with a 1-wide kernel over [N, C, 1]
     (QLinearConv is the standard ONNX integer operator with an int32 bias): int8 weights (max |w| /
     127), int32 bias at the accumulator's scale, output requantized to uint8 with zero point 0, so
-    the saturation at 0 is the ReLU. The normalized input is uint8 with zero point 128 and scale
-    CLIP / 127 (the same grid as int8 symmetric). A ReLU output's clipping point is the calibrated
-    one (127 · act scale), over 255 levels. The two heads read the last activations dequantized, with
-    int8 weights and f32 logits (Graph.qdense_head). Returns the last activations (uint8
-    [N, C]) and their scale."""
-    x = g.node("Unsqueeze", [x, g.const("axes", np.array([2], np.int64))], "as_ncw")
+    the saturation at 0 is the ReLU. A ReLU output's clipping point is the calibrated one (127 ·
+    act scale), over 255 levels. The heads read the last activations dequantized, with int8 weights
+    and f32 logits (Graph.qdense_heads)."""
+    scale, shift = norm
+    hidden = params[:-2]
     x_scale, x_zero = np.float32(act_scales[0]), np.uint8(128)
-    xq = g.node("QuantizeLinear", [x, g.const("x_scale", x_scale), g.const("x_zero", x_zero)], "q")
+    s = np.float64(x_scale)
+    x = g.node("MatMul", ["features", g.const("norm_scale", np.diag(scale / s).astype(np.float32))], "scaled")
+    x = g.node("Add", [x, g.const("norm_shift", (shift / s + 128.5).astype(np.float32))], "shifted")
+    lo, hi = -CLIP / s + 128.5, CLIP / s + 128.5
+    x = g.node("Clip", [x, g.const("clip_lo", np.float32(lo)), g.const("clip_hi", np.float32(hi))], "normalized")
+    assert 0 <= lo and hi < 256, (lo, hi)
+    xq = g.node("Cast", [x], "q", to=TensorProto.UINT8)
+    xq = g.node("Unsqueeze", [xq, g.const("axes", np.array([2], np.int64))], "as_ncw")
     for i, (w, b) in enumerate(hidden):
         q, w_scale = quantize_weight(w)
         y_scale = relu_u8_scale(act_scales[i + 1])
@@ -317,7 +339,8 @@ def build_int8_layers(g, x, hidden, act_scales):
         x_scale, x_zero = y_scale, np.uint8(0)
     # Both heads read this tensor, calibrated once for each head: the same value.
     assert relu_u8_scale(act_scales[len(hidden)]) == relu_u8_scale(act_scales[len(hidden) + 1]) == x_scale
-    return g.node("Squeeze", [xq, g.const("axes", np.array([2], np.int64))], "as_nc"), x_scale
+    xq = g.node("Squeeze", [xq, g.const("axes", np.array([2], np.int64))], "as_nc")
+    return g.qdense_heads(xq, x_scale, params[-2:])
 
 
 def set_meta(model, key, value):
@@ -411,8 +434,8 @@ def read_export(f32_path, int8_path):
         params.append((consts[mm.input[1]], consts[add.input[1]]))
     qconsts = {i.name: numpy_helper.to_array(i) for i in int8.graph.initializer}
     convs = by_op(int8, "QLinearConv")
-    if convs:  # integer layout: QuantizeLinear, QLinearConv per hidden layer, dequantized heads
-        scales = {0: float(qconsts[by_op(int8, "QuantizeLinear")[0].input[1]])}
+    if convs:  # integer layout: a QLinearConv per hidden layer, dequantized heads
+        scales = {0: float(qconsts[convs[0].input[1]])}
         for i, n in enumerate(convs):
             scales[i + 1] = relu_act_scale(qconsts[n.input[6]])
         scales[len(convs) + 1] = scales[len(convs)]
