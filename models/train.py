@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Trains edgewatch's detection model on labeled lab runs and exports it as ONNX (f32 and int8 QDQ).
+"""Trains edgewatch's detection model on labeled lab runs and exports it as ONNX (f32 and int8).
 
 Model (the seed architecture of DESIGN.md): normalization inside the graph (Sub norm_mean, Div
 norm_std, Clip to [-1, 1], where norm_mean / norm_std are the centre and half-width of each
@@ -13,9 +13,10 @@ Rows are weighted so that every attack class counts the same whatever its row co
 within the class, half per episode, so one huge flood episode does not drown the rest) and the
 benign rows together count --benign-weight times the attack total.
 
-The int8 model is static QDQ, per-tensor, symmetric: weights int8 (max |w| / 127), activations
+The int8 model is static, per-tensor: weights int8 symmetric (max |w| / 127), activations
 quantized at every dense layer's input with a scale calibrated on training rows (the percentile of
-|x| that gives the smallest quantization error). The threshold (metadata edgewatch.threshold) is
+|x| that gives the smallest quantization error), in integer ONNX operators (one QLinearConv per
+hidden layer, its ReLU included; see build_int8_layers). The threshold (metadata edgewatch.threshold) is
 chosen on the training rows with the int8 model: the lowest score whose benign false-positive rate
 stays under --target-fpr (never below --min-threshold).
 
@@ -194,9 +195,8 @@ def best_scale(a):
 
 
 class Graph:
-    def __init__(self, quantize, act_scales):
+    def __init__(self):
         self.nodes, self.inits, self.n = [], [], 0
-        self.quantize, self.act_scales = quantize, act_scales
 
     def name(self, base):
         self.n += 1
@@ -212,21 +212,42 @@ class Graph:
         self.nodes.append(helper.make_node(op, inputs, [out], name=out, **attrs))
         return out
 
-    def qdq(self, x, scale):
-        s = self.const("act_scale", np.float32(scale))
-        z = self.const("act_zero", np.int8(0))
-        q = self.node("QuantizeLinear", [x, s, z], "q")
-        return self.node("DequantizeLinear", [q, s, z], "dq")
-
-    def dense(self, x, w, b, layer):
-        if self.quantize:
-            x = self.qdq(x, self.act_scales[layer])
-            q, s = quantize_weight(w)
-            wname = self.node("DequantizeLinear", [self.const("w_int8", q), self.const("w_scale", s), self.const("w_zero", np.int8(0))], "w")
-        else:
-            wname = self.const("w", w.astype(np.float32))
-        y = self.node("MatMul", [x, wname], "matmul")
+    def dense(self, x, w, b):
+        """f32 dense layer x · w + b."""
+        y = self.node("MatMul", [x, self.const("w", w.astype(np.float32))], "matmul")
         return self.node("Add", [y, self.const("b", b.astype(np.float32))], "add")
+
+    def qdense_heads(self, xq, x_scale, heads):
+        """The heads of the int8 model as one product: the uint8 input and each head's int8 weight
+        (own scale) dequantized, concatenated, f32 product and bias (the logits stay f32; tract
+        folds the weights' DequantizeLinear and Concat into one constant at load). Returns one
+        output per head (Slice of the product's columns)."""
+        x = self.node("DequantizeLinear", [xq, self.const("x_scale", np.float32(x_scale)), self.const("x_zero", np.uint8(0))], "dq")
+        ws = []
+        for w, _ in heads:
+            q, s = quantize_weight(w)
+            ws.append(self.node("DequantizeLinear", [self.const("w_int8", q), self.const("w_scale", s), self.const("w_zero", np.int8(0))], "w"))
+        y = self.node("MatMul", [x, self.node("Concat", ws, "w_heads", axis=1)], "matmul")
+        y = self.node("Add", [y, self.const("b", np.concatenate([b for _, b in heads]).astype(np.float32))], "add")
+        outs, start = [], 0
+        for w, _ in heads:
+            end = start + w.shape[1]
+            outs.append(self.node("Slice", [y, self.const("start", np.array([start], np.int64)), self.const("end", np.array([end], np.int64)),
+                                            self.const("axis", np.array([1], np.int64))], "head"))
+            start = end
+        return outs
+
+
+def relu_u8_scale(act_scale):
+    """uint8 scale of a ReLU output whose int8 scale is act_scale: the same clipping point
+    (127 · act_scale, from calibration) spread over 255 levels. Float64 arithmetic on purpose:
+    relu_act_scale() inverts it exactly once rounded to f32 (re-export is byte-identical)."""
+    return np.float32(float(act_scale) * 127.0 / 255.0)
+
+
+def relu_act_scale(u8_scale):
+    """Inverse of relu_u8_scale(): the int8-convention activation scale (clip / 127)."""
+    return float(u8_scale) * 255.0 / 127.0
 
 
 def norm_affine(mean, std):
@@ -236,27 +257,30 @@ def norm_affine(mean, std):
 
 
 def build_onnx(params, norm, schema_id, meta, quantize=False, act_scales=None):
-    """`norm` is (scale, shift) from norm_affine()."""
-    g = Graph(quantize, act_scales or {})
+    """`norm` is (scale, shift) from norm_affine(). With quantize, the int8 model (see
+    build_int8_layers); `act_scales[i]` is the int8 scale (clip / 127) at dense layer i's input."""
+    g = Graph()
     scale, shift = norm
     F = len(scale)
-    # The normalization as one affine map, x · diag(scale) + shift: tract runs it, and the Clip
-    # after it, inside one matrix-product kernel; broadcast Sub, Div and Clip over [N, F] took
-    # longer than the whole network.
-    x = g.node("MatMul", ["features", g.const("norm_scale", np.diag(scale))], "scaled")
-    x = g.node("Add", [x, g.const("norm_shift", shift)], "shifted")
-    # Every feature lands in [-1, 1] on the training data: clip there so one per-tensor int8
-    # scale fits every feature, and f32 and int8 agree on values beyond the training range.
-    x = g.node("Clip", [x, g.const("clip_lo", np.float32(-CLIP)), g.const("clip_hi", np.float32(CLIP))], "normalized")
-    hidden = params[:-2]
-    for i, (w, b) in enumerate(hidden):
-        x = g.node("Relu", [g.dense(x, w, b, i)], "relu")
-    logit = g.dense(x, params[-2][0], params[-2][1], len(hidden))
-    g.nodes.append(helper.make_node("Sigmoid", [logit], ["score"], name="score"))
-    # `class` is the class head's logits: the agent only takes the argmax, and a Softmax over
-    # 4 columns cost tract as much as the three hidden layers.
-    logits = g.dense(x, params[-1][0], params[-1][1], len(hidden) + 1)
-    g.nodes.append(helper.make_node("Identity", [logits], ["class"], name="class"))
+    if quantize:
+        logit, logits = build_int8_layers(g, norm, params, act_scales)
+        g.nodes.append(helper.make_node("Sigmoid", [logit], ["score"], name="score"))
+        g.nodes.append(helper.make_node("Identity", [logits], ["class"], name="class"))
+    else:
+        # The normalization as one affine map, x · diag(scale) + shift: tract runs it, and the
+        # Clip after it, inside one matrix-product kernel; broadcast Sub, Div and Clip over [N, F]
+        # took longer than the whole network.
+        x = g.node("MatMul", ["features", g.const("norm_scale", np.diag(scale))], "scaled")
+        x = g.node("Add", [x, g.const("norm_shift", shift)], "shifted")
+        # Every feature lands in [-1, 1] on the training data: clip there so one per-tensor int8
+        # scale fits every feature, and f32 and int8 agree on values beyond the training range.
+        x = g.node("Clip", [x, g.const("clip_lo", np.float32(-CLIP)), g.const("clip_hi", np.float32(CLIP))], "normalized")
+        for w, b in params[:-2]:
+            x = g.node("Relu", [g.dense(x, w, b)], "relu")
+        g.nodes.append(helper.make_node("Sigmoid", [g.dense(x, *params[-2])], ["score"], name="score"))
+        # `class` is the class head's logits: the agent only takes the argmax, and a Softmax over
+        # 4 columns cost tract as much as the three hidden layers.
+        g.nodes.append(helper.make_node("Identity", [g.dense(x, *params[-1])], ["class"], name="class"))
     graph = helper.make_graph(
         g.nodes, "edgewatch",
         [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["N", F])],
@@ -274,6 +298,49 @@ def build_onnx(params, norm, schema_id, meta, quantize=False, act_scales=None):
         e.key, e.value = k, str(v)
     onnx.checker.check_model(model)
     return model
+
+
+def build_int8_layers(g, norm, params, act_scales):
+    """The int8 network from `features` to the heads' f32 outputs (score logit, class logits), in
+    integer operators, so tract runs int8 × int8 → int32 matrix kernels with the requantization
+    fused in, instead of f32 products between QuantizeLinear/DequantizeLinear pairs.
+
+    Input: the normalization and its Clip as in the f32 model, on the uint8 grid of the first
+    layer's input (zero point 128, scale act_scales[0] = CLIP / 127, the same grid as symmetric
+    int8): x · diag(scale / s) + (shift / s + 128.5) clipped to [1.5, 255.5], then Cast to uint8,
+    which truncates, so the value is rounded half up. (QuantizeLinear would round half to even, the
+    same but on exact ties; tract runs it as a scalar loop that took a third of the model's time.)
+
+    Every hidden dense layer with its ReLU is one QLinearConv with a 1-wide kernel over [N, C, 1]
+    (QLinearConv is the standard ONNX integer operator with an int32 bias): int8 weights (max |w| /
+    127), int32 bias at the accumulator's scale, output requantized to uint8 with zero point 0, so
+    the saturation at 0 is the ReLU. A ReLU output's clipping point is the calibrated one (127 ·
+    act scale), over 255 levels. The heads read the last activations dequantized, with int8 weights
+    and f32 logits (Graph.qdense_heads)."""
+    scale, shift = norm
+    hidden = params[:-2]
+    x_scale, x_zero = np.float32(act_scales[0]), np.uint8(128)
+    s = np.float64(x_scale)
+    x = g.node("MatMul", ["features", g.const("norm_scale", np.diag(scale / s).astype(np.float32))], "scaled")
+    x = g.node("Add", [x, g.const("norm_shift", (shift / s + 128.5).astype(np.float32))], "shifted")
+    lo, hi = -CLIP / s + 128.5, CLIP / s + 128.5
+    x = g.node("Clip", [x, g.const("clip_lo", np.float32(lo)), g.const("clip_hi", np.float32(hi))], "normalized")
+    assert 0 <= lo and hi < 256, (lo, hi)
+    xq = g.node("Cast", [x], "q", to=TensorProto.UINT8)
+    xq = g.node("Unsqueeze", [xq, g.const("axes", np.array([2], np.int64))], "as_ncw")
+    for i, (w, b) in enumerate(hidden):
+        q, w_scale = quantize_weight(w)
+        y_scale = relu_u8_scale(act_scales[i + 1])
+        bias = np.round(b / (np.float64(x_scale) * np.float64(w_scale))).astype(np.int32)
+        xq = g.node("QLinearConv", [
+            xq, g.const("x_scale", x_scale), g.const("x_zero", x_zero),
+            g.const("w_int8", q.T[:, :, None].copy()), g.const("w_scale", w_scale), g.const("w_zero", np.int8(0)),
+            g.const("y_scale", y_scale), g.const("y_zero", np.uint8(0)), g.const("b_int32", bias)], "dense_relu")
+        x_scale, x_zero = y_scale, np.uint8(0)
+    # Both heads read this tensor, calibrated once for each head: the same value.
+    assert relu_u8_scale(act_scales[len(hidden)]) == relu_u8_scale(act_scales[len(hidden) + 1]) == x_scale
+    xq = g.node("Squeeze", [xq, g.const("axes", np.array([2], np.int64))], "as_nc")
+    return g.qdense_heads(xq, x_scale, params[-2:])
 
 
 def set_meta(model, key, value):
@@ -366,19 +433,34 @@ def read_export(f32_path, int8_path):
         add = next(n for n in f32.graph.node if n.op_type == "Add" and n.input[0] == mm.output[0])
         params.append((consts[mm.input[1]], consts[add.input[1]]))
     qconsts = {i.name: numpy_helper.to_array(i) for i in int8.graph.initializer}
-    scales = {i: float(qconsts[n.input[1]]) for i, n in enumerate(by_op(int8, "QuantizeLinear"))}
+    convs = by_op(int8, "QLinearConv")
+    if convs:  # integer layout: a QLinearConv per hidden layer, dequantized heads
+        scales = {0: float(qconsts[convs[0].input[1]])}
+        for i, n in enumerate(convs):
+            scales[i + 1] = relu_act_scale(qconsts[n.input[6]])
+        scales[len(convs) + 1] = scales[len(convs)]
+    else:  # QDQ layout: a QuantizeLinear at every dense layer's input
+        scales = {i: float(qconsts[n.input[1]]) for i, n in enumerate(by_op(int8, "QuantizeLinear"))}
     meta = {e.key: e.value for e in int8.metadata_props}
     return params, norm, scales, meta
 
 
 def reexport(args):
-    """--reexport DIR: the model of DIR (edgewatch-f32.onnx + edgewatch-int8.onnx, from any
-    version of this script) rebuilt in the current graph layout, weights, scales, threshold and
-    metadata unchanged; with --golden FILE, FILE's inputs scored again."""
-    params, norm, scales, meta = read_export(os.path.join(args.reexport, "edgewatch-f32.onnx"),
-                                                  os.path.join(args.reexport, "edgewatch-int8.onnx"))
+    """--reexport DIR (or --reexport F32.onnx INT8.onnx): the model of DIR (edgewatch-f32.onnx +
+    edgewatch-int8.onnx, from any version of this script) rebuilt in the current graph layout, weights, scales, threshold and
+    metadata unchanged (with --version V, edgewatch.version V / V-int8); with --golden FILE,
+    FILE's inputs scored again."""
+    if len(args.reexport) == 1:
+        paths = [os.path.join(args.reexport[0], n) for n in ("edgewatch-f32.onnx", "edgewatch-int8.onnx")]
+    elif len(args.reexport) == 2:
+        paths = args.reexport
+    else:
+        sys.exit("--reexport takes a directory, or the f32 and the int8 model files")
+    params, norm, scales, meta = read_export(*paths)
     schema_id = meta.pop("edgewatch.feature_schema")
     meta.pop("edgewatch.classes", None)
+    if args.version:  # a new graph layout changes the int8 model's numbers: a new version
+        meta["edgewatch.version"] = args.version + "-int8"
     int8 = build_onnx(params, norm, schema_id, meta, quantize=True, act_scales=scales)
     f32 = build_onnx(params, norm, schema_id, dict(meta, **{"edgewatch.version": meta["edgewatch.version"].removesuffix("-int8")}))
     size32 = save(f32, os.path.join(args.out_dir, "edgewatch-f32.onnx"))
@@ -386,6 +468,7 @@ def reexport(args):
     if args.golden:
         with open(args.golden) as f:
             g = json.load(f)
+        g["model_version"] = meta["edgewatch.version"]
         n = write_golden(args.golden, g, f32, int8)
         print(f"rescored {args.golden} ({n} rows)")
     print(f"re-exported {meta['edgewatch.version']}: {args.out_dir}/edgewatch-int8.onnx ({size8} bytes), edgewatch-f32.onnx ({size32} bytes)")
@@ -394,7 +477,7 @@ def reexport(args):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("data", nargs="*", help="labeled CSVs from models/label.py (training runs)")
-    ap.add_argument("--reexport", metavar="DIR", help="rebuild DIR's exported model in the current graph layout instead of training (see reexport())")
+    ap.add_argument("--reexport", metavar="DIR", nargs="+", help="rebuild DIR's exported model (or the two files F32.onnx INT8.onnx) in the current graph layout instead of training (see reexport())")
     ap.add_argument("--out-dir", required=True)
     ap.add_argument("--schema", default=os.path.join(HERE, "feature_schema.json"))
     ap.add_argument("--epochs", type=int, default=40)

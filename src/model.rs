@@ -6,7 +6,7 @@
 //! size, and then run many times. This module scores vectors; it does not build them.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use tract_onnx::prelude::*;
 use tract_onnx::tract_hir::infer::Factoid;
@@ -68,6 +68,11 @@ type Plan = Arc<TypedRunnableModel>;
 
 pub struct Scorer {
     plan: Plan,
+    /// One tract session reused for every batch: a fresh one per batch allocates every node's
+    /// state again and makes each matrix product rebuild its output layout (tract keys that
+    /// cache by session). The lock is never contended: one scoring thread owns a scorer. Boxed:
+    /// a session is a few hundred bytes, and a `Scorer` is moved around by value.
+    state: Mutex<Box<TypedSimpleState>>,
     info: ModelInfo,
     has_class: bool,
 }
@@ -236,8 +241,10 @@ impl Scorer {
             classes,
             threshold,
         };
+        let state = Mutex::new(Box::new(plan.spawn().map_err(runtime)?));
         let scorer = Scorer {
             plan,
+            state,
             info,
             has_class,
         };
@@ -263,10 +270,19 @@ impl Scorer {
         }
         let input = Tensor::from_shape(&[n, FEATURE_COUNT], &rows[..n * FEATURE_COUNT])
             .map_err(|e| e.to_string())?;
-        let outputs = self
-            .plan
-            .run(tvec!(input.into_tvalue()))
-            .map_err(|e| format!("{e:#}"))?;
+        let outputs = {
+            let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+            match state.run(tvec!(input.into_tvalue())) {
+                Ok(outputs) => outputs,
+                Err(e) => {
+                    // A failed run can leave values of that batch behind: start a new session.
+                    if let Ok(fresh) = self.plan.spawn() {
+                        **state = fresh;
+                    }
+                    return Err(format!("{e:#}"));
+                }
+            }
+        };
         let scores = outputs[0]
             .try_as_plain_ram()
             .and_then(|v| v.as_slice::<f32>())
