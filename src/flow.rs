@@ -6,10 +6,11 @@
 //! emits [`FlowEvent`]s (a flow started, a flow is evaluated); it never scores or alerts.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::BinaryHeap;
 use std::net::IpAddr;
 
 use crate::config::FlowConfig;
+use crate::fasthash::FastMap;
 use crate::packet::{
     Micros, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PacketKind, PacketMeta, tcp_flags,
 };
@@ -335,7 +336,7 @@ fn micros(s: f64) -> Micros {
 
 /// A bounded flow table with timers, driven by packet time.
 pub struct FlowTable {
-    flows: HashMap<FlowKey, Flow>,
+    flows: FastMap<FlowKey, Flow>,
     /// Deadlines, lazily updated: an entry may be earlier than its flow's real deadline.
     timers: BinaryHeap<Reverse<(Micros, u64, FlowKey)>>,
     capacity: usize,
@@ -349,7 +350,7 @@ pub struct FlowTable {
 impl FlowTable {
     pub fn new(cfg: &FlowConfig, capacity: usize) -> FlowTable {
         FlowTable {
-            flows: HashMap::with_capacity(capacity.min(4096)),
+            flows: FastMap::with_capacity_and_hasher(capacity.min(4096), Default::default()),
             timers: BinaryHeap::with_capacity(capacity.min(4096)),
             capacity: capacity.max(1),
             timeouts: Timeouts {

@@ -6,10 +6,10 @@
 //! bitmaps, which are exact up to a few dozen values and saturate near 600. A host costs about
 //! 350 bytes. This module knows nothing of features or models; see `features`.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 
 use crate::config::HostConfig;
+use crate::fasthash::FastMap;
 use crate::flow::{Flow, Outcome};
 use crate::packet::Micros;
 
@@ -113,7 +113,7 @@ pub struct HostCounters {
 }
 
 pub struct HostTable {
-    hosts: HashMap<IpAddr, HostEntry>,
+    hosts: FastMap<IpAddr, HostEntry>,
     short_len: Micros,
     long_len: Micros,
     max_hosts: usize,
@@ -124,7 +124,7 @@ pub struct HostTable {
 impl HostTable {
     pub fn new(cfg: &HostConfig) -> HostTable {
         HostTable {
-            hosts: HashMap::new(),
+            hosts: FastMap::default(),
             short_len: ((cfg.short_window_s * 1e6) as Micros).max(1),
             long_len: ((cfg.long_window_s * 1e6) as Micros).max(1),
             max_hosts: cfg.max_hosts,
