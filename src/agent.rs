@@ -134,8 +134,11 @@ impl Pipeline {
         let mut stage = ScoringStage::new(hosts, mode);
         stage.write_header().map_err(AgentError::Output)?;
         let scorer_stats = stats.clone();
+        // Live capture (drop when full) scores every batch of packets at once, for alert
+        // latency; replay (block) lets the scorer fill its batches.
+        let eager = when_full == WhenFull::DropNewest;
         threads.push(spawn("ew-score", move || {
-            scoring_worker(stage, workers, report_rx, alert_tx, scorer_stats)
+            scoring_worker(stage, workers, report_rx, alert_tx, scorer_stats, eager)
         })?);
 
         if let Some(mut sink) = sink {
@@ -266,6 +269,7 @@ fn scoring_worker(
     rx: Receiver<ShardReport>,
     alert_tx: Sender<Vec<Alert>>,
     stats: Arc<Stats>,
+    eager: bool,
 ) -> Result<(), AgentError> {
     let mut merger = Merger::new(shards);
     let mut released = Vec::new();
@@ -283,7 +287,7 @@ fn scoring_worker(
         let low = merger.low_watermark();
         if low != Order::END {
             stage
-                .settle(low.ts, &mut alerts)
+                .settle(low.ts, eager, &mut alerts)
                 .map_err(AgentError::Output)?;
         }
         send(&mut alerts);

@@ -193,8 +193,22 @@ impl ScoringStage {
         Ok(())
     }
 
-    /// Scores (or writes) what is pending, then lets the alert engine reach `now`.
-    pub fn settle(&mut self, now: Micros, alerts: &mut Vec<Alert>) -> std::io::Result<()> {
+    /// Every event up to `now` has been handled: scores (or writes) what is pending, then lets
+    /// the alert engine reach `now`.
+    ///
+    /// Unless `eager`, a batch that is not full yet is kept for the events to come (replay,
+    /// where nobody waits for an alert: the model then runs on full batches). The alerts are the
+    /// same either way: the events still to come are later than `now`, and offering the first
+    /// of them moves the engine on to its time before anything else happens.
+    pub fn settle(
+        &mut self,
+        now: Micros,
+        eager: bool,
+        alerts: &mut Vec<Alert>,
+    ) -> std::io::Result<()> {
+        if !eager && !self.pending.is_empty() {
+            return Ok(());
+        }
         self.run_batch(alerts)?;
         if let Mode::Alerts { engine, .. } = &mut self.mode {
             engine.advance(now, alerts);
