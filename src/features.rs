@@ -7,6 +7,7 @@
 //! anything in this list or its meaning must change [`SCHEMA_VERSION`], which changes the schema
 //! id, so an old model is refused instead of silently misread.
 
+use std::cell::Cell;
 use std::sync::OnceLock;
 
 use crate::flow::{DirStats, EvalReason, Flow};
@@ -97,6 +98,28 @@ pub fn schema_id() -> &'static str {
 /// ln(1 + x) for counts and rates; 0 (never -0) for zero, negative or NaN input.
 fn ln1p(x: f64) -> f32 {
     if x > 0.0 { x.ln_1p() as f32 } else { 0.0 }
+}
+
+/// [`ln1p`] through a small per-thread cache of recent inputs: the same value, computed once
+/// for the values that recur (the host context's bitmap estimates take 129 values at most).
+fn ln1p_cached(x: f64) -> f32 {
+    thread_local! {
+        // (input bits, ln1p) by a hash of the bits; (0, 0.0) is right for +0.0.
+        static CACHE: Cell<[(u64, f32); 256]> = const { Cell::new([(0, 0.0); 256]) };
+    }
+    let bits = x.to_bits();
+    let slot = (bits.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 56) as usize;
+    CACHE.with(|cache| {
+        let entries: &Cell<[(u64, f32)]> = cache;
+        let entry = &entries.as_slice_of_cells()[slot];
+        let (key, value) = entry.get();
+        if key == bits {
+            return value;
+        }
+        let value = ln1p(x);
+        entry.set((bits, value));
+        value
+    })
 }
 
 /// Counts below this have their [`ln1p`] looked up (packet and flag counts mostly are).
@@ -217,12 +240,12 @@ pub fn compute(
     let counts: [fn(&HostView) -> f32; 3] =
         [|h| h.flows_out_per_s, |h| h.dst_ports, |h| h.dst_hosts];
     for count in counts {
-        v.extend(src.iter().map(|h| ln1p(f64::from(count(h)))));
+        v.extend(src.iter().map(|h| ln1p_cached(f64::from(count(h)))));
     }
     v.extend(src.iter().map(|s| s.tcp_failed_share));
     v.extend(src.iter().map(|s| s.unanswered_share));
-    v.extend(dst.iter().map(|d| ln1p(f64::from(d.flows_in_per_s))));
-    v.extend(dst.iter().map(|d| ln1p(f64::from(d.sources))));
+    v.extend(dst.iter().map(|d| ln1p_cached(f64::from(d.flows_in_per_s))));
+    v.extend(dst.iter().map(|d| ln1p_cached(f64::from(d.sources))));
     debug_assert_eq!(v.at, FEATURE_COUNT);
 }
 
@@ -238,6 +261,22 @@ mod tests {
                 ln1p(n as f64).to_bits(),
                 "ln1p of {n}"
             );
+        }
+    }
+
+    #[test]
+    fn the_cache_gives_the_same_ln1p() {
+        let mut x = 0.0f64;
+        for i in 0..20_000u32 {
+            // Recurring and new values, zeros, negatives and NaN.
+            let v = match i % 4 {
+                0 => f64::from(i % 300) / 7.0,
+                1 => x,
+                2 => -x,
+                _ => f64::NAN,
+            };
+            assert_eq!(ln1p_cached(v).to_bits(), ln1p(v).to_bits(), "ln1p of {v}");
+            x += 0.37;
         }
     }
 
