@@ -137,8 +137,19 @@ impl Pipeline {
         stage.write_header().map_err(AgentError::Output)?;
         let scorer_stats = stats.clone();
         let (reload_tx, reload_rx) = bounded::<Reload>(1);
+        // Live capture (drop when full) scores every batch of packets at once, for alert
+        // latency; replay (block) lets the scorer fill its batches.
+        let eager = when_full == WhenFull::DropNewest;
         threads.push(spawn("ew-score", move || {
-            scoring_worker(stage, workers, report_rx, reload_rx, alert_tx, scorer_stats)
+            scoring_worker(
+                stage,
+                workers,
+                report_rx,
+                reload_rx,
+                alert_tx,
+                scorer_stats,
+                eager,
+            )
         })?);
 
         if let Some(mut sink) = sink {
@@ -312,6 +323,7 @@ fn scoring_worker(
     reload_rx: Receiver<Reload>,
     alert_tx: Sender<Vec<Alert>>,
     stats: Arc<Stats>,
+    eager: bool,
 ) -> Result<(), AgentError> {
     let mut merger = Merger::new(shards);
     let mut released = Vec::new();
@@ -329,7 +341,7 @@ fn scoring_worker(
         let low = merger.low_watermark();
         if low != Order::END {
             stage
-                .settle(low.ts, &mut alerts)
+                .settle(low.ts, eager, &mut alerts)
                 .map_err(AgentError::Output)?;
         }
         if let Ok(reload) = reload_rx.try_recv() {

@@ -7,13 +7,14 @@
 //! It formats records; writing them is the sinks' job.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::BinaryHeap;
 use std::net::IpAddr;
 use std::time::{Duration, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
 use crate::config::AlertConfig;
+use crate::fasthash::FastMap;
 use crate::flow::{EvalReason, Flow};
 use crate::model::{ModelInfo, Score};
 use crate::packet::{Micros, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, proto_name};
@@ -157,11 +158,11 @@ pub struct AlertEngine {
     classes: Vec<String>,
     threshold: f32,
     window: Micros,
-    groups: HashMap<GroupKey, Group>,
+    groups: FastMap<GroupKey, Group>,
     deadlines: BinaryHeap<Reverse<(Micros, GroupKey)>>,
     /// Flows already counted in a window (flow uid -> that window's end), so a flow evaluated
     /// twice in one window counts once.
-    counted: HashMap<u64, Micros>,
+    counted: FastMap<u64, Micros>,
     max_tracked: usize,
     tokens: f64,
     rate: f64,
@@ -185,9 +186,9 @@ impl AlertEngine {
             classes: model.classes.clone(),
             threshold,
             window: ((cfg.alert_window_s * 1e6) as Micros).max(1),
-            groups: HashMap::new(),
+            groups: FastMap::default(),
             deadlines: BinaryHeap::new(),
-            counted: HashMap::new(),
+            counted: FastMap::default(),
             max_tracked: cfg.max_windows.max(1),
             tokens: cfg.max_alerts_per_s,
             rate: cfg.max_alerts_per_s,

@@ -447,8 +447,8 @@ path = ""
 # Alert when a flow's anomaly score is at or above this. Unset: the model's own
 # edgewatch.threshold metadata.
 # threshold = 0.5
-# Flows scored per inference call at most (a batch also ends with each batch of packets, so a
-# quiet link scores at once; under load, bigger batches cost less per flow).
+# Flows scored per inference call at most (live, a batch also ends with each batch of packets, so
+# a quiet link scores at once; replay fills its batches; bigger batches cost less per flow).
 batch_size = 256
 
 [alert]

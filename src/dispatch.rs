@@ -7,11 +7,11 @@
 //! policy: `Block` for replay (nothing lost), `DropNewest` for live capture (never stalls the
 //! capture, drops are counted).
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 
 use crossbeam_channel::{Sender, TrySendError};
 
+use crate::fasthash::FastMap;
 use crate::flow::{Order, shard_of};
 use crate::packet::{Micros, PacketKind, PacketMeta};
 
@@ -59,7 +59,7 @@ pub struct Dispatcher {
     seq: u64,
     clock: Micros,
     since_flush: usize,
-    fragments: HashMap<(IpAddr, IpAddr, u8, u32), FragPorts>,
+    fragments: FastMap<(IpAddr, IpAddr, u8, u32), FragPorts>,
     max_fragments: usize,
     pub counters: DispatchCounters,
 }
@@ -83,7 +83,7 @@ impl Dispatcher {
             seq: 0,
             clock: 0,
             since_flush: 0,
-            fragments: HashMap::new(),
+            fragments: FastMap::default(),
             max_fragments,
             counters: DispatchCounters::default(),
         }

@@ -7,6 +7,7 @@
 //! anything in this list or its meaning must change [`SCHEMA_VERSION`], which changes the schema
 //! id, so an old model is refused instead of silently misread.
 
+use std::cell::Cell;
 use std::sync::OnceLock;
 
 use crate::flow::{DirStats, EvalReason, Flow};
@@ -99,6 +100,61 @@ fn ln1p(x: f64) -> f32 {
     if x > 0.0 { x.ln_1p() as f32 } else { 0.0 }
 }
 
+/// [`ln1p`] through a small per-thread cache of recent inputs: the same value, computed once
+/// for the values that recur (the host context's bitmap estimates take 129 values at most).
+fn ln1p_cached(x: f64) -> f32 {
+    thread_local! {
+        // (input bits, ln1p) by a hash of the bits; (0, 0.0) is right for +0.0.
+        static CACHE: Cell<[(u64, f32); 256]> = const { Cell::new([(0, 0.0); 256]) };
+    }
+    let bits = x.to_bits();
+    let slot = (bits.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 56) as usize;
+    CACHE.with(|cache| {
+        let entries: &Cell<[(u64, f32)]> = cache;
+        let entry = &entries.as_slice_of_cells()[slot];
+        let (key, value) = entry.get();
+        if key == bits {
+            return value;
+        }
+        let value = ln1p(x);
+        entry.set((bits, value));
+        value
+    })
+}
+
+/// Counts below this have their [`ln1p`] looked up (packet and flag counts mostly are).
+const SMALL_COUNTS: usize = 256;
+
+/// [`ln1p`] of a count: the very same value, from a table for small counts.
+fn ln1p_count(n: u64) -> f32 {
+    static TABLE: OnceLock<[f32; SMALL_COUNTS]> = OnceLock::new();
+    match usize::try_from(n) {
+        Ok(i) if i < SMALL_COUNTS => {
+            TABLE.get_or_init(|| std::array::from_fn(|i| ln1p(i as f64)))[i]
+        }
+        _ => ln1p(n as f64),
+    }
+}
+
+/// Fills a feature vector in order, without allocating.
+struct Row<'a> {
+    out: &'a mut [f32],
+    at: usize,
+}
+
+impl Row<'_> {
+    fn push(&mut self, x: f32) {
+        self.out[self.at] = x;
+        self.at += 1;
+    }
+
+    fn extend(&mut self, xs: impl IntoIterator<Item = f32>) {
+        for x in xs {
+            self.push(x);
+        }
+    }
+}
+
 fn dir_features(d: &DirStats) -> ([f32; 4], [f32; 2]) {
     if d.pkts == 0 {
         return ([0.0; 4], [0.0; 2]);
@@ -145,27 +201,27 @@ pub fn compute(
             0.0
         }
     };
-    let mut v = Vec::with_capacity(FEATURE_COUNT);
-    v.extend_from_slice(&[
+    let mut v = Row { out, at: 0 };
+    v.extend([
         bool01(proto == PROTO_TCP),
         bool01(proto == PROTO_UDP),
         bool01(proto == PROTO_ICMP || proto == PROTO_ICMPV6),
         ln1p(flow.last.saturating_sub(flow.start) as f64 / 1000.0),
-        ln1p(f64::from(f.pkts)),
-        ln1p(f64::from(b.pkts)),
+        ln1p_count(u64::from(f.pkts)),
+        ln1p_count(u64::from(b.pkts)),
         ln1p(f.bytes as f64),
         ln1p(b.bytes as f64),
     ]);
-    v.extend_from_slice(&f_len);
-    v.extend_from_slice(&b_len);
-    v.extend_from_slice(&f_iat);
-    v.extend_from_slice(&b_iat);
+    v.extend(f_len);
+    v.extend(b_len);
+    v.extend(f_iat);
+    v.extend(b_iat);
     for d in [f, b] {
         for c in [d.syn, d.fin, d.rst, d.psh] {
-            v.push(ln1p(f64::from(c)));
+            v.push(ln1p_count(u64::from(c)));
         }
     }
-    v.extend_from_slice(&[
+    v.extend([
         f32::from(f.init_window),
         f32::from(b.init_window),
         f32::from(f.first_ttl),
@@ -175,7 +231,7 @@ pub fn compute(
         bool01(flow.icmp_error),
     ]);
     v.extend(flow.first_sizes.iter().map(|&s| f32::from(s)));
-    v.extend_from_slice(&[
+    v.extend([
         ratio(f.payload_bytes, f.bytes),
         ratio(b.payload_bytes, b.bytes),
         ratio(b.bytes, f.bytes + b.bytes),
@@ -184,18 +240,45 @@ pub fn compute(
     let counts: [fn(&HostView) -> f32; 3] =
         [|h| h.flows_out_per_s, |h| h.dst_ports, |h| h.dst_hosts];
     for count in counts {
-        v.extend(src.iter().map(|h| ln1p(f64::from(count(h)))));
+        v.extend(src.iter().map(|h| ln1p_cached(f64::from(count(h)))));
     }
     v.extend(src.iter().map(|s| s.tcp_failed_share));
     v.extend(src.iter().map(|s| s.unanswered_share));
-    v.extend(dst.iter().map(|d| ln1p(f64::from(d.flows_in_per_s))));
-    v.extend(dst.iter().map(|d| ln1p(f64::from(d.sources))));
-    out.copy_from_slice(&v);
+    v.extend(dst.iter().map(|d| ln1p_cached(f64::from(d.flows_in_per_s))));
+    v.extend(dst.iter().map(|d| ln1p_cached(f64::from(d.sources))));
+    debug_assert_eq!(v.at, FEATURE_COUNT);
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn counts_take_the_same_ln1p_from_the_table() {
+        for n in (0..2 * SMALL_COUNTS as u64).chain([65_535, 1 << 40, u64::MAX]) {
+            assert_eq!(
+                ln1p_count(n).to_bits(),
+                ln1p(n as f64).to_bits(),
+                "ln1p of {n}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_cache_gives_the_same_ln1p() {
+        let mut x = 0.0f64;
+        for i in 0..20_000u32 {
+            // Recurring and new values, zeros, negatives and NaN.
+            let v = match i % 4 {
+                0 => f64::from(i % 300) / 7.0,
+                1 => x,
+                2 => -x,
+                _ => f64::NAN,
+            };
+            assert_eq!(ln1p_cached(v).to_bits(), ln1p(v).to_bits(), "ln1p of {v}");
+            x += 0.37;
+        }
+    }
 
     #[test]
     fn schema_id_is_stable_and_counts_features() {

@@ -11,6 +11,7 @@ use std::hash::BuildHasher;
 use std::net::IpAddr;
 
 use crate::config::FlowConfig;
+use crate::fasthash::Seeded;
 use crate::packet::{
     Micros, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PacketKind, PacketMeta, tcp_flags,
 };
@@ -346,17 +347,17 @@ fn micros(s: f64) -> Micros {
 ///
 /// A bucket is one pointer, not a key and a 300-byte flow: under a flood's churn the table may
 /// need twice its capacity in buckets (deleted entries leave tombstones until a rehash), which
-/// costs a few bytes per bucket here. The hash is seeded per process: keys come from the network.
+/// costs a few bytes per bucket here. The hash is seeded at random (`fasthash`): keys come from the network.
 struct FlowMap {
     table: hashbrown::HashTable<Box<Flow>>,
-    hasher: std::hash::RandomState,
+    hasher: Seeded,
 }
 
 impl FlowMap {
     fn with_capacity(capacity: usize) -> FlowMap {
         FlowMap {
             table: hashbrown::HashTable::with_capacity(capacity),
-            hasher: std::hash::RandomState::new(),
+            hasher: Seeded::default(),
         }
     }
 

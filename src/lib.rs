@@ -5,8 +5,8 @@
 //! (bidirectional flow table) -> `host` + `features` (the feature vector) -> `model` (tract
 //! scorer) -> `alert` (threshold, aggregation, rate limit) -> `sink` (JSON lines). `scoring`
 //! runs host context, features, model and alerts as one stage; `agent` wires the threads and
-//! queues; `config` and `stats` serve them all. `collector` (cargo feature `collector`) is the
-//! central side: MQTT ingest, storage, web UI and API.
+//! queues; `config`, `stats` and `fasthash` (the tables' hasher) serve them all. `collector`
+//! (cargo feature `collector`) is the central side: MQTT ingest, storage, web UI and API.
 
 pub mod agent;
 pub mod alert;
@@ -15,6 +15,7 @@ pub mod capture;
 pub mod collector;
 pub mod config;
 pub mod dispatch;
+pub mod fasthash;
 pub mod features;
 pub mod flow;
 pub mod host;

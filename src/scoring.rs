@@ -2,8 +2,7 @@
 //! builds feature vectors and either scores them in batches (alerts) or writes them out (CSV for
 //! training). One thread; everything here is plain data driven by the events it is given.
 
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::VecDeque;
 use std::io::Write;
 use std::time::Instant;
 
@@ -17,35 +16,18 @@ use crate::packet::{Micros, proto_name};
 /// Puts the events of several shards back into one order.
 ///
 /// Each shard sends its events in order with a watermark (all its events up to the watermark
-/// have been sent); an event is released once every shard's watermark has reached it.
+/// have been sent); an event is released once every shard's watermark has reached it. Each
+/// shard's events wait in their own queue, already in order, so releasing one compares the
+/// queues' first events only (with one shard, everything passes straight through).
 pub struct Merger {
-    heap: BinaryHeap<Reverse<Keyed>>,
+    queues: Vec<VecDeque<FlowEvent>>,
     watermarks: Vec<Order>,
-}
-
-struct Keyed(FlowEvent);
-
-impl PartialEq for Keyed {
-    fn eq(&self, other: &Self) -> bool {
-        self.0.order() == other.0.order()
-    }
-}
-impl Eq for Keyed {}
-impl PartialOrd for Keyed {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Keyed {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.0.order().cmp(&other.0.order())
-    }
 }
 
 impl Merger {
     pub fn new(shards: usize) -> Merger {
         Merger {
-            heap: BinaryHeap::new(),
+            queues: (0..shards).map(|_| VecDeque::new()).collect(),
             watermarks: vec![Order::ZERO; shards],
         }
     }
@@ -58,19 +40,25 @@ impl Merger {
         watermark: Order,
         out: &mut Vec<FlowEvent>,
     ) {
-        for e in events {
-            self.heap.push(Reverse(Keyed(e)));
-        }
+        self.queues[shard].extend(events);
         self.watermarks[shard] = self.watermarks[shard].max(watermark);
-        let low = self.watermarks.iter().copied().min().unwrap_or(Order::END);
-        while let Some(Reverse(Keyed(e))) = self.heap.peek() {
-            if e.order() > low {
-                break;
+        let low = self.low_watermark();
+        loop {
+            // The queue whose first event comes first (the lowest shard on a tie).
+            let mut next: Option<(usize, Order)> = None;
+            for (i, queue) in self.queues.iter().enumerate() {
+                if let Some(e) = queue.front()
+                    && next.is_none_or(|(_, best)| e.order() < best)
+                {
+                    next = Some((i, e.order()));
+                }
             }
-            let Some(Reverse(Keyed(e))) = self.heap.pop() else {
-                break;
-            };
-            out.push(e);
+            match next {
+                Some((i, order)) if order <= low => {
+                    out.extend(self.queues[i].pop_front());
+                }
+                _ => break,
+            }
         }
     }
 
@@ -80,7 +68,7 @@ impl Merger {
     }
 
     pub fn held(&self) -> usize {
-        self.heap.len()
+        self.queues.iter().map(VecDeque::len).sum()
     }
 }
 
@@ -201,8 +189,22 @@ impl ScoringStage {
         Ok(())
     }
 
-    /// Scores (or writes) what is pending, then lets the alert engine reach `now`.
-    pub fn settle(&mut self, now: Micros, alerts: &mut Vec<Alert>) -> std::io::Result<()> {
+    /// Every event up to `now` has been handled: scores (or writes) what is pending, then lets
+    /// the alert engine reach `now`.
+    ///
+    /// Unless `eager`, a batch that is not full yet is kept for the events to come (replay,
+    /// where nobody waits for an alert: the model then runs on full batches). The alerts are the
+    /// same either way: the events still to come are later than `now`, and offering the first
+    /// of them moves the engine on to its time before anything else happens.
+    pub fn settle(
+        &mut self,
+        now: Micros,
+        eager: bool,
+        alerts: &mut Vec<Alert>,
+    ) -> std::io::Result<()> {
+        if !eager && !self.pending.is_empty() {
+            return Ok(());
+        }
         self.run_batch(alerts)?;
         if let Mode::Alerts { engine, .. } = &mut self.mode {
             engine.advance(now, alerts);
