@@ -231,7 +231,7 @@ impl Default for CaptureConfig {
             ring_blocks: 16,
             promiscuous: true,
             batch_size: 128,
-            queue_capacity: 32,
+            queue_capacity: 16,
         }
     }
 }
@@ -391,7 +391,7 @@ batch_size = 128
 # full (counted as queue drops); replay waits instead, so replay never loses a packet. Workers
 # can be this far apart, and the scorer holds the events of the one ahead until the other
 # catches up: under a flood, each batch of this queue costs about 90 KB there.
-queue_capacity = 32
+queue_capacity = 16
 
 [flow]
 # Flow worker threads; flows are sharded over them by IP pair. 0: one per CPU, at most 4.
