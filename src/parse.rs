@@ -260,30 +260,8 @@ fn ip_info(net: &LaxNetSlice<'_>, captured: usize) -> Option<IpInfo> {
         }
         LaxNetSlice::Ipv6(v6) => {
             let h = v6.header();
-            let mut fragment = None;
-            let mut later_fragment = false;
-            // etherparse 0.21's iterator reads past the end of the extensions it sliced when the
-            // last one names a further extension header that was cut off or invalid (lax mode
-            // keeps what parsed): it calls an unchecked constructor on an empty slice. So stop
-            // once every sliced byte has been seen, before asking it for more.
-            let exts = v6.extensions();
-            let total = exts.slice().len();
-            let mut seen = 0;
-            let mut iter = exts.clone().into_iter();
-            while seen < total {
-                let Some(ext) = iter.next() else { break };
-                seen += ext_len(&ext);
-                if let etherparse::Ipv6ExtensionSlice::Fragment(f) = ext {
-                    let offset = f.fragment_offset().value();
-                    if f.more_fragments() || offset != 0 {
-                        fragment = Some(Fragment {
-                            id: f.identification(),
-                            more: f.more_fragments(),
-                        });
-                        later_fragment = offset != 0;
-                    }
-                }
-            }
+            let (fragment, later_fragment) =
+                ipv6_fragment(h.next_header().0, v6.extensions().slice()).unwrap_or((None, false));
             let declared = h.payload_length();
             Some(IpInfo {
                 src: IpAddr::V6(h.source_addr()),
@@ -302,6 +280,39 @@ fn ip_info(net: &LaxNetSlice<'_>, captured: usize) -> Option<IpInfo> {
         }
         LaxNetSlice::Arp(_) => None,
     }
+}
+
+/// The fragment header among IPv6 extension headers, walked with every length checked (the
+/// extension iterator of etherparse 0.21 trusts a length that lax slicing did not check, and
+/// reads past the slice). `first` is the IPv6 header's next header. Returns the fragment (when
+/// the packet is one) and whether it is a later fragment; `None` when a header is cut short.
+fn ipv6_fragment(first: u8, mut ext: &[u8]) -> Option<(Option<Fragment>, bool)> {
+    const HOP_BY_HOP: u8 = 0;
+    const ROUTING: u8 = 43;
+    const FRAGMENT: u8 = 44;
+    const AUTH: u8 = 51;
+    const DEST_OPTIONS: u8 = 60;
+    let mut next = first;
+    while !ext.is_empty() {
+        let len = match next {
+            HOP_BY_HOP | ROUTING | DEST_OPTIONS => (usize::from(*ext.get(1)?) + 1) * 8,
+            AUTH => (usize::from(*ext.get(1)?) + 2) * 4,
+            FRAGMENT => {
+                let f = ext.get(..8)?;
+                let offset = u16::from_be_bytes([f[2], f[3]]) >> 3;
+                let more = f[3] & 1 != 0;
+                if !more && offset == 0 {
+                    return Some((None, false));
+                }
+                let id = u32::from_be_bytes([f[4], f[5], f[6], f[7]]);
+                return Some((Some(Fragment { id, more }), offset != 0));
+            }
+            _ => return Some((None, false)),
+        };
+        next = ext[0];
+        ext = ext.get(len..)?;
+    }
+    Some((None, false))
 }
 
 /// Parses an IP packet (and what it carries) into a `PacketMeta`.
@@ -397,16 +408,6 @@ fn net_payload<'a>(net: &LaxNetSlice<'a>) -> &'a [u8] {
 
 fn clamp16(n: usize) -> u16 {
     n.min(usize::from(u16::MAX)) as u16
-}
-
-/// The length of one IPv6 extension header as etherparse sliced it.
-fn ext_len(ext: &etherparse::Ipv6ExtensionSlice) -> usize {
-    use etherparse::Ipv6ExtensionSlice as E;
-    match ext {
-        E::HopByHop(s) | E::Routing(s) | E::DestinationOptions(s) => s.slice().len(),
-        E::Fragment(s) => s.slice().len(),
-        E::Authentication(s) => s.slice().len(),
-    }
 }
 
 /// The flag byte (FIN..CWR) of a TCP header that etherparse already length-checked.
@@ -548,6 +549,31 @@ mod tests {
                 );
             }
         }
+    }
+
+    fn hex(text: &str) -> Vec<u8> {
+        let clean: String = text.split_whitespace().collect();
+        (0..clean.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&clean[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    /// Fuzz finding (capture_file, fuzz/README.md): IPv6 with two hop-by-hop headers, the second
+    /// claiming 664 bytes of which 17 are there. etherparse's extension iterator read it with
+    /// `from_slice_unchecked`, past the end of the slice (undefined behaviour; a panic with
+    /// debug assertions).
+    #[test]
+    fn ipv6_extension_header_longer_than_the_packet_is_not_read() {
+        let frame = hex("6001000000000000 150000000019114020010db800080000 \
+             000000000000000120010db800080000 0000000000000002 \
+             c3520007001911d56563686f206d65206f");
+        assert_eq!(frame.len(), 65);
+        assert_eq!(
+            parse_frame(LinkType::RawIp, 0, &frame, 65),
+            Err(Skip::OtherProtocol),
+            "next header 0xc3 is not a transport we read"
+        );
     }
 
     proptest! {

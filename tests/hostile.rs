@@ -680,3 +680,28 @@ fn capture_errors_name_the_stream() {
         "stdin is not a pcap or pcapng capture (it starts with 0x47455420); give a file written by tcpdump, tshark or dumpcap"
     );
 }
+
+// ---- fuzz regressions (fuzz/README.md) --------------------------------------------------------
+
+#[test]
+fn fuzz_capture_file_ipv6_hop_by_hop_overrun() {
+    // Raw-IP pcap from the capture_file target: an IPv6 packet whose second hop-by-hop header
+    // claims 664 bytes, 17 present (etherparse's extension iterator read past the slice), then a
+    // record header claiming 841924918 bytes.
+    let err = replay_ok(
+        "crash.pcap",
+        include_bytes!("data/fuzz/capture_file-ipv6-hbh-overrun.pcap"),
+    );
+    assert!(
+        err.contains("stops early after 3 records: record header is corrupt (length 841924918"),
+        "{err}"
+    );
+    assert!(
+        summary(&err).starts_with("replay: 3 packets, 1 flows, 0 alerts, 1 skipped"),
+        "{err}"
+    );
+    assert!(
+        err.contains("Skipped 1 frames that could not be used: 1 other_protocol."),
+        "{err}"
+    );
+}
