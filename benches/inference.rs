@@ -3,6 +3,8 @@
 //! flow for each batch size). `ns/flow` is wall time; `cpu ns/flow` is the time the thread spent
 //! on a CPU (Linux schedstat), which stays meaningful on a machine busy with other work.
 
+mod common;
+
 use std::hint::black_box;
 use std::time::Instant;
 
@@ -18,15 +20,7 @@ fn cpu_ns() -> Option<u64> {
 fn main() {
     let path = std::env::var("EDGEWATCH_MODEL").unwrap_or_default();
     let scorer = Scorer::load(&path).expect("model loads");
-    // Deterministic, varied inputs in the features' usual ranges.
-    let mut state = 0x2545_f491_4f6c_dd1du64;
-    let mut next = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        (state % 10_000) as f32 / 1000.0
-    };
-    let rows: Vec<f32> = (0..256 * FEATURE_COUNT).map(|_| next()).collect();
+    let rows = common::feature_rows(256);
     println!("model {} {}", scorer.info().name, scorer.info().version);
     println!(
         "{:>6} {:>12} {:>12} {:>12}",

@@ -11,6 +11,8 @@
 //! bench capture (bench/gen_capture.py, seed 1), written once to `target/bench-stages-100000.pcap`.
 //! `EDGEWATCH_MODEL=FILE` benches another model (as `cargo bench --bench inference` does).
 
+mod common;
+
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -219,15 +221,7 @@ fn bench_features(c: &mut Criterion, cfg: &Config, packets: &[PacketMeta]) {
 fn bench_inference(c: &mut Criterion) {
     let path = std::env::var("EDGEWATCH_MODEL").unwrap_or_default();
     let scorer = Scorer::load(&path).expect("model loads");
-    // The same deterministic inputs as benches/inference.rs.
-    let mut state = 0x2545_f491_4f6c_dd1du64;
-    let mut next = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        (state % 10_000) as f32 / 1000.0
-    };
-    let rows: Vec<f32> = (0..256 * FEATURE_COUNT).map(|_| next()).collect();
+    let rows = common::feature_rows(256);
     let mut g = c.benchmark_group("inference");
     for batch in [1usize, 8, 32, 64, 128, 256] {
         let input = &rows[..batch * FEATURE_COUNT];
