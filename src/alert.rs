@@ -177,27 +177,31 @@ impl AlertEngine {
         model: &ModelInfo,
         threshold: f32,
     ) -> AlertEngine {
-        AlertEngine {
+        let mut engine = AlertEngine {
             sensor_id,
             model: ModelRef {
-                name: model.name.clone(),
-                version: model.version.clone(),
+                name: String::new(),
+                version: String::new(),
             },
-            classes: model.classes.clone(),
+            classes: Vec::new(),
             threshold,
-            window: ((cfg.alert_window_s * 1e6) as Micros).max(1),
+            window: 1,
             groups: FastMap::default(),
             deadlines: BinaryHeap::new(),
             counted: FastMap::default(),
-            max_tracked: cfg.max_windows.max(1),
+            max_tracked: 1,
+            // A full bucket to start with.
             tokens: cfg.max_alerts_per_s,
             rate: cfg.max_alerts_per_s,
             last_refill: 0,
             counters: AlertCounters::default(),
-        }
+        };
+        engine.reconfigure(cfg, model, threshold);
+        engine
     }
 
-    /// Takes a reloaded model, threshold and settings (after [`flush`](Self::flush)).
+    /// Takes a model, threshold and settings: at start, and on a reload (after
+    /// [`flush`](Self::flush)).
     pub fn reconfigure(&mut self, cfg: &AlertConfig, model: &ModelInfo, threshold: f32) {
         self.model = ModelRef {
             name: model.name.clone(),

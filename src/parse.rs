@@ -478,13 +478,10 @@ mod tests {
 
     /// An Ethernet + 802.1Q + IPv4 + TCP SYN frame (from tests/data/vlan.pcap, frame 1).
     fn vlan_syn() -> Vec<u8> {
-        let hex = "0200000000020200000000018100006408004500003010004000400616c40a0100010a010002\
-                   9c400050000f4240000000007002faf0954a0000020405b401010402";
-        let clean: String = hex.split_whitespace().collect();
-        (0..clean.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&clean[i..i + 2], 16).unwrap())
-            .collect()
+        hex(
+            "0200000000020200000000018100006408004500003010004000400616c40a0100010a010002\
+             9c400050000f4240000000007002faf0954a0000020405b401010402",
+        )
     }
 
     #[test]
