@@ -134,6 +134,19 @@ fn summary(err: &str) -> &str {
         .unwrap_or_else(|| panic!("no summary line: {err}"))
 }
 
+/// `replay`'s stderr says `needle` somewhere.
+fn assert_says(err: &str, needle: &str) {
+    assert!(err.contains(needle), "{needle:?} not in: {err}");
+}
+
+/// `replay`'s summary line starts with `start`.
+fn assert_summary(err: &str, start: &str) {
+    assert!(
+        summary(err).starts_with(start),
+        "{start:?} does not start the summary: {err}"
+    );
+}
+
 // ---- truncation -------------------------------------------------------------------------------
 
 #[test]
@@ -153,10 +166,7 @@ fn cut_inside_the_file_header_is_refused() {
 #[test]
 fn header_only_capture_is_empty_not_an_error() {
     let err = replay_ok("empty.pcap", &pcap(1, 65535, &[]));
-    assert!(
-        summary(&err).starts_with("replay: 0 packets, 0 flows, 0 alerts, 0 skipped"),
-        "{err}"
-    );
+    assert_summary(&err, "replay: 0 packets, 0 flows, 0 alerts, 0 skipped");
     assert!(!err.contains("stops early"), "{err}");
 }
 
@@ -165,14 +175,11 @@ fn cut_inside_a_record_header_keeps_the_records_before() {
     let mut bytes = pcap(1, 65535, &exchange(3));
     bytes.extend_from_slice(&record(&rec(T0, 50_000, udp_frame(32, false)))[..7]);
     let err = replay_ok("cut.pcap", &bytes);
-    assert!(
-        err.contains("stops early after 3 records: the last record is cut short inside its header (7 of 16 bytes)"),
-        "{err}"
+    assert_says(
+        &err,
+        "stops early after 3 records: the last record is cut short inside its header (7 of 16 bytes)",
     );
-    assert!(
-        summary(&err).starts_with("replay: 3 packets, 1 flows, "),
-        "{err}"
-    );
+    assert_summary(&err, "replay: 3 packets, 1 flows, ");
 }
 
 #[test]
@@ -181,14 +188,11 @@ fn cut_inside_a_record_keeps_the_records_before() {
     let last = record(&rec(T0, 50_000, udp_frame(32, false)));
     bytes.extend_from_slice(&last[..16 + 40]);
     let err = replay_ok("cut.pcap", &bytes);
-    assert!(
-        err.contains("stops early after 4 records: the last record is cut short (40 of 74 bytes)"),
-        "{err}"
+    assert_says(
+        &err,
+        "stops early after 4 records: the last record is cut short (40 of 74 bytes)",
     );
-    assert!(
-        summary(&err).starts_with("replay: 4 packets, 1 flows, "),
-        "{err}"
-    );
+    assert_summary(&err, "replay: 4 packets, 1 flows, ");
 }
 
 // ---- not a capture ----------------------------------------------------------------------------
@@ -198,15 +202,12 @@ fn wrong_magic_is_refused_and_shown() {
     let mut bytes = pcap(1, 65535, &exchange(2));
     bytes[..4].copy_from_slice(&[0xa1, 0xb2, 0xc3, 0xd5]);
     let err = replay_refused("magic.pcap", &bytes);
-    assert!(
-        err.contains("is not a pcap or pcapng capture (it starts with 0xa1b2c3d5)"),
-        "{err}"
+    assert_says(
+        &err,
+        "is not a pcap or pcapng capture (it starts with 0xa1b2c3d5)",
     );
     let err = replay_refused("empty.pcap", b"");
-    assert!(
-        err.contains("(it starts with nothing (the file is empty))"),
-        "{err}"
-    );
+    assert_says(&err, "(it starts with nothing (the file is empty))");
     let err = replay_refused("short.pcap", &[0xd4, 0xc3]);
     assert!(err.contains("(it starts with 0xd4c3)"), "{err}");
 }
@@ -224,10 +225,7 @@ fn unsupported_link_type_is_refused() {
 fn snaplen_zero_is_ignored() {
     // Some writers put 0 (unknown) in the header's snap length; the records say their length.
     let err = replay_ok("snap0.pcap", &pcap(1, 0, &exchange(3)));
-    assert!(
-        summary(&err).starts_with("replay: 3 packets, 1 flows, 0 alerts, 0 skipped"),
-        "{err}"
-    );
+    assert_summary(&err, "replay: 3 packets, 1 flows, 0 alerts, 0 skipped");
 }
 
 #[test]
@@ -247,10 +245,7 @@ fn jumbo_frames_and_records_longer_than_the_snaplen_are_read() {
     );
     let c = write_capture("jumbo.pcap", &bytes);
     let err = stderr(&replay(&c.path));
-    assert!(
-        summary(&err).starts_with("replay: 3 packets, 1 flows, 0 alerts, 0 skipped"),
-        "{err}"
-    );
+    assert_summary(&err, "replay: 3 packets, 1 flows, 0 alerts, 0 skipped");
     let finals = final_rows(&features(&c.path, &[]));
     let r = &finals["UDP 10.20.0.1:4000 -> 10.20.0.2:5000"];
     assert_eq!(r.count("fwd_pkts_log1p"), 2);
@@ -289,10 +284,7 @@ fn absurd_record_lengths_stop_the_file_with_a_reason() {
             )),
             "{err}"
         );
-        assert!(
-            summary(&err).starts_with("replay: 2 packets, 1 flows, "),
-            "{err}"
-        );
+        assert_summary(&err, "replay: 2 packets, 1 flows, ");
     }
 }
 
@@ -391,13 +383,13 @@ fn zero_length_and_tiny_frames_are_counted_skips() {
     records.push((T0, 40_000, Vec::new(), 60));
     records.push(rec(T0, 50_000, vec![2, 0, 0, 0, 0, 2, 2]));
     let err = replay_ok("zero.pcap", &pcap(1, 65535, &records));
-    assert!(
-        summary(&err).starts_with("replay: 5 packets, 1 flows, 0 alerts, 3 skipped, 0 dropped"),
-        "{err}"
+    assert_summary(
+        &err,
+        "replay: 5 packets, 1 flows, 0 alerts, 3 skipped, 0 dropped",
     );
-    assert!(
-        err.contains("Skipped 3 frames that could not be used: 3 truncated_link."),
-        "{err}"
+    assert_says(
+        &err,
+        "Skipped 3 frames that could not be used: 3 truncated_link.",
     );
 }
 
@@ -427,14 +419,8 @@ fn time_going_backwards_is_counted_and_clamped() {
     ];
     let bytes = pcap(1, 65535, &records);
     let err = replay_ok("back.pcap", &bytes);
-    assert!(
-        summary(&err).starts_with("replay: 5 packets, 1 flows, 0 alerts, 0 skipped"),
-        "{err}"
-    );
-    assert!(
-        err.contains("The capture's clock went backwards 2 times"),
-        "{err}"
-    );
+    assert_summary(&err, "replay: 5 packets, 1 flows, 0 alerts, 0 skipped");
+    assert_says(&err, "The capture's clock went backwards 2 times");
     let c = write_capture("back.pcap", &bytes);
     let finals = final_rows(&features(&c.path, &[]));
     let r = &finals["UDP 10.20.0.1:4000 -> 10.20.0.2:5000"];
@@ -533,10 +519,7 @@ fn pcapng_simple_packets_take_the_last_timestamp() {
     b.extend(spb(&udp_frame(32, false)));
     let c = write_capture("spb.pcapng", &b);
     let err = stderr(&replay(&c.path));
-    assert!(
-        summary(&err).starts_with("replay: 3 packets, 1 flows, 0 alerts, 0 skipped"),
-        "{err}"
-    );
+    assert_summary(&err, "replay: 3 packets, 1 flows, 0 alerts, 0 skipped");
     let finals = final_rows(&features(&c.path, &[]));
     let r = &finals["UDP 10.20.0.1:4000 -> 10.20.0.2:5000"];
     assert_eq!(
@@ -575,14 +558,11 @@ fn pcapng_unsupported_interfaces_are_counted_and_skipped() {
     b.extend(epb(1, T0_US, &udp_frame(32, false)));
     b.extend(epb(0, T0_US + 1, &[0u8; 40]));
     let err = replay_ok("wifi.pcapng", &b);
-    assert!(
-        err.contains("2 frames were on interfaces with an unsupported link type and were skipped."),
-        "{err}"
+    assert_says(
+        &err,
+        "2 frames were on interfaces with an unsupported link type and were skipped.",
     );
-    assert!(
-        summary(&err).starts_with("replay: 1 packets, 1 flows, "),
-        "{err}"
-    );
+    assert_summary(&err, "replay: 1 packets, 1 flows, ");
 }
 
 #[test]
@@ -628,10 +608,7 @@ fn pcapng_cut_short_keeps_the_packets_before() {
             err.contains("stops early after 3 records: the last record is cut short"),
             "cut at {cut}: {err}"
         );
-        assert!(
-            summary(&err).starts_with("replay: 3 packets, 1 flows, "),
-            "{err}"
-        );
+        assert_summary(&err, "replay: 3 packets, 1 flows, ");
     }
 }
 
@@ -692,16 +669,13 @@ fn fuzz_capture_file_ipv6_hop_by_hop_overrun() {
         "crash.pcap",
         include_bytes!("data/fuzz/capture_file-ipv6-hbh-overrun.pcap"),
     );
-    assert!(
-        err.contains("stops early after 3 records: record header is corrupt (length 841924918"),
-        "{err}"
+    assert_says(
+        &err,
+        "stops early after 3 records: record header is corrupt (length 841924918",
     );
-    assert!(
-        summary(&err).starts_with("replay: 3 packets, 1 flows, 0 alerts, 1 skipped"),
-        "{err}"
-    );
-    assert!(
-        err.contains("Skipped 1 frames that could not be used: 1 other_protocol."),
-        "{err}"
+    assert_summary(&err, "replay: 3 packets, 1 flows, 0 alerts, 1 skipped");
+    assert_says(
+        &err,
+        "Skipped 1 frames that could not be used: 1 other_protocol.",
     );
 }
