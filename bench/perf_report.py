@@ -3,12 +3,14 @@
 profile of edgewatch, for when `perf report` cannot read the binary's symbols (perf 6.1 of Debian
 bookworm says "cannot get elf header" for the Rust binary and prints bare addresses).
 
-    bench/perf_report.py PERF_DATA BINARY [TOP]
+    bench/perf_report.py PERF_DATA BINARY [TOP] [LEAF]
 
 Addresses in BINARY are resolved with binutils' addr2line (the binary needs symbols and line
 tables: `cargo build --profile profiling`). Prints the share of samples per thread, the top self
 entries by function (the symbol, and the innermost inlined function), and the top inclusive
-entries: a sample counts once for every function on its stack, inlined ones included.
+entries: a sample counts once for every function on its stack, inlined ones included. With
+LEAF (a regular expression), it also prints where the samples whose innermost frame matches LEAF
+come from: their first callers in edgewatch's code.
 """
 import collections
 import re
@@ -19,6 +21,7 @@ import sys
 def main():
     data, binary = sys.argv[1], sys.argv[2]
     top = int(sys.argv[3]) if len(sys.argv) > 3 else 25
+    leaf = re.compile(sys.argv[4]) if len(sys.argv) > 4 else None
     name = binary.rsplit("/", 1)[-1]
     # perf prints an unresolved address as a file offset; addr2line wants a virtual address.
     segments = []
@@ -89,11 +92,14 @@ def main():
 
     n = len(samples)
     threads = collections.Counter(comm for comm, _ in samples)
-    self_symbol, self_inner, inclusive = (collections.Counter() for _ in range(3))
+    self_symbol, self_inner, inclusive, callers = (collections.Counter() for _ in range(4))
     for comm, stack in samples:
         fs = frames(stack)
         if not fs:
             continue
+        if leaf and leaf.search(fs[0][0]):
+            ours = [inner for _, inner, chain in fs[1:] if "edgewatch" in " ".join(chain)]
+            callers[(comm, " <- ".join(ours[:3]) or "?")] += 1
         self_symbol[(comm, fs[0][0])] += 1
         self_inner[(comm, fs[0][1])] += 1
         inclusive.update({f for _, _, chain in fs for f in chain})
@@ -111,6 +117,10 @@ def main():
     print("== self, by innermost inlined function")
     for (comm, f), k in self_inner.most_common(top):
         print(pct(k), comm, f)
+    if leaf:
+        print(f"== where the samples of {leaf.pattern} come from")
+        for (comm, f), k in callers.most_common(top):
+            print(pct(k), comm, f)
     print("== inclusive (children), all threads")
     for f, k in inclusive.most_common(top * 4):
         print(pct(k), f)

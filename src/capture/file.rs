@@ -1,14 +1,16 @@
 //! Capture files: pcap (both byte orders, µs and ns) and pcapng, read as a stream.
 //!
-//! Memory stays constant whatever the file size: one record at a time goes through a buffer that
-//! never grows past [`MAX_RECORD_LEN`] (pcap) or pcap-file's fixed 8 MB read buffer (pcapng).
+//! Memory stays constant whatever the file size. A pcap file is read in blocks of
+//! [`READ_BLOCK`] into one buffer, and each record is handed out as a slice of it, never copied;
+//! the buffer grows past two blocks only for a record longer than a block, and never past
+//! [`MAX_RECORD_LEN`] plus a block. pcapng goes through pcap-file's fixed 8 MB read buffer.
 //! This module owns the file format, not the frame contents (see `parse`). pcap records are read
 //! here (pcap-file's pcap reader rejects records longer than the snap length and reads a record's
 //! length before checking it); pcapng blocks come from pcap-file, whose reader ignores
 //! `if_tsresol`, so timestamps are converted here.
 
 use std::fs::File;
-use std::io::{self, BufReader, Cursor, Read};
+use std::io::{self, Cursor, Read};
 use std::path::Path;
 
 use pcap_file::pcap::PcapHeader;
@@ -24,6 +26,8 @@ pub const MAX_RECORD_LEN: u32 = 256 * 1024;
 /// The pcap file header, then each record's header.
 const PCAP_HEADER_LEN: usize = 24;
 const RECORD_HEADER_LEN: usize = 16;
+/// How much a pcap file is read at a time.
+const READ_BLOCK: usize = 64 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CaptureError {
@@ -62,7 +66,7 @@ type Source = Box<dyn Read + Send>;
 
 enum Inner {
     Pcap {
-        source: Source,
+        blocks: Blocks,
         link: LinkType,
         nanos: bool,
         big_endian: bool,
@@ -81,8 +85,8 @@ pub struct CaptureReader {
     inner: Inner,
     records: u64,
     truncation: Option<Truncation>,
-    /// The current frame: a pcap record is read into it, a pcapng frame copied (a block borrowed
-    /// from the reader cannot leave the loop that skips non-packet blocks).
+    /// The current pcapng frame, copied (a block borrowed from the reader cannot leave the loop
+    /// that skips non-packet blocks).
     buf: Vec<u8>,
     /// Frames on interfaces with an unsupported link type, skipped.
     pub unsupported_frames: u64,
@@ -95,7 +99,8 @@ impl CaptureReader {
             path: display.clone(),
             source,
         })?;
-        CaptureReader::from_reader(&display, BufReader::with_capacity(1 << 16, file))
+        // Both formats read in large blocks of their own: no BufReader in between.
+        CaptureReader::from_reader(&display, file)
     }
 
     /// Reads a capture from any byte stream (a pipe, or bytes in memory); `name` stands for it
@@ -127,8 +132,6 @@ impl CaptureReader {
         if got < 4 {
             return Err(not_a_capture());
         }
-        // The magic read above goes back in front of the rest of the stream.
-        let file: Source = Box::new(Cursor::new(magic).chain(source));
         let bad_header = |e: PcapError| CaptureError::BadHeader {
             path: display.clone(),
             detail: match e {
@@ -140,13 +143,14 @@ impl CaptureReader {
         };
         let inner = match u32::from_be_bytes(magic) {
             0xa1b2_c3d4 | 0xd4c3_b2a1 | 0xa1b2_3c4d | 0x4d3c_b2a1 => {
-                let mut source = file;
                 let mut bytes = [0u8; PCAP_HEADER_LEN];
-                let got =
-                    read_up_to(&mut source, &mut bytes).map_err(|source| CaptureError::Open {
+                bytes[..4].copy_from_slice(&magic);
+                let got = 4 + read_up_to(&mut source, &mut bytes[4..]).map_err(|source| {
+                    CaptureError::Open {
                         path: display.clone(),
                         source,
-                    })?;
+                    }
+                })?;
                 if got < PCAP_HEADER_LEN {
                     return Err(CaptureError::BadHeader {
                         path: display.clone(),
@@ -164,13 +168,15 @@ impl CaptureReader {
                         linktype,
                     })?;
                 Inner::Pcap {
-                    source,
+                    blocks: Blocks::new(Box::new(source)),
                     link,
                     nanos: header.ts_resolution == TsResolution::NanoSecond,
                     big_endian: header.endianness == Endianness::Big,
                 }
             }
             0x0a0d_0d0a => {
+                // The magic read above goes back in front of the rest of the stream.
+                let file: Source = Box::new(Cursor::new(magic).chain(source));
                 let reader = PcapNgReader::new(file).map_err(bad_header)?;
                 Inner::PcapNg {
                     reader,
@@ -207,19 +213,21 @@ impl CaptureReader {
         }
         let records = self.records;
         let mut stop = None;
+        // A pcap frame is the range `at` of the blocks' buffer; a pcapng frame is in `self.buf`.
+        let mut at = None;
         let frame = match &mut self.inner {
             Inner::Pcap {
-                source,
+                blocks,
                 link,
                 nanos,
                 big_endian,
-            } => match next_record(source, *big_endian, &mut self.buf) {
+            } => match next_record(blocks, *big_endian) {
                 Ok(None) => None,
                 Err(detail) => {
                     stop = Some(detail);
                     None
                 }
-                Ok(Some((ts_sec, frac, orig_len))) => {
+                Ok(Some((ts_sec, frac, orig_len, range))) => {
                     let sub_us = if *nanos { frac / 1000 } else { frac };
                     if sub_us >= 1_000_000 {
                         stop = Some(format!(
@@ -228,7 +236,9 @@ impl CaptureReader {
                         None
                     } else {
                         let ts = u64::from(ts_sec) * 1_000_000 + u64::from(sub_us);
-                        Some((ts, *link, orig_len.max(self.buf.len() as u32)))
+                        let len = range.len() as u32;
+                        at = Some(range);
+                        Some((ts, *link, orig_len.max(len)))
                     }
                 }
             },
@@ -303,10 +313,14 @@ impl CaptureReader {
                 }
             }
         };
+        let data: &[u8] = match (&self.inner, at) {
+            (Inner::Pcap { blocks, .. }, Some(range)) => &blocks.buf[range],
+            _ => &self.buf,
+        };
         let frame = frame.map(|(ts, link, wire_len)| Frame {
             ts,
             link,
-            data: &self.buf,
+            data,
             wire_len,
         });
         if let Some(detail) = stop {
@@ -322,16 +336,65 @@ impl CaptureReader {
     }
 }
 
-/// Reads one pcap record into `buf`: its (seconds, fraction, original length), `None` at a clean
-/// end of the file, or why the file cannot be read further. The length is checked before a byte
-/// of the record is read, so a corrupt header never makes the buffer grow.
+/// A pcap file's bytes, read a block at a time into one buffer; records are slices of it.
+struct Blocks {
+    source: Source,
+    buf: Vec<u8>,
+    /// The bytes not handed out yet are `buf[start..end]`.
+    start: usize,
+    end: usize,
+    eof: bool,
+}
+
+impl Blocks {
+    fn new(source: Source) -> Blocks {
+        Blocks {
+            source,
+            buf: Vec::new(),
+            start: 0,
+            end: 0,
+            eof: false,
+        }
+    }
+
+    /// Makes the next `n` bytes available at `start` unless the stream ends first; returns how
+    /// many are (fewer than `n` only at the end of the stream). Reads at most a block more than
+    /// `n`, so the buffer stays under `n` + two blocks.
+    fn fill(&mut self, n: usize) -> io::Result<usize> {
+        while self.end - self.start < n && !self.eof {
+            let missing = n - (self.end - self.start);
+            let want = missing.max(READ_BLOCK);
+            if self.buf.len() - self.end < want {
+                // Move what is left to the front, then grow if that is not room enough.
+                self.buf.copy_within(self.start..self.end, 0);
+                self.end -= self.start;
+                self.start = 0;
+                if self.buf.len() - self.end < want {
+                    self.buf.resize(self.end + want, 0);
+                }
+            }
+            match self.source.read(&mut self.buf[self.end..self.end + want]) {
+                Ok(0) => self.eof = true,
+                Ok(k) => self.end += k,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok((self.end - self.start).min(n))
+    }
+}
+
+/// Reads one pcap record: its (seconds, fraction, original length, where its bytes are in the
+/// buffer), `None` at a clean end of the file, or why the file cannot be read further. The length
+/// is checked before a byte of the record is read, so a corrupt header never makes the buffer
+/// grow.
 fn next_record(
-    source: &mut Source,
+    blocks: &mut Blocks,
     big_endian: bool,
-    buf: &mut Vec<u8>,
-) -> Result<Option<(u32, u32, u32)>, String> {
-    let mut header = [0u8; RECORD_HEADER_LEN];
-    let got = read_up_to(source, &mut header).map_err(|e| format!("read error: {e}"))?;
+) -> Result<Option<(u32, u32, u32, std::ops::Range<usize>)>, String> {
+    let got = blocks
+        .fill(RECORD_HEADER_LEN)
+        .map_err(|e| format!("read error: {e}"))?;
     if got == 0 {
         return Ok(None);
     }
@@ -340,6 +403,7 @@ fn next_record(
             "the last record is cut short inside its header ({got} of {RECORD_HEADER_LEN} bytes)"
         ));
     }
+    let header = &blocks.buf[blocks.start..blocks.start + RECORD_HEADER_LEN];
     let word = |i: usize| {
         let b = [header[i], header[i + 1], header[i + 2], header[i + 3]];
         if big_endian {
@@ -355,14 +419,19 @@ fn next_record(
              of any real frame)"
         ));
     }
-    buf.resize(incl_len as usize, 0);
-    let got = read_up_to(source, buf).map_err(|e| format!("read error: {e}"))?;
-    if got < buf.len() {
+    let total = RECORD_HEADER_LEN + incl_len as usize;
+    let got = blocks
+        .fill(total)
+        .map_err(|e| format!("read error: {e}"))?;
+    if got < total {
         return Err(format!(
-            "the last record is cut short ({got} of {incl_len} bytes)"
+            "the last record is cut short ({} of {incl_len} bytes)",
+            got - RECORD_HEADER_LEN
         ));
     }
-    Ok(Some((ts_sec, frac, orig_len)))
+    let range = blocks.start + RECORD_HEADER_LEN..blocks.start + total;
+    blocks.start += total;
+    Ok(Some((ts_sec, frac, orig_len, range)))
 }
 
 fn describe(e: PcapError) -> String {
