@@ -386,6 +386,15 @@ impl FlowMap {
             .map(|f| &mut **f)
     }
 
+    /// The flow stored under `key`, to read, change or remove with one lookup.
+    fn entry(
+        &mut self,
+        key: &FlowKey,
+    ) -> Option<hashbrown::hash_table::OccupiedEntry<'_, Box<Flow>>> {
+        let hash = self.hash(key);
+        self.table.find_entry(hash, |f| f.key == *key).ok()
+    }
+
     /// Adds a flow whose key is not in the map.
     fn insert(&mut self, flow: Flow) {
         let hash = self.hash(&flow.key);
@@ -413,6 +422,52 @@ impl FlowMap {
     fn drain(&mut self) -> impl Iterator<Item = Box<Flow>> + '_ {
         self.table.drain()
     }
+}
+
+/// When the flow ends by inactivity (or, once ended, leaves the table), under the idle timeouts
+/// `t` (emergency mode shortens them).
+fn idle_deadline(t: &Timeouts, f: &Flow) -> Micros {
+    let idle = match f.key.proto {
+        _ if f.closed || (f.fwd.fin > 0 && f.bwd.fin > 0) => t.tcp_closed,
+        PROTO_TCP if f.established || f.synack_seen => t.tcp_established,
+        PROTO_TCP => t.tcp_handshake,
+        PROTO_ICMP | PROTO_ICMPV6 => t.icmp,
+        _ => t.udp,
+    };
+    f.last + idle
+}
+
+/// The flow's next timer: idle end (under `idle`), probe evaluation or active-timeout evaluation
+/// (under `normal`, which emergency mode leaves alone).
+fn deadline(idle: &Timeouts, normal: &Timeouts, f: &Flow) -> Micros {
+    let mut d = idle_deadline(idle, f);
+    if f.closed {
+        return d;
+    }
+    if f.evals == 0 {
+        d = d.min(f.start + normal.probe);
+    }
+    d.min(f.last_active_eval + normal.active)
+}
+
+/// Emits an evaluation of `flow` (the stored flow, or one just taken out of the table) and
+/// counts it in the flow.
+fn eval_event(
+    flow: &mut Flow,
+    order: Order,
+    reason: EvalReason,
+    counters: &mut FlowCounters,
+    out: &mut Vec<FlowEvent>,
+) {
+    let first_outcome = (flow.evals == 0).then(|| flow.outcome());
+    flow.evals = flow.evals.saturating_add(1);
+    counters.evaluations += 1;
+    out.push(FlowEvent::Eval {
+        order,
+        flow: *flow,
+        reason,
+        first_outcome,
+    });
 }
 
 /// A bounded flow table with timers, driven by packet time.
@@ -537,93 +592,65 @@ impl FlowTable {
         self.timers.len()
     }
 
-    /// When the flow ends by inactivity (or, once ended, leaves the table).
-    fn idle_deadline(&self, f: &Flow) -> Micros {
-        let t = self.timeouts();
-        let idle = match f.key.proto {
-            _ if f.closed || (f.fwd.fin > 0 && f.bwd.fin > 0) => t.tcp_closed,
-            PROTO_TCP if f.established || f.synack_seen => t.tcp_established,
-            PROTO_TCP => t.tcp_handshake,
-            PROTO_ICMP | PROTO_ICMPV6 => t.icmp,
-            _ => t.udp,
-        };
-        f.last + idle
-    }
-
-    /// The flow's next timer: idle end, probe evaluation or active-timeout evaluation.
+    /// The flow's next timer (see [`deadline`]) under the current timeouts.
     fn deadline(&self, f: &Flow) -> Micros {
-        let mut d = self.idle_deadline(f);
-        if f.closed {
-            return d;
-        }
-        if f.evals == 0 {
-            d = d.min(f.start + self.timeouts.probe);
-        }
-        d.min(f.last_active_eval + self.timeouts.active)
+        deadline(self.timeouts(), &self.timeouts, f)
     }
 
-    /// Fires every timer due at or before `now`.
+    /// Fires every timer due at or before `now`. One lookup per timer: the flow is read, changed
+    /// and, when it ends, removed through the same table entry.
     pub fn advance(&mut self, now: Micros, out: &mut Vec<FlowEvent>) {
         self.now = self.now.max(now);
+        let (probe, active) = (self.timeouts.probe, self.timeouts.active);
+        let last_eval = self.max_evals.saturating_sub(1);
         while let Some(&Reverse((due, hash, key))) = self.timers.peek() {
             if due > self.now {
                 break;
             }
             self.timers.pop();
-            let Some(flow) = self.flows.get(&key) else {
+            let idle = *self.timeouts();
+            let Some(mut entry) = self.flows.entry(&key) else {
                 continue;
             };
+            let flow = &mut **entry.get_mut();
             if flow.uid != hash {
                 continue; // an entry of an earlier flow with the same key
             }
-            let real = self.deadline(flow);
+            let real = deadline(&idle, &self.timeouts, flow);
             if real > due {
                 self.timers.push(Reverse((real, hash, key)));
                 continue;
             }
-            self.fire(key, due, hash, out);
+            let order = Order {
+                ts: due,
+                class: 0,
+                a: hash,
+                b: 0,
+            };
+            if flow.closed {
+                entry.remove();
+                continue;
+            }
+            if idle_deadline(&idle, flow) <= due {
+                let mut flow = entry.remove().0;
+                eval_event(&mut flow, order, EvalReason::Idle, &mut self.counters, out);
+                continue;
+            }
+            if flow.evals == 0 && flow.start + probe <= due {
+                eval_event(flow, order, EvalReason::Probe, &mut self.counters, out);
+            } else if flow.last_active_eval + active <= due {
+                flow.last_active_eval = due;
+                if flow.evals < last_eval {
+                    eval_event(flow, order, EvalReason::Active, &mut self.counters, out);
+                }
+            }
+            let next = deadline(&idle, &self.timeouts, flow);
+            self.timers.push(Reverse((next, hash, key)));
         }
         self.check_emergency_leave();
     }
 
-    fn fire(&mut self, key: FlowKey, due: Micros, hash: u64, out: &mut Vec<FlowEvent>) {
-        let t = self.timeouts;
-        let Some(mut flow) = self.flows.get(&key).copied() else {
-            return;
-        };
-        let order = Order {
-            ts: due,
-            class: 0,
-            a: hash,
-            b: 0,
-        };
-        if flow.closed {
-            self.flows.remove(&key);
-            return;
-        }
-        if self.idle_deadline(&flow) <= due {
-            self.flows.remove(&key);
-            self.emit_eval(flow, order, EvalReason::Idle, out);
-            return;
-        }
-        if flow.evals == 0 && flow.start + t.probe <= due {
-            self.emit_eval(flow, order, EvalReason::Probe, out);
-        } else if flow.last_active_eval + t.active <= due {
-            flow.last_active_eval = due;
-            if let Some(stored) = self.flows.get_mut(&key) {
-                stored.last_active_eval = due;
-            }
-            if flow.evals < self.max_evals.saturating_sub(1) {
-                self.emit_eval(flow, order, EvalReason::Active, out);
-            }
-        }
-        if let Some(flow) = self.flows.get(&key) {
-            let next = self.deadline(flow);
-            self.timers.push(Reverse((next, hash, key)));
-        }
-    }
-
-    /// Emits an evaluation and updates the stored flow's evaluation count.
+    /// Emits an evaluation of a flow that is no longer stored.
     fn emit_eval(
         &mut self,
         mut flow: Flow,
@@ -631,20 +658,7 @@ impl FlowTable {
         reason: EvalReason,
         out: &mut Vec<FlowEvent>,
     ) {
-        let first_outcome = (flow.evals == 0).then(|| flow.outcome());
-        flow.evals = flow.evals.saturating_add(1);
-        if let Some(stored) = self.flows.get_mut(&flow.key)
-            && stored.uid == flow.uid
-        {
-            stored.evals = flow.evals;
-        }
-        self.counters.evaluations += 1;
-        out.push(FlowEvent::Eval {
-            order,
-            flow,
-            reason,
-            first_outcome,
-        });
+        eval_event(&mut flow, order, reason, &mut self.counters, out);
     }
 
     /// Accounts one packet. Timers due at its timestamp fire first.
@@ -695,6 +709,7 @@ impl FlowTable {
         out: &mut Vec<FlowEvent>,
     ) {
         let (key, _) = FlowKey::of(p);
+        let idle = *self.timeouts();
         let is_syn = p.proto == PROTO_TCP
             && p.tcp_flags & tcp_flags::SYN != 0
             && p.tcp_flags & tcp_flags::ACK == 0;
@@ -708,13 +723,11 @@ impl FlowTable {
                         == early_eval_at(self.early_eval_packets, flow.evals);
                 if ended {
                     flow.closed = true;
-                    let snapshot = *flow;
-                    self.emit_eval(snapshot, order(), EvalReason::TcpEnd, out);
-                    let next = self.deadline(&snapshot);
-                    self.push_timer(Reverse((next, snapshot.uid, key)));
+                    eval_event(flow, order(), EvalReason::TcpEnd, &mut self.counters, out);
+                    let (next, uid) = (deadline(&idle, &self.timeouts, flow), flow.uid);
+                    self.push_timer(Reverse((next, uid, key)));
                 } else if reached_early {
-                    let snapshot = *flow;
-                    self.emit_eval(snapshot, order(), EvalReason::Early, out);
+                    eval_event(flow, order(), EvalReason::Early, &mut self.counters, out);
                 }
                 return;
             }
@@ -744,8 +757,10 @@ impl FlowTable {
         if self.timers.len() > timer_bound(self.capacity) {
             self.compact_timers();
         }
-        if self.early_eval_packets <= 1 {
-            self.emit_eval(flow, order(), EvalReason::Early, out);
+        if self.early_eval_packets <= 1
+            && let Some(stored) = self.flows.get_mut(&key)
+        {
+            eval_event(stored, order(), EvalReason::Early, &mut self.counters, out);
         }
     }
 
