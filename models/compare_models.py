@@ -26,7 +26,7 @@ def main():
     args = ap.parse_args()
     f32 = onnx.load(args.f32)
     for path in args.data:
-        _, x, _, _, _, _ = train.load_runs([path])
+        x = train.load_runs([path])[1]
         s32, c32 = train.run_ort(f32, x)
         for m in args.int8:
             s8, c8 = train.run_ort(onnx.load(m), x)

@@ -11,8 +11,9 @@ timestamp lies within the flow's span +-1 s.
 Per attack class: episodes detected (>= 1 covered flow), flow recall, time from episode start to the
 first alert covering one of its flows (median and worst over detected episodes), and the share of
 those alerts whose class (signature) is the episode's class. Benign: benign flows alerted / benign
-flows (FPR); precision = covered attack flows / all covered flows, and alerts covering at least one
-attack flow / all alerts.
+flows (FPR), the same for the attackers' own benign flows (an endpoint is an attacker of the run),
+and the alerted benign flows (start_s: seconds after the run's first episode); precision = covered
+attack flows / all covered flows, and alerts covering at least one attack flow / all alerts.
 
 Usage: python3 models/evaluate.py CAPTURE ATTACKS_JSON [--model FILE] [--binary PATH] [--json OUT]
 Needs: numpy (models/requirements.txt) and an edgewatch binary ($EDGEWATCH or target/*/edgewatch).
@@ -180,6 +181,15 @@ def evaluate(capture, attacks_path, model=None, binary=None, workdir=None, featu
     att_cov = int((covered & ~ben).sum())
     ben_cov = int((covered & ben).sum())
     out["benign"] = {"flows": int(ben.sum()), "alerted": ben_cov, "fpr": float(ben_cov / max(ben.sum(), 1))}
+    # The attackers' own benign flows (an endpoint is an attacker of the run): the hard negatives.
+    att_ben = ben & (lab_label.attacker_rows(fm, episodes) == 1)
+    out["benign"]["attacker_flows"] = int(att_ben.sum())
+    out["benign"]["attacker_alerted"] = int((covered & att_ben).sum())
+    t0 = min((e["start"] for e in episodes), default=0.0)
+    out["benign"]["alerted_flows"] = [
+        {"src_ip": fm["src_ip"][i], "src_port": fm["src_port"][i], "dest_ip": fm["dest_ip"][i], "dest_port": fm["dest_port"][i],
+         "proto": fm["proto"][i], "start_s": round(fm["start"][i] - t0, 2), "attacker": bool(att_ben[i])}
+        for i in np.where(covered & ben)[0][:100]]
     out["precision_flows"] = float(att_cov / max(att_cov + ben_cov, 1))
     useful = sum(1 for h in alert_hits if len(h) and (label[h] == 1).any())
     out["precision_alerts"] = float(useful / max(len(alerts), 1))
@@ -209,6 +219,8 @@ def table(res):
     b = res["benign"]
     lines.append(f"benign: {b['alerted']}/{b['flows']} flows alerted, FPR {b['fpr']:.4f}; "
                  f"precision {res['precision_flows']:.3f} (flows), {res['precision_alerts']:.3f} (alerts)")
+    if "attacker_flows" in b:
+        lines.append(f"benign flows of the attackers: {b['attacker_alerted']}/{b['attacker_flows']} alerted")
     lines.append("episodes: " + "; ".join(
         f"{e['id']} {e['attack']} {e['covered']}/{e['flows']} {fmt(e['first_alert_s'], '.2f')}s" for e in res["episodes"]))
     lines.append("targets: " + ", ".join(f"{k} {'yes' if v else 'NO'}" for k, v in res["targets"].items()))

@@ -7,16 +7,21 @@ is one of the episode's attacker addresses (`attacker_ips`, IPv4 and IPv6) and t
 replies and FIN/RST arrive just after the tool exits, and the lab keeps attackers quiet 2-5 s after
 an episode). Its class is the episode's class. Every other row is benign (including the attackers'
 own ordinary requests outside their windows). Runs are kept apart: every labeled row carries its
-run name, so training and testing split by run, never by row.
+run name, so training and testing split by run, never by row. Every row also says whether one of its
+endpoints is any attacker of the run (`attacker` 1/0, whatever the label): the benign rows with
+attacker = 1 are the attackers' ordinary traffic around their attacks, the hardest negatives
+(train.py --attacker-benign-weight). Files labeled before this column existed still load (the
+column is then absent).
 
 Usage:
   python3 models/label.py LAB_DIR [LAB_DIR ...] --out-dir DATA [--binary PATH]
       runs `edgewatch features LAB_DIR/capture.pcap` (cached as LAB_DIR/features.csv) and writes
-      DATA/<run>.csv.gz (feature CSV + columns run,label,class,episode) for each lab run.
+      DATA/<run>.csv.gz (feature CSV + columns run,label,class,episode,attacker) for each lab run.
   python3 models/label.py --features FEATURES.csv --attacks ATTACKS.json -o OUT.csv.gz
   python3 models/label.py --sample OUT.csv.gz [--sample-rows 4000] DATA/a.csv.gz DATA/b.csv.gz ...
       a small class-balanced sample of labeled files (models/data/sample.csv.gz for CI).
-Library: load_features(csv), load_attacks(json), label_rows(meta, episodes) -> (label, class, episode).
+Library: load_features(csv), load_attacks(json), label_rows(meta, episodes) -> (label, class, episode),
+attacker_rows(meta, episodes) -> 0/1 per row.
 Needs: numpy (models/requirements.txt).
 """
 
@@ -35,7 +40,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 CLASSES = ["scan", "flood", "bruteforce", "slowdos"]
 META_COLUMNS = ["flow_uid", "src_ip", "src_port", "dest_ip", "dest_port", "proto", "vlan", "start", "end", "eval_ts", "eval_reason"]
-LABEL_COLUMNS = ["run", "label", "class", "episode"]
+LABEL_COLUMNS = ["run", "label", "class", "episode", "attacker"]
 
 
 def find_binary(explicit=None):
@@ -115,18 +120,25 @@ def label_rows(meta, episodes, grace=1.0):
     return label, cls, episode
 
 
-def write_labeled(path, header, meta, raw, run, label, cls, episode):
+def attacker_rows(meta, episodes):
+    """Per row: 1 when its source or destination is an address of any attacker of the run (any
+    episode, any time), else 0."""
+    ips = set().union(*(e["_ips"] for e in episodes)) if episodes else set()
+    return np.array([int(norm_ip(s) in ips or norm_ip(d) in ips) for s, d in zip(meta["src_ip"], meta["dest_ip"])], np.int8)
+
+
+def write_labeled(path, header, meta, raw, run, label, cls, episode, attacker):
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     opener = gzip.open if path.endswith(".gz") else open
     with opener(path, "wt", newline="") as f:
         w = csv.writer(f)
         w.writerow(header + LABEL_COLUMNS)
         for i in range(len(label)):
-            w.writerow([meta[c][i] for c in META_COLUMNS] + raw[i] + [run, int(label[i]), cls[i], int(episode[i])])
+            w.writerow([meta[c][i] for c in META_COLUMNS] + raw[i] + [run, int(label[i]), cls[i], int(episode[i]), int(attacker[i])])
 
 
-def summary(run, label, cls, episode):
-    parts = [f"{run}: {len(label)} rows, {int((label == 0).sum())} benign"]
+def summary(run, label, cls, episode, attacker):
+    parts = [f"{run}: {len(label)} rows, {int((label == 0).sum())} benign ({int(((label == 0) & (attacker == 1)).sum())} of attackers)"]
     for c in CLASSES:
         k = int((cls == c).sum())
         eps = len(set(episode[cls == c].tolist()))
@@ -143,6 +155,8 @@ def make_sample(inputs, out, rows, seed=1):
             reader = csv.reader(f)
             h = next(reader)
             header = header or h
+            if h != header:
+                sys.exit(f"{path}: columns differ from the first file (label every run with the same label.py)")
             ci = h.index("class")
             for r in reader:
                 picked[r[ci] or "benign"].append(r)
@@ -192,9 +206,11 @@ def main():
         ap.error("nothing to label")
     for run, feats, attacks, out in jobs:
         header, _, meta, _, extra = load_features(feats)
-        label, cls, episode = label_rows(meta, load_attacks(attacks), args.grace)
-        write_labeled(out, header, meta, extra["_raw"], run, label, cls, episode)
-        print(summary(run, label, cls, episode), "->", out)
+        episodes = load_attacks(attacks)
+        label, cls, episode = label_rows(meta, episodes, args.grace)
+        attacker = attacker_rows(meta, episodes)
+        write_labeled(out, header, meta, extra["_raw"], run, label, cls, episode, attacker)
+        print(summary(run, label, cls, episode, attacker), "->", out)
 
 
 if __name__ == "__main__":

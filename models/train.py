@@ -11,7 +11,10 @@ shuffling (multithreaded BLAS may still change the last bits, so two runs can di
 
 Rows are weighted so that every attack class counts the same whatever its row count (half per row
 within the class, half per episode, so one huge flood episode does not drown the rest) and the
-benign rows together count --benign-weight times the attack total.
+benign rows together count --benign-weight times the attack total. Within the benign total, a row
+whose source or destination is a lab attacker (label.py's `attacker` column: the attackers' own
+ordinary traffic around their attacks, which the host context makes look like the attack) weighs
+--attacker-benign-weight times an ordinary benign row (default 1: all benign rows alike).
 
 The int8 model is static, per-tensor: weights int8 symmetric (max |w| / 127), activations
 quantized at every dense layer's input with a scale calibrated on training rows (the percentile of
@@ -50,7 +53,7 @@ NAME = "edgewatch-mlp"
 
 # ----------------------------------------------------------------------------------------- data
 def load_runs(paths):
-    xs, ys, cs, eps, runs, names = [], [], [], [], [], None
+    xs, ys, cs, eps, runs, atts, names = [], [], [], [], [], [], None
     for p in paths:
         _, feat_names, _, x, extra = lab_label.load_features(p)
         if "label" not in extra:
@@ -64,13 +67,21 @@ def load_runs(paths):
         cs.append(np.array([CLASSES.index(c) if c in CLASSES else -1 for c in extra["class"]], np.int64))
         eps.append(np.array(extra["episode"], dtype=np.int64))
         runs.append(np.array(extra["run"], dtype=object))
-    return names, np.concatenate(xs), np.concatenate(ys), np.concatenate(cs), np.concatenate(eps), np.concatenate(runs)
+        # Files labeled before the `attacker` column: no row is marked (all benign rows alike).
+        atts.append(np.array(extra.get("attacker") or [0] * len(x), dtype=np.int8))
+    return (names, np.concatenate(xs), np.concatenate(ys), np.concatenate(cs), np.concatenate(eps), np.concatenate(runs),
+            np.concatenate(atts))
 
 
-def row_weights(y, cls, ep, runs, benign_weight):
+def row_weights(y, cls, ep, runs, benign_weight, attacker=None, attacker_benign_weight=1.0):
     w = np.zeros(len(y), np.float64)
     ben = y == 0
-    w[ben] = benign_weight * len(CLASSES) / max(ben.sum(), 1)
+    # Benign rows share benign_weight x the attack total; an attacker's benign row counts
+    # attacker_benign_weight ordinary ones.
+    share = np.ones(len(y), np.float64)
+    if attacker is not None:
+        share[attacker == 1] = attacker_benign_weight
+    w[ben] = benign_weight * len(CLASSES) * share[ben] / max(share[ben].sum(), 1e-12)
     for c in range(len(CLASSES)):
         m = cls == c
         if not m.any():
@@ -387,8 +398,12 @@ def pick_threshold(score, y, target_fpr, floor):
     return float(min(max(t, floor), 0.99))
 
 
-def metrics(score, klass, y, cls, t):
+def metrics(score, klass, y, cls, t, attacker=None):
     out = {"benign_rows": int((y == 0).sum()), "fpr_rows": float(((score >= t) & (y == 0)).sum() / max((y == 0).sum(), 1))}
+    if attacker is not None:
+        ab = (y == 0) & (attacker == 1)
+        out["attacker_benign_rows"] = int(ab.sum())
+        out["fpr_rows_attacker_benign"] = float(((score >= t) & ab).sum() / max(ab.sum(), 1))
     for c, name in enumerate(CLASSES):
         m = cls == c
         if m.any():
@@ -484,6 +499,8 @@ def main():
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--benign-weight", type=float, default=8.0, help="benign total weight / attack total weight (default 8)")
+    ap.add_argument("--attacker-benign-weight", type=float, default=1.0,
+                    help="weight of a benign row to or from a lab attacker relative to another benign row, within the benign total (default 1; needs label.py's attacker column)")
     ap.add_argument("--target-fpr", type=float, default=0.001, help="benign row FPR on training data for the threshold (default 0.001)")
     ap.add_argument("--min-threshold", type=float, default=0.5)
     ap.add_argument("--version", default=None, help="edgewatch.version (default: mlp-<date>)")
@@ -499,7 +516,9 @@ def main():
 
     with open(args.schema) as f:
         schema = json.load(f)
-    names, x, y, cls, ep, runs = load_runs(args.data)
+    names, x, y, cls, ep, runs, att = load_runs(args.data)
+    if args.attacker_benign_weight != 1.0 and not att.any():
+        sys.exit("--attacker-benign-weight needs labeled files with the attacker column (re-label with models/label.py)")
     if names != schema["features"]:
         sys.exit("the features in the data are not the frozen schema's (models/feature_schema.json)")
     if args.max_per_episode:
@@ -512,11 +531,11 @@ def main():
             idx = np.where(keys == k)[0]
             if len(idx) > args.max_per_episode:
                 keep[rng0.choice(idx, len(idx) - args.max_per_episode, replace=False)] = False
-        x, y, cls, ep, runs = x[keep], y[keep], cls[keep], ep[keep], runs[keep]
+        x, y, cls, ep, runs, att = x[keep], y[keep], cls[keep], ep[keep], runs[keep], att[keep]
     if args.max_rows and len(x) > args.max_rows:
         keep = np.sort(np.random.default_rng(args.seed).choice(len(x), args.max_rows, replace=False))
-        x, y, cls, ep, runs = x[keep], y[keep], cls[keep], ep[keep], runs[keep]
-    print(f"{len(x)} rows from {len(set(runs))} runs: {int((y == 0).sum())} benign, "
+        x, y, cls, ep, runs, att = x[keep], y[keep], cls[keep], ep[keep], runs[keep], att[keep]
+    print(f"{len(x)} rows from {len(set(runs))} runs: {int((y == 0).sum())} benign ({int(((y == 0) & (att == 1)).sum())} of attackers), "
           + ", ".join(f"{c} {int((cls == i).sum())}" for i, c in enumerate(CLASSES)))
 
     # Normalization: centre of the training range and half its width, so every feature spans
@@ -526,7 +545,7 @@ def main():
     std = ((hi - lo) / 2).astype(np.float32)
     std = np.where(std < 1e-6, 1.0, std).astype(np.float32)
     xn = np.clip((x - mean) / std, -CLIP, CLIP).astype(np.float32)
-    w = row_weights(y, cls, ep, runs, args.benign_weight)
+    w = row_weights(y, cls, ep, runs, args.benign_weight, att, args.attacker_benign_weight)
     params = train(xn, y, cls, w, args.epochs, args.seed, lr=args.lr)
 
     version = args.version or "mlp-" + datetime.date.today().strftime("%Y%m%d")
@@ -552,10 +571,13 @@ def main():
     size8 = save(int8, os.path.join(args.out_dir, "edgewatch-int8.onnx"))
     report = {
         "rows": int(len(x)), "runs": sorted(set(runs.tolist())), "epochs": args.epochs, "threshold": t,
+        "recipe": {"benign_weight": args.benign_weight, "attacker_benign_weight": args.attacker_benign_weight,
+                   "target_fpr": args.target_fpr, "min_threshold": args.min_threshold, "max_per_episode": args.max_per_episode,
+                   "lr": args.lr, "seed": args.seed},
         "version": version, "size_f32": size32, "size_int8": size8,
         "ort_int8_vs_f32_worst_score_gap_train": float(np.max(np.abs(s32 - s8))),
         "ort_int8_vs_f32_mean_score_gap_train": float(np.mean(np.abs(s32 - s8))),
-        "train_f32": metrics(s32, c32, y, cls, t), "train_int8": metrics(s8, c8, y, cls, t),
+        "train_f32": metrics(s32, c32, y, cls, t, att), "train_int8": metrics(s8, c8, y, cls, t, att),
         "act_scales": {str(k): v for k, v in scales.items()}, "seconds": round(time.time() - t0, 1),
     }
     with open(os.path.join(args.out_dir, "train-report.json"), "w") as f:
