@@ -2,8 +2,8 @@
 //!
 //! Memory stays constant whatever the file size. A pcap file is read in blocks of
 //! [`READ_BLOCK`] into one buffer, and each record is handed out as a slice of it, never copied;
-//! the buffer grows past two blocks only for a record longer than a block, and never past
-//! [`MAX_RECORD_LEN`] plus a block. pcapng goes through pcap-file's fixed 8 MB read buffer.
+//! the buffer is one block, larger only for a record longer than that, and never past
+//! [`MAX_RECORD_LEN`] plus its header. pcapng goes through pcap-file's fixed 8 MB read buffer.
 //! This module owns the file format, not the frame contents (see `parse`). pcap records are read
 //! here (pcap-file's pcap reader rejects records longer than the snap length and reads a record's
 //! length before checking it); pcapng blocks come from pcap-file, whose reader ignores
@@ -227,7 +227,12 @@ impl CaptureReader {
                     stop = Some(detail);
                     None
                 }
-                Ok(Some((ts_sec, frac, orig_len, range))) => {
+                Ok(Some(Record {
+                    ts_sec,
+                    frac,
+                    orig_len,
+                    range,
+                })) => {
                     let sub_us = if *nanos { frac / 1000 } else { frac };
                     if sub_us >= 1_000_000 {
                         stop = Some(format!(
@@ -358,12 +363,12 @@ impl Blocks {
     }
 
     /// Makes the next `n` bytes available at `start` unless the stream ends first; returns how
-    /// many are (fewer than `n` only at the end of the stream). Reads at most a block more than
-    /// `n`, so the buffer stays under `n` + two blocks.
+    /// many are (fewer than `n` only at the end of the stream). Reads ahead up to a block from
+    /// `start`, never more: the buffer holds the larger of `n` and a block.
     fn fill(&mut self, n: usize) -> io::Result<usize> {
         while self.end - self.start < n && !self.eof {
-            let missing = n - (self.end - self.start);
-            let want = missing.max(READ_BLOCK);
+            let held = self.end - self.start;
+            let want = (n - held).max(READ_BLOCK.saturating_sub(held));
             if self.buf.len() - self.end < want {
                 // Move what is left to the front, then grow if that is not room enough.
                 self.buf.copy_within(self.start..self.end, 0);
@@ -384,14 +389,18 @@ impl Blocks {
     }
 }
 
-/// Reads one pcap record: its (seconds, fraction, original length, where its bytes are in the
-/// buffer), `None` at a clean end of the file, or why the file cannot be read further. The length
-/// is checked before a byte of the record is read, so a corrupt header never makes the buffer
-/// grow.
-fn next_record(
-    blocks: &mut Blocks,
-    big_endian: bool,
-) -> Result<Option<(u32, u32, u32, std::ops::Range<usize>)>, String> {
+/// A pcap record's header fields, and where its bytes are in the blocks' buffer.
+struct Record {
+    ts_sec: u32,
+    frac: u32,
+    orig_len: u32,
+    range: std::ops::Range<usize>,
+}
+
+/// Reads one pcap record, `None` at a clean end of the file, or why the file cannot be read
+/// further. The length is checked before a byte of the record is read, so a corrupt header never
+/// makes the buffer grow.
+fn next_record(blocks: &mut Blocks, big_endian: bool) -> Result<Option<Record>, String> {
     let got = blocks
         .fill(RECORD_HEADER_LEN)
         .map_err(|e| format!("read error: {e}"))?;
@@ -420,9 +429,7 @@ fn next_record(
         ));
     }
     let total = RECORD_HEADER_LEN + incl_len as usize;
-    let got = blocks
-        .fill(total)
-        .map_err(|e| format!("read error: {e}"))?;
+    let got = blocks.fill(total).map_err(|e| format!("read error: {e}"))?;
     if got < total {
         return Err(format!(
             "the last record is cut short ({} of {incl_len} bytes)",
@@ -431,7 +438,12 @@ fn next_record(
     }
     let range = blocks.start + RECORD_HEADER_LEN..blocks.start + total;
     blocks.start += total;
-    Ok(Some((ts_sec, frac, orig_len, range)))
+    Ok(Some(Record {
+        ts_sec,
+        frac,
+        orig_len,
+        range,
+    }))
 }
 
 fn describe(e: PcapError) -> String {
