@@ -118,15 +118,16 @@ struct BadInputMarker;
 
 /// glibc gives each thread that allocates its own malloc arena (up to 8 per core), and each keeps
 /// the memory freed into it. The pipeline's few threads hand flows and events to one another, so
-/// two arenas serve them as fast and keep the resident size down (under a flood: 62 MiB instead
-/// of 64-71 MiB, bench/README.md). MALLOC_ARENA_MAX in the environment still decides. musl's
-/// allocator (the static router builds) has no arenas.
+/// one arena serves them as fast (replay of the 1M-packet benchmark: the same time within the
+/// noise) and keeps the resident size down (under a flood: 60.5-61.2 MiB, against 62.6-66.0 with
+/// two arenas and 64-71 with glibc's default; bench/README.md). MALLOC_ARENA_MAX in the
+/// environment still decides. musl's allocator (the static router builds) has no arenas.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn limit_malloc_arenas() {
     if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
         // SAFETY: mallopt only sets an allocator parameter; no other thread runs yet.
         unsafe {
-            libc::mallopt(libc::M_ARENA_MAX, 2);
+            libc::mallopt(libc::M_ARENA_MAX, 1);
         }
     }
 }
