@@ -248,9 +248,11 @@ fn shard_worker(
         }
         table.advance(batch.reached.ts, &mut events);
         publish_flow_counters(&stats, &table, &mut published);
+        // The next batch's events likely number about the same: room for them up front.
+        let room = events.len();
         let report = ShardReport {
             shard,
-            events: std::mem::take(&mut events),
+            events: std::mem::replace(&mut events, Vec::with_capacity(room)),
             watermark: batch.reached,
         };
         if tx.send(report).is_err() {
