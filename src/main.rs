@@ -117,11 +117,12 @@ fn bad<E: Into<anyhow::Error>>(e: E) -> anyhow::Error {
 struct BadInputMarker;
 
 /// glibc gives each thread that allocates its own malloc arena (up to 8 per core), and each keeps
-/// the memory freed into it. The pipeline's few threads hand flows and events to one another, so
-/// one arena serves them as fast (replay of the 1M-packet benchmark: the same time within the
-/// noise) and keeps the resident size down (under a flood: 60.5-61.2 MiB, against 62.6-66.0 with
-/// two arenas and 64-71 with glibc's default; bench/README.md). MALLOC_ARENA_MAX in the
-/// environment still decides. musl's allocator (the static router builds) has no arenas.
+/// the memory freed into it. The pipeline's few threads hand flows and events to one another; one
+/// arena keeps the resident size bounded under a flood (60.1-60.9 MiB, against 62.6-66.0 with two
+/// arenas and 64-71 with glibc's default) at the price of some lock contention (replay of the
+/// 1M-packet benchmark with 2 workers: about 10 % slower than with two arenas; bench/README.md).
+/// MALLOC_ARENA_MAX in the environment still decides. musl's allocator (the static router builds)
+/// has no arenas.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn limit_malloc_arenas() {
     if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
