@@ -45,7 +45,9 @@ impl Merger {
         if self.queues.len() == 1
             && self.queues[0].is_empty()
             && out.is_empty()
-            && events.last().is_none_or(|e| e.order() <= self.watermarks[0])
+            && events
+                .last()
+                .is_none_or(|e| e.order() <= self.watermarks[0])
         {
             *out = events;
             return;
