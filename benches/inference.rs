@@ -19,7 +19,7 @@ fn cpu_ns() -> Option<u64> {
 
 fn main() {
     let path = std::env::var("EDGEWATCH_MODEL").unwrap_or_default();
-    let scorer = Scorer::load(&path).expect("model loads");
+    let mut scorer = Scorer::load(&path).expect("model loads");
     let rows = common::feature_rows(256);
     println!("model {} {}", scorer.info().name, scorer.info().version);
     println!(

@@ -220,7 +220,7 @@ fn bench_features(c: &mut Criterion, cfg: &Config, packets: &[PacketMeta]) {
 
 fn bench_inference(c: &mut Criterion) {
     let path = std::env::var("EDGEWATCH_MODEL").unwrap_or_default();
-    let scorer = Scorer::load(&path).expect("model loads");
+    let mut scorer = Scorer::load(&path).expect("model loads");
     let rows = common::feature_rows(256);
     let mut g = c.benchmark_group("inference");
     for batch in [1usize, 8, 32, 64, 128, 256] {

@@ -6,7 +6,7 @@
 //! size, and then run many times. This module scores vectors; it does not build them.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 
 use tract_onnx::prelude::*;
 use tract_onnx::tract_hir::infer::Factoid;
@@ -70,9 +70,9 @@ pub struct Scorer {
     plan: Plan,
     /// One tract session reused for every batch: a fresh one per batch allocates every node's
     /// state again and makes each matrix product rebuild its output layout (tract keys that
-    /// cache by session). The lock is never contended: one scoring thread owns a scorer. Boxed:
-    /// a session is a few hundred bytes, and a `Scorer` is moved around by value.
-    state: Mutex<Box<TypedSimpleState>>,
+    /// cache by session). Boxed: a session is a few hundred bytes, and a `Scorer` is moved
+    /// around by value.
+    state: Box<TypedSimpleState>,
     info: ModelInfo,
     has_class: bool,
 }
@@ -241,8 +241,8 @@ impl Scorer {
             classes,
             threshold,
         };
-        let state = Mutex::new(Box::new(plan.spawn().map_err(runtime)?));
-        let scorer = Scorer {
+        let state = Box::new(plan.spawn().map_err(runtime)?);
+        let mut scorer = Scorer {
             plan,
             state,
             info,
@@ -263,24 +263,21 @@ impl Scorer {
     }
 
     /// Scores `rows` feature vectors laid out one after the other.
-    pub fn score(&self, rows: &[f32]) -> Result<Vec<Score>, String> {
+    pub fn score(&mut self, rows: &[f32]) -> Result<Vec<Score>, String> {
         let n = rows.len() / FEATURE_COUNT;
         if n == 0 {
             return Ok(Vec::new());
         }
         let input = Tensor::from_shape(&[n, FEATURE_COUNT], &rows[..n * FEATURE_COUNT])
             .map_err(|e| e.to_string())?;
-        let outputs = {
-            let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-            match state.run(tvec!(input.into_tvalue())) {
-                Ok(outputs) => outputs,
-                Err(e) => {
-                    // A failed run can leave values of that batch behind: start a new session.
-                    if let Ok(fresh) = self.plan.spawn() {
-                        **state = fresh;
-                    }
-                    return Err(format!("{e:#}"));
+        let outputs = match self.state.run(tvec!(input.into_tvalue())) {
+            Ok(outputs) => outputs,
+            Err(e) => {
+                // A failed run can leave values of that batch behind: start a new session.
+                if let Ok(fresh) = self.plan.spawn() {
+                    *self.state = fresh;
                 }
+                return Err(format!("{e:#}"));
             }
         };
         let scores = outputs[0]

@@ -24,7 +24,7 @@ fn inputs(g: &serde_json::Value) -> Vec<f32> {
     flat
 }
 
-fn worst_gap(scorer: &Scorer, x: &[f32], reference: &serde_json::Value) -> f32 {
+fn worst_gap(scorer: &mut Scorer, x: &[f32], reference: &serde_json::Value) -> f32 {
     let scores = scorer.score(x).unwrap();
     let want: Vec<f32> = reference["score"]
         .as_array()
@@ -63,7 +63,7 @@ fn worst_gap(scorer: &Scorer, x: &[f32], reference: &serde_json::Value) -> f32 {
 #[test]
 fn f32_model_matches_onnxruntime() {
     let g = golden();
-    let scorer = Scorer::load(concat!(
+    let mut scorer = Scorer::load(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/tests/data/models/baseline.onnx"
     ))
@@ -72,7 +72,7 @@ fn f32_model_matches_onnxruntime() {
         scorer.info().classes,
         ["scan", "flood", "bruteforce", "slowdos"]
     );
-    let gap = worst_gap(&scorer, &inputs(&g), &g["f32"]);
+    let gap = worst_gap(&mut scorer, &inputs(&g), &g["f32"]);
     assert!(gap < 1e-4, "tract f32 vs onnxruntime f32: worst gap {gap}");
 }
 
@@ -83,14 +83,14 @@ fn int8_model_matches_onnxruntime_and_stays_near_f32() {
         env!("CARGO_MANIFEST_DIR"),
         "/tests/data/models/baseline-int8.onnx"
     );
-    let scorer = Scorer::load(path).expect("int8 QDQ model loads");
+    let mut scorer = Scorer::load(path).expect("int8 QDQ model loads");
     let x = inputs(&g);
-    let gap_ort = worst_gap(&scorer, &x, &g["int8"]);
+    let gap_ort = worst_gap(&mut scorer, &x, &g["int8"]);
     assert!(
         gap_ort < 0.02,
         "tract int8 vs onnxruntime int8: worst gap {gap_ort}"
     );
-    let gap_f32 = worst_gap(&scorer, &x, &g["f32"]);
+    let gap_f32 = worst_gap(&mut scorer, &x, &g["f32"]);
     assert!(
         gap_f32 < 0.05,
         "tract int8 vs f32 reference: worst gap {gap_f32}"
@@ -104,7 +104,7 @@ fn int8_model_matches_onnxruntime_and_stays_near_f32() {
 fn batches_of_any_size_give_the_same_scores() {
     let g = golden();
     let x = inputs(&g);
-    let scorer = Scorer::load(concat!(
+    let mut scorer = Scorer::load(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/tests/data/models/baseline.onnx"
     ))

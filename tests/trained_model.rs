@@ -58,7 +58,7 @@ fn default_model_is_the_trained_one_with_its_metadata() {
 #[test]
 fn tract_int8_matches_onnxruntime_and_stays_near_f32() {
     let g = golden();
-    let scorer = Scorer::load(MODEL).unwrap();
+    let mut scorer = Scorer::load(MODEL).unwrap();
     let x = inputs(&g);
     let got = scorer.score(&x).unwrap();
     let want_int8 = floats(&g["int8"]["score"]);
