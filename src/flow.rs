@@ -343,20 +343,41 @@ fn micros(s: f64) -> Micros {
     (s.max(0.0) * 1e6) as Micros
 }
 
-/// The flows of a table by key: boxed flows in a hash table of pointers.
+/// Where a flow is stored in its table (see [`FlowMap`]).
+type Slot = u32;
+
+/// A timer: the deadline, the flow's uid and its slot. Ordered by deadline, then uid (the slot
+/// only breaks ties between entries of the same flow).
+type Timer = Reverse<(Micros, u64, Slot)>;
+
+/// The flows of a table: slots in fixed-size chunks, and a hash table of slot numbers by key.
 ///
-/// A bucket is one pointer, not a key and a 300-byte flow: under a flood's churn the table may
-/// need twice its capacity in buckets (deleted entries leave tombstones until a rehash), which
-/// costs a few bytes per bucket here. The hash is seeded at random (`fasthash`): keys come from the network.
+/// A timer names its flow's slot, so firing it needs no hashing and no key comparison, and a
+/// heap entry is 24 bytes, not 64. Chunks are added as the table grows and never move (no
+/// reallocation, no copy, no reservation for a capacity that may never be used); freed slots are
+/// reused first, so the chunks hold at most as many flows as the table ever did at once. A
+/// bucket is 4 bytes: under a flood's churn the hash table may need twice its capacity in
+/// buckets (deleted entries leave tombstones until a rehash). The hash is seeded at random
+/// (`fasthash`): keys come from the network.
 struct FlowMap {
-    table: hashbrown::HashTable<Box<Flow>>,
+    index: hashbrown::HashTable<Slot>,
+    chunks: Vec<Box<[Option<Flow>]>>,
+    /// Slots handed out so far (the used part of the chunks).
+    used: Slot,
+    free: Vec<Slot>,
     hasher: Seeded,
 }
+
+/// Slots per chunk: a chunk is about 300 KB.
+const CHUNK: usize = 1024;
 
 impl FlowMap {
     fn with_capacity(capacity: usize) -> FlowMap {
         FlowMap {
-            table: hashbrown::HashTable::with_capacity(capacity),
+            index: hashbrown::HashTable::with_capacity(capacity),
+            chunks: Vec::new(),
+            used: 0,
+            free: Vec::new(),
             hasher: Seeded::default(),
         }
     }
@@ -366,61 +387,98 @@ impl FlowMap {
     }
 
     fn len(&self) -> usize {
-        self.table.len()
+        self.index.len()
     }
 
     fn is_empty(&self) -> bool {
-        self.table.is_empty()
+        self.index.is_empty()
     }
 
-    fn get(&self, key: &FlowKey) -> Option<&Flow> {
-        self.table
-            .find(self.hash(key), |f| f.key == *key)
-            .map(|f| &**f)
+    /// The slot of the flow stored under `key`.
+    fn find(&self, key: &FlowKey) -> Option<Slot> {
+        let chunks = &self.chunks;
+        self.index
+            .find(self.hash(key), |&s| {
+                let s = s as usize;
+                chunks[s / CHUNK][s % CHUNK]
+                    .as_ref()
+                    .is_some_and(|f| f.key == *key)
+            })
+            .copied()
     }
 
     fn get_mut(&mut self, key: &FlowKey) -> Option<&mut Flow> {
-        let hash = self.hash(key);
-        self.table
-            .find_mut(hash, |f| f.key == *key)
-            .map(|f| &mut **f)
+        let slot = self.find(key)?;
+        self.slot_mut(slot)
     }
 
-    /// The flow stored under `key`, to read, change or remove with one lookup.
-    fn entry(
-        &mut self,
-        key: &FlowKey,
-    ) -> Option<hashbrown::hash_table::OccupiedEntry<'_, Box<Flow>>> {
-        let hash = self.hash(key);
-        self.table.find_entry(hash, |f| f.key == *key).ok()
+    fn slot(&self, slot: Slot) -> Option<&Flow> {
+        let slot = slot as usize;
+        self.chunks.get(slot / CHUNK)?[slot % CHUNK].as_ref()
     }
 
-    /// Adds a flow whose key is not in the map.
-    fn insert(&mut self, flow: Flow) {
+    fn slot_mut(&mut self, slot: Slot) -> Option<&mut Flow> {
+        let slot = slot as usize;
+        self.chunks.get_mut(slot / CHUNK)?[slot % CHUNK].as_mut()
+    }
+
+    fn cell(&mut self, slot: Slot) -> &mut Option<Flow> {
+        let slot = slot as usize;
+        &mut self.chunks[slot / CHUNK][slot % CHUNK]
+    }
+
+    /// Adds a flow whose key is not in the map; returns its slot.
+    fn insert(&mut self, flow: Flow) -> Slot {
         let hash = self.hash(&flow.key);
+        let slot = self.free.pop().unwrap_or_else(|| {
+            if self.used as usize == self.chunks.len() * CHUNK {
+                self.chunks.push(vec![None; CHUNK].into_boxed_slice());
+            }
+            self.used += 1;
+            self.used - 1
+        });
+        *self.cell(slot) = Some(flow);
+        let chunks = &self.chunks;
         let hasher = &self.hasher;
-        self.table
-            .insert_unique(hash, Box::new(flow), |f| hasher.hash_one(f.key));
+        self.index.insert_unique(hash, slot, |&s| {
+            let s = s as usize;
+            chunks[s / CHUNK][s % CHUNK]
+                .as_ref()
+                .map_or(0, |f| hasher.hash_one(f.key))
+        });
+        slot
     }
 
-    fn remove(&mut self, key: &FlowKey) -> Option<Flow> {
-        let hash = self.hash(key);
-        match self.table.find_entry(hash, |f| f.key == *key) {
-            Ok(entry) => Some(*entry.remove().0),
-            Err(_) => None,
+    /// Takes the flow out of `slot`, which must hold one.
+    fn remove_slot(&mut self, slot: Slot) -> Flow {
+        let flow = self.cell(slot).take().expect("the slot holds a flow");
+        let hash = self.hash(&flow.key);
+        if let Ok(entry) = self.index.find_entry(hash, |&s| s == slot) {
+            entry.remove();
         }
+        self.free.push(slot);
+        flow
     }
 
-    fn any_key(&self) -> Option<FlowKey> {
-        self.table.iter().next().map(|f| f.key)
+    fn any_slot(&self) -> Option<Slot> {
+        self.index.iter().next().copied()
     }
 
-    fn iter(&self) -> impl Iterator<Item = &Flow> {
-        self.table.iter().map(|f| &**f)
+    /// The flows and their slots.
+    fn iter(&self) -> impl Iterator<Item = (Slot, &Flow)> {
+        self.chunks
+            .iter()
+            .flat_map(|chunk| chunk.iter())
+            .enumerate()
+            .filter_map(|(s, f)| Some((s as Slot, f.as_ref()?)))
     }
 
-    fn drain(&mut self) -> impl Iterator<Item = Box<Flow>> + '_ {
-        self.table.drain()
+    /// Removes every flow.
+    fn clear(&mut self) {
+        self.index.clear();
+        self.chunks.clear();
+        self.used = 0;
+        self.free.clear();
     }
 }
 
@@ -474,7 +532,7 @@ fn eval_event(
 pub struct FlowTable {
     flows: FlowMap,
     /// Deadlines, lazily updated: an entry may be earlier than its flow's real deadline.
-    timers: BinaryHeap<Reverse<(Micros, u64, FlowKey)>>,
+    timers: BinaryHeap<Timer>,
     capacity: usize,
     timeouts: Timeouts,
     /// The idle timeouts of emergency mode (the others as in `timeouts`).
@@ -553,7 +611,7 @@ impl FlowTable {
             .iter()
             // A deadline already passed fires just after the packet that got us here: events
             // must stay in order.
-            .map(|f| Reverse((self.deadline(f).max(self.now + 1), f.uid, f.key)))
+            .map(|(slot, f)| Reverse((self.deadline(f).max(self.now + 1), f.uid, slot)))
             .collect();
         self.timers = BinaryHeap::from(timers);
     }
@@ -603,22 +661,21 @@ impl FlowTable {
         self.now = self.now.max(now);
         let (probe, active) = (self.timeouts.probe, self.timeouts.active);
         let last_eval = self.max_evals.saturating_sub(1);
-        while let Some(&Reverse((due, hash, key))) = self.timers.peek() {
+        while let Some(&Reverse((due, hash, slot))) = self.timers.peek() {
             if due > self.now {
                 break;
             }
             self.timers.pop();
             let idle = *self.timeouts();
-            let Some(mut entry) = self.flows.entry(&key) else {
+            let Some(flow) = self.flows.slot_mut(slot) else {
                 continue;
             };
-            let flow = &mut **entry.get_mut();
             if flow.uid != hash {
-                continue; // an entry of an earlier flow with the same key
+                continue; // an entry of an earlier flow in the same slot
             }
             let real = deadline(&idle, &self.timeouts, flow);
             if real > due {
-                self.timers.push(Reverse((real, hash, key)));
+                self.timers.push(Reverse((real, hash, slot)));
                 continue;
             }
             let order = Order {
@@ -628,11 +685,11 @@ impl FlowTable {
                 b: 0,
             };
             if flow.closed {
-                entry.remove();
+                self.flows.remove_slot(slot);
                 continue;
             }
             if idle_deadline(&idle, flow) <= due {
-                let mut flow = entry.remove().0;
+                let mut flow = self.flows.remove_slot(slot);
                 eval_event(&mut flow, order, EvalReason::Idle, &mut self.counters, out);
                 continue;
             }
@@ -645,7 +702,7 @@ impl FlowTable {
                 }
             }
             let next = deadline(&idle, &self.timeouts, flow);
-            self.timers.push(Reverse((next, hash, key)));
+            self.timers.push(Reverse((next, hash, slot)));
         }
         self.check_emergency_leave();
     }
@@ -714,7 +771,11 @@ impl FlowTable {
             && p.tcp_flags & tcp_flags::SYN != 0
             && p.tcp_flags & tcp_flags::ACK == 0;
 
-        if let Some(flow) = self.flows.get_mut(&key) {
+        if let Some(slot) = self.flows.find(&key) {
+            let flow = self
+                .flows
+                .slot_mut(slot)
+                .expect("a found slot holds its flow");
             if !flow.closed {
                 let ended = update(flow, p);
                 let reached_early = (flow.evals == 0
@@ -725,7 +786,7 @@ impl FlowTable {
                     flow.closed = true;
                     eval_event(flow, order(), EvalReason::TcpEnd, &mut self.counters, out);
                     let (next, uid) = (deadline(&idle, &self.timeouts, flow), flow.uid);
-                    self.push_timer(Reverse((next, uid, key)));
+                    self.push_timer(Reverse((next, uid, slot)));
                 } else if reached_early {
                     eval_event(flow, order(), EvalReason::Early, &mut self.counters, out);
                 }
@@ -737,7 +798,7 @@ impl FlowTable {
                 return;
             }
             // A new SYN after the end starts a new flow; the old one was already evaluated.
-            self.flows.remove(&key);
+            self.flows.remove_slot(slot);
         }
 
         if self.flows.len() >= self.capacity {
@@ -751,14 +812,14 @@ impl FlowTable {
             flow,
         });
         let next = self.deadline(&flow);
-        self.flows.insert(flow);
-        self.push_timer(Reverse((next, hash, key)));
+        let slot = self.flows.insert(flow);
+        self.push_timer(Reverse((next, hash, slot)));
         self.check_emergency_enter();
         if self.timers.len() > timer_bound(self.capacity) {
             self.compact_timers();
         }
         if self.early_eval_packets <= 1
-            && let Some(stored) = self.flows.get_mut(&key)
+            && let Some(stored) = self.flows.slot_mut(slot)
         {
             eval_event(stored, order(), EvalReason::Early, &mut self.counters, out);
         }
@@ -766,7 +827,7 @@ impl FlowTable {
 
     /// Adds a timer entry. The heap grows by half at a time and never past its bound (doubling
     /// would leave up to half of the table's second-largest allocation unused).
-    fn push_timer(&mut self, entry: Reverse<(Micros, u64, FlowKey)>) {
+    fn push_timer(&mut self, entry: Timer) {
         let (len, cap) = (self.timers.len(), self.timers.capacity());
         if len == cap {
             let bound = timer_bound(self.capacity) + 1;
@@ -781,8 +842,8 @@ impl FlowTable {
         let mut entries = std::mem::take(&mut self.timers).into_vec();
         entries.sort_unstable_by_key(|Reverse(entry)| *entry);
         let mut seen = std::collections::HashSet::with_capacity(self.flows.len());
-        entries.retain(|Reverse((_, uid, key))| {
-            self.flows.get(key).is_some_and(|f| f.uid == *uid) && seen.insert(*uid)
+        entries.retain(|Reverse((_, uid, slot))| {
+            self.flows.slot(*slot).is_some_and(|f| f.uid == *uid) && seen.insert(*uid)
         });
         self.timers = BinaryHeap::from(entries);
     }
@@ -790,8 +851,8 @@ impl FlowTable {
     /// Evicts the flow closest to its deadline.
     fn evict_one(&mut self, order: Order, out: &mut Vec<FlowEvent>) {
         let mut retries = 8;
-        while let Some(Reverse((due, hash, key))) = self.timers.pop() {
-            let Some(flow) = self.flows.get(&key) else {
+        while let Some(Reverse((due, hash, slot))) = self.timers.pop() {
+            let Some(flow) = self.flows.slot(slot) else {
                 continue;
             };
             if flow.uid != hash {
@@ -800,10 +861,10 @@ impl FlowTable {
             let real = self.deadline(flow);
             if real > due && retries > 0 {
                 retries -= 1;
-                self.timers.push(Reverse((real, hash, key)));
+                self.timers.push(Reverse((real, hash, slot)));
                 continue;
             }
-            let flow = self.flows.remove(&key).expect("flow present");
+            let flow = self.flows.remove_slot(slot);
             self.counters.flows_evicted += 1;
             if !flow.closed {
                 self.emit_eval(flow, order, EvalReason::Evicted, out);
@@ -811,8 +872,8 @@ impl FlowTable {
             return;
         }
         // No timer left for any flow (cannot happen: every flow has one); keep the bound anyway.
-        if let Some(key) = self.flows.any_key() {
-            let flow = self.flows.remove(&key).expect("flow present");
+        if let Some(slot) = self.flows.any_slot() {
+            let flow = self.flows.remove_slot(slot);
             self.counters.flows_evicted += 1;
             self.emit_eval(flow, order, EvalReason::Evicted, out);
         }
@@ -827,24 +888,32 @@ impl FlowTable {
     /// [`flush`](Self::flush), handing the evaluations out `chunk` at a time, so a full table
     /// never sits in memory twice (once as flows, once as events).
     pub fn flush_in_chunks(&mut self, chunk: usize, mut emit: impl FnMut(&mut Vec<FlowEvent>)) {
-        let mut flows: Vec<Box<Flow>> = self.flows.drain().filter(|f| !f.closed).collect();
+        let mut flows: Vec<(Micros, u64, Slot)> = self
+            .flows
+            .iter()
+            .filter(|(_, f)| !f.closed)
+            .map(|(slot, f)| (f.start, f.uid, slot))
+            .collect();
         self.timers = BinaryHeap::new();
         self.emergency = false;
-        flows.sort_unstable_by_key(|f| (f.start, f.uid));
+        flows.sort_unstable();
         let mut out = Vec::with_capacity(chunk.min(flows.len()));
-        for flow in flows {
+        for (_, _, slot) in flows {
+            let flow = self.flows.remove_slot(slot);
             let order = Order {
                 ts: self.now,
                 class: 2,
                 a: flow.start,
                 b: flow.uid,
             };
-            self.emit_eval(*flow, order, EvalReason::Flush, &mut out);
+            self.emit_eval(flow, order, EvalReason::Flush, &mut out);
             if out.len() >= chunk {
                 emit(&mut out);
                 out.clear();
             }
         }
+        // What is left are ended flows, already evaluated.
+        self.flows.clear();
         if !out.is_empty() {
             emit(&mut out);
         }
