@@ -114,9 +114,8 @@ impl Pipeline {
         };
 
         let mut shard_txs = Vec::with_capacity(workers);
-        // The shards start their final flush together: the scorer merges their flushes in one
-        // order, and a shard flushing alone would pile its whole table up in the merger.
-        let flush_together = Arc::new(std::sync::Barrier::new(workers));
+        // The shards' final flushes keep in step (see FlushPace).
+        let pace = Arc::new(FlushPace::new(workers));
         for shard in 0..workers {
             // Dispatcher -> shard: policy chosen by the caller (block for replay, drop live).
             let (tx, rx) = bounded::<Batch>(cfg.capture.queue_capacity);
@@ -124,9 +123,9 @@ impl Pipeline {
             let table = FlowTable::new(&cfg.flow, cfg.flow.max_flows.div_ceil(workers));
             let report_tx = report_tx.clone();
             let stats = stats.clone();
-            let flush_together = flush_together.clone();
+            let pace = pace.clone();
             threads.push(spawn(&format!("ew-flow-{shard}"), move || {
-                shard_worker(shard, table, rx, report_tx, stats, &flush_together);
+                shard_worker(shard, table, rx, report_tx, stats, &pace);
                 Ok(())
             })?);
         }
@@ -234,8 +233,16 @@ fn shard_worker(
     rx: Receiver<Batch>,
     tx: Sender<ShardReport>,
     stats: Arc<Stats>,
-    flush_together: &std::sync::Barrier,
+    pace: &FlushPace,
 ) {
+    // Marks this shard's flush as done however the thread ends, so no other shard waits for it.
+    struct Done<'a>(&'a FlushPace, usize);
+    impl Drop for Done<'_> {
+        fn drop(&mut self) {
+            self.0.done(self.1);
+        }
+    }
+    let _done = Done(pace, shard);
     let mut published = Published {
         counters: table.counters,
         active: 0,
@@ -259,11 +266,13 @@ fn shard_worker(
             return;
         }
     }
-    flush_together.wait();
     // Flush orders are the same in every shard (time reached, then flow start), so each chunk's
     // last event is a watermark: the scorer can merge the shards' flushes as they come.
     let mut open = true;
+    let mut chunks = 0;
     table.flush_in_chunks(FLUSH_CHUNK, |chunk| {
+        chunks += 1;
+        pace.step(shard, chunks);
         let watermark = chunk.last().map_or(Order::ZERO, FlowEvent::order);
         let events = std::mem::take(chunk);
         open = open
@@ -282,6 +291,50 @@ fn shard_worker(
             events,
             watermark: Order::END,
         });
+    }
+}
+
+/// Keeps the shards' final flushes in step.
+///
+/// The scorer releases a shard's flushed flows only as far as every shard's flush has got. A
+/// shard flushing ahead of the others (or before they have finished their input) would pile its
+/// whole table up in the merger: under a flood, megabytes at the very end of the run. So a shard
+/// sends its chunk n only once every other shard has sent chunk n - FLUSH_LEAD or is done.
+struct FlushPace {
+    /// Chunks each shard has sent (usize::MAX once it is done).
+    sent: std::sync::Mutex<Vec<usize>>,
+    moved: std::sync::Condvar,
+}
+
+/// Chunks a shard's flush may run ahead of the slowest shard's.
+const FLUSH_LEAD: usize = 2;
+
+impl FlushPace {
+    fn new(shards: usize) -> FlushPace {
+        FlushPace {
+            sent: std::sync::Mutex::new(vec![0; shards]),
+            moved: std::sync::Condvar::new(),
+        }
+    }
+
+    /// `shard` is about to send its chunk `n` (from 1): waits until it may.
+    fn step(&self, shard: usize, n: usize) {
+        let mut sent = self.sent.lock().unwrap_or_else(|e| e.into_inner());
+        sent[shard] = n - 1;
+        self.moved.notify_all();
+        while sent
+            .iter()
+            .min()
+            .is_some_and(|&low| low.saturating_add(FLUSH_LEAD) < n)
+        {
+            sent = self.moved.wait(sent).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    fn done(&self, shard: usize) {
+        let mut sent = self.sent.lock().unwrap_or_else(|e| e.into_inner());
+        sent[shard] = usize::MAX;
+        self.moved.notify_all();
     }
 }
 
@@ -601,4 +654,43 @@ fn publish_live(pipeline: &Pipeline, counters: &[Arc<CaptureCounters>]) {
     Stats::set(&pipeline.stats.kernel_packets, sum(|c| &c.kernel_packets));
     Stats::set(&pipeline.stats.kernel_drops, sum(|c| &c.kernel_drops));
     Stats::set(&pipeline.stats.kernel_freezes, sum(|c| &c.kernel_freezes));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    #[test]
+    fn a_flush_runs_at_most_flush_lead_chunks_ahead_of_the_slowest_shard() {
+        let pace = Arc::new(FlushPace::new(2));
+        let reached = Arc::new(AtomicUsize::new(0));
+        let ahead = {
+            let (pace, reached) = (pace.clone(), reached.clone());
+            std::thread::spawn(move || {
+                for n in 1..=5 {
+                    pace.step(0, n);
+                    reached.store(n, Ordering::SeqCst);
+                }
+                pace.done(0);
+            })
+        };
+        // Waits for shard 0 to reach `n` chunks, then checks that it goes no further.
+        let stops_at = |n: usize| {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while reached.load(Ordering::SeqCst) < n && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+            assert_eq!(reached.load(Ordering::SeqCst), n);
+        };
+        // Shard 1 has sent nothing yet: shard 0 may send its first FLUSH_LEAD chunks only.
+        stops_at(FLUSH_LEAD);
+        pace.step(1, 1);
+        pace.step(1, 2); // shard 1 has now sent one chunk
+        stops_at(FLUSH_LEAD + 1);
+        pace.done(1);
+        ahead.join().unwrap();
+        assert_eq!(reached.load(Ordering::SeqCst), 5);
+    }
 }
