@@ -69,6 +69,16 @@ const REPORT_QUEUE: usize = 16;
 const ALERT_QUEUE: usize = 64;
 /// Evaluations per report when a shard flushes its table.
 const FLUSH_CHUNK: usize = 256;
+/// A shard reports its events at least every this many. Under a flood every packet starts a
+/// flow: the reports, and the memory the report queue holds, would otherwise grow with the
+/// batches of packets.
+const REPORT_EVENTS: usize = 256;
+/// Room for a report's events: a packet (and the timers it fires) may add a few past the mark.
+const REPORT_ROOM: usize = REPORT_EVENTS + REPORT_EVENTS / 8;
+/// Replay hands packets and events on in batches this many times `capture.batch_size`, with
+/// queues this many times shorter: the same items in flight, a fraction of the hand-overs. Live
+/// capture keeps the configured batches, for alert latency.
+const REPLAY_BATCH_SCALE: usize = 4;
 
 impl Pipeline {
     /// Starts the flow shards, the scoring stage and the sink.
@@ -81,11 +91,16 @@ impl Pipeline {
         let stats = Arc::new(Stats::default());
         let workers = workers.max(1);
         let mut threads = Vec::new();
+        let scale = match when_full {
+            WhenFull::Block => REPLAY_BATCH_SCALE,
+            WhenFull::DropNewest => 1,
+        };
+        let shorter = |queue: usize| queue.div_ceil(scale);
 
         // Scorer -> sink: blocks when full; the sink is the slowest stage only when its disk is.
         let (alert_tx, alert_rx) = bounded::<Vec<Alert>>(ALERT_QUEUE);
         // Shards -> scorer: blocks when full (back-pressure into the shard queues).
-        let (report_tx, report_rx) = bounded::<ShardReport>(REPORT_QUEUE);
+        let (report_tx, report_rx) = bounded::<ShardReport>(shorter(REPORT_QUEUE));
 
         let (mode, sink) = match output {
             Output::Alerts {
@@ -118,7 +133,7 @@ impl Pipeline {
         let pace = Arc::new(FlushPace::new(workers));
         for shard in 0..workers {
             // Dispatcher -> shard: policy chosen by the caller (block for replay, drop live).
-            let (tx, rx) = bounded::<Batch>(cfg.capture.queue_capacity);
+            let (tx, rx) = bounded::<Batch>(shorter(cfg.capture.queue_capacity));
             shard_txs.push(tx);
             let table = FlowTable::new(&cfg.flow, cfg.flow.max_flows.div_ceil(workers));
             let report_tx = report_tx.clone();
@@ -167,7 +182,7 @@ impl Pipeline {
 
         let dispatcher = Dispatcher::new(
             shard_txs,
-            cfg.capture.batch_size,
+            cfg.capture.batch_size * scale,
             cfg.flow.max_fragments,
             when_full,
         );
@@ -252,11 +267,23 @@ fn shard_worker(
     for batch in rx {
         for p in &batch.packets {
             table.process(p, &mut events);
+            if events.len() >= REPORT_EVENTS {
+                // A shard's events come in order: the last one is a watermark.
+                let watermark = events.last().map_or(Order::ZERO, FlowEvent::order);
+                let report = ShardReport {
+                    shard,
+                    events: std::mem::replace(&mut events, Vec::with_capacity(REPORT_ROOM)),
+                    watermark,
+                };
+                if tx.send(report).is_err() {
+                    return;
+                }
+            }
         }
         table.advance(batch.reached.ts, &mut events);
         publish_flow_counters(&stats, &table, &mut published);
         // The next batch's events likely number about the same: room for them up front.
-        let room = events.len();
+        let room = events.len().min(REPORT_ROOM);
         let report = ShardReport {
             shard,
             events: std::mem::replace(&mut events, Vec::with_capacity(room)),
