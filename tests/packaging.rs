@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::*;
-use edgewatch::config::{CaptureConfig, Config, MqttConfig};
+use edgewatch::config::{CaptureBackend, CaptureConfig, Config, MqttConfig};
 
 fn repo(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
@@ -147,6 +147,10 @@ fn openwrt_uci_options_reach_the_agent_config() {
             ("enabled", "1"),
             ("sensor_id", r#"gw "north" \1"#),
             ("promiscuous", "0"),
+            ("capture_backend", "tpacket"),
+            ("capture_threads", "2"),
+            ("ring_block_kib", "64"),
+            ("ring_blocks", "8"),
             ("alerts", "/tmp/edgewatch/alerts.jsonl"),
             ("state_dir", "/mnt/usb/edgewatch"),
             ("model", "/etc/edgewatch/model.onnx"),
@@ -175,6 +179,10 @@ fn openwrt_uci_options_reach_the_agent_config() {
     assert_eq!(config.sensor_id, r#"gw "north" \1"#);
     assert_eq!(config.capture.interfaces, ["br-lan", "eth1"]);
     assert!(!config.capture.promiscuous);
+    assert_eq!(config.capture.backend, CaptureBackend::Tpacket);
+    assert_eq!(config.capture.threads, 2);
+    assert_eq!(config.capture.ring_block_kib, 64);
+    assert_eq!(config.capture.ring_blocks, 8);
     assert_eq!(config.output.alerts, "/tmp/edgewatch/alerts.jsonl");
     assert_eq!(config.state_dir, "/mnt/usb/edgewatch");
     assert_eq!(config.model.path, "/etc/edgewatch/model.onnx");
