@@ -1,7 +1,7 @@
 //! Alerts: the EVE-compatible record, and the engine that turns scored flows into alerts.
 //!
-//! The engine applies the threshold, merges alerts for the same (source, destination, class)
-//! within `alert_window_s` into one alert with a `count` (the first one goes out at once, the rest
+//! The engine applies the threshold, merges alerts for the same (source, destination, protocol,
+//! class) within `alert_window_s` into one alert with a `count` (the first one goes out at once, the rest
 //! of each window when the window ends, for as long as the activity goes on), and enforces a
 //! global rate limit. It runs on packet time, so replay output does not depend on the wall clock.
 //! It formats records; writing them is the sinks' job.
@@ -93,9 +93,11 @@ pub struct AlertCounters {
     pub flows_aggregated: u64,
 }
 
-type GroupKey = (IpAddr, IpAddr, usize);
+/// Source, destination, protocol and class. The protocol is part of it because an alert record
+/// has one `proto`: a TCP flood next to a UDP flood between the same hosts is two alerts.
+type GroupKey = (IpAddr, IpAddr, u8, usize);
 
-/// The open window of one (source, destination, class).
+/// The open window of one (source, destination, protocol, class).
 struct Group {
     window_end: Micros,
     /// Boxed: most windows under a flood never gather a second flow.
@@ -237,7 +239,7 @@ impl AlertEngine {
         }
         self.counters.flows_above_threshold += 1;
         let class = score.class.unwrap_or(usize::MAX);
-        let key = (flow.initiator, flow.responder, class);
+        let key = (flow.initiator, flow.responder, flow.key.proto, class);
         match self.groups.get_mut(&key) {
             None => {
                 let window_end = ts + self.window;
@@ -288,7 +290,7 @@ impl AlertEngine {
                     // Activity went on: alert and open the next window.
                     group.window_end = end + self.window;
                     self.deadlines.push(Reverse((group.window_end, key)));
-                    self.emit(&p, key.2, out);
+                    self.emit(&p, key.3, out);
                 }
                 None => {
                     self.groups.remove(&key);
@@ -461,6 +463,74 @@ mod tests {
         }
         assert_eq!(out.len(), 10);
         assert_eq!(engine.counters.flows_aggregated, 1);
+    }
+
+    #[test]
+    fn flows_of_two_protocols_between_the_same_hosts_are_two_alerts() {
+        use crate::flow::{FlowEvent, FlowTable};
+        use crate::packet::{PacketKind, PacketMeta};
+        let cfg = crate::config::Config::default();
+        let info = ModelInfo {
+            origin: "test".into(),
+            name: "m".into(),
+            version: "1".into(),
+            schema: String::new(),
+            classes: vec!["scan".into(), "flood".into()],
+            threshold: 0.5,
+        };
+        let mut engine = AlertEngine::new(&cfg.alert, "s".into(), &info, 0.5);
+        // One attacker floods one server with TCP SYNs and UDP datagrams at once, from new
+        // source ports: every packet a flow, every flow scored as a flood.
+        let mut table = FlowTable::new(&cfg.flow, 1024);
+        let mut events = Vec::new();
+        for i in 0..40u16 {
+            let proto = if i % 2 == 0 { PROTO_TCP } else { PROTO_UDP };
+            let p = PacketMeta {
+                ts: 1_000_000 + u64::from(i) * 1000,
+                seq: u64::from(i),
+                vlan: [0; 2],
+                src: IpAddr::from([198, 51, 100, 7]),
+                dst: IpAddr::from([192, 0, 2, 1]),
+                sport: 40000 + i,
+                dport: 80,
+                proto,
+                ip_len: 40,
+                payload_len: 0,
+                tcp_flags: if proto == PROTO_TCP {
+                    crate::packet::tcp_flags::SYN
+                } else {
+                    0
+                },
+                tcp_window: 1024,
+                ttl: 64,
+                icmp_type: 0,
+                icmp_code: 0,
+                kind: PacketKind::Normal,
+                fragment: None,
+            };
+            table.process(&p, &mut events);
+        }
+        let flood = Score {
+            anomaly: 0.9,
+            class: Some(1),
+        };
+        let mut out = Vec::new();
+        for e in &events {
+            if let FlowEvent::Start { order, flow } = e {
+                engine.offer(order.ts, flow, EvalReason::Probe, flood, &mut out);
+            }
+        }
+        engine.flush(&mut out);
+        let of = |proto: &str| -> Vec<u64> {
+            out.iter()
+                .filter(|a| a.proto == proto)
+                .map(|a| a.count)
+                .collect()
+        };
+        // Per protocol: the first flow at once, the other 19 in one merged alert.
+        assert_eq!(of("TCP"), [1, 19], "{out:#?}");
+        assert_eq!(of("UDP"), [1, 19], "{out:#?}");
+        assert_eq!(out.len(), 4);
     }
 
     #[test]

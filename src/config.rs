@@ -453,13 +453,13 @@ path = ""
 batch_size = 256
 
 [alert]
-# Alerts for the same (source, destination, class) within this window are merged into one
-# alert with a count, re-emitted every window while the activity goes on.
+# Alerts for the same (source, destination, protocol, class) within this window are merged into
+# one alert with a count, re-emitted every window while the activity goes on.
 alert_window_s = 1.0
 # Alerts per second at most over the whole sensor; the rest are counted as alerts_suppressed.
 max_alerts_per_s = 50.0
-# Alert windows open at once at most. Beyond it (a flood from many sources), a new
-# (source, destination, class) is alerted on its own, within max_alerts_per_s, without a window.
+# Alert windows open at once at most. Beyond it (a flood from many sources), a new (source,
+# destination, protocol, class) is alerted on its own, within max_alerts_per_s, without a window.
 max_windows = 8192
 
 [output]
