@@ -394,46 +394,65 @@ pub fn community_id(f: &Flow) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::packet::{PacketKind, PacketMeta};
 
-    #[test]
-    fn open_windows_are_bounded_and_sources_past_the_bound_still_alert() {
-        use crate::flow::{FlowEvent, FlowTable};
-        use crate::packet::{PacketKind, PacketMeta};
-        let mut cfg = crate::config::Config::default();
-        cfg.alert.max_windows = 4;
-        cfg.alert.max_alerts_per_s = 1000.0;
-        let info = ModelInfo {
+    /// A model with two classes, scan and flood.
+    fn test_model() -> ModelInfo {
+        ModelInfo {
             origin: "test".into(),
             name: "m".into(),
             version: "1".into(),
             schema: String::new(),
             classes: vec!["scan".into(), "flood".into()],
             threshold: 0.5,
-        };
-        let mut engine = AlertEngine::new(&cfg.alert, "s".into(), &info, 0.5);
+        }
+    }
+
+    /// A flood's packet to 192.0.2.1:80: a TCP SYN, or a UDP datagram.
+    fn flood_packet(ts: Micros, seq: u64, src: IpAddr, sport: u16, proto: u8) -> PacketMeta {
+        PacketMeta {
+            ts,
+            seq,
+            vlan: [0; 2],
+            src,
+            dst: IpAddr::from([192, 0, 2, 1]),
+            sport,
+            dport: 80,
+            proto,
+            ip_len: 40,
+            payload_len: 0,
+            tcp_flags: if proto == PROTO_TCP {
+                crate::packet::tcp_flags::SYN
+            } else {
+                0
+            },
+            tcp_window: 1024,
+            ttl: 64,
+            icmp_type: 0,
+            icmp_code: 0,
+            kind: PacketKind::Normal,
+            fragment: None,
+        }
+    }
+
+    #[test]
+    fn open_windows_are_bounded_and_sources_past_the_bound_still_alert() {
+        use crate::flow::{FlowEvent, FlowTable};
+        let mut cfg = crate::config::Config::default();
+        cfg.alert.max_windows = 4;
+        cfg.alert.max_alerts_per_s = 1000.0;
+        let mut engine = AlertEngine::new(&cfg.alert, "s".into(), &test_model(), 0.5);
         // One SYN each from 10 sources (a random-source flood), scored as floods.
         let mut table = FlowTable::new(&cfg.flow, 64);
         let mut events = Vec::new();
         for i in 0..10u8 {
-            let p = PacketMeta {
-                ts: 1_000_000 + u64::from(i),
-                seq: u64::from(i),
-                vlan: [0; 2],
-                src: IpAddr::from([198, 51, 100, i]),
-                dst: IpAddr::from([192, 0, 2, 1]),
-                sport: 40000,
-                dport: 80,
-                proto: PROTO_TCP,
-                ip_len: 40,
-                payload_len: 0,
-                tcp_flags: crate::packet::tcp_flags::SYN,
-                tcp_window: 1024,
-                ttl: 64,
-                icmp_type: 0,
-                icmp_code: 0,
-                kind: PacketKind::Normal,
-                fragment: None,
-            };
+            let p = flood_packet(
+                1_000_000 + u64::from(i),
+                u64::from(i),
+                IpAddr::from([198, 51, 100, i]),
+                40000,
+                PROTO_TCP,
+            );
             table.process(&p, &mut events);
         }
         let flood = Score {
@@ -468,46 +487,21 @@ mod tests {
     #[test]
     fn flows_of_two_protocols_between_the_same_hosts_are_two_alerts() {
         use crate::flow::{FlowEvent, FlowTable};
-        use crate::packet::{PacketKind, PacketMeta};
         let cfg = crate::config::Config::default();
-        let info = ModelInfo {
-            origin: "test".into(),
-            name: "m".into(),
-            version: "1".into(),
-            schema: String::new(),
-            classes: vec!["scan".into(), "flood".into()],
-            threshold: 0.5,
-        };
-        let mut engine = AlertEngine::new(&cfg.alert, "s".into(), &info, 0.5);
+        let mut engine = AlertEngine::new(&cfg.alert, "s".into(), &test_model(), 0.5);
         // One attacker floods one server with TCP SYNs and UDP datagrams at once, from new
         // source ports: every packet a flow, every flow scored as a flood.
         let mut table = FlowTable::new(&cfg.flow, 1024);
         let mut events = Vec::new();
         for i in 0..40u16 {
             let proto = if i % 2 == 0 { PROTO_TCP } else { PROTO_UDP };
-            let p = PacketMeta {
-                ts: 1_000_000 + u64::from(i) * 1000,
-                seq: u64::from(i),
-                vlan: [0; 2],
-                src: IpAddr::from([198, 51, 100, 7]),
-                dst: IpAddr::from([192, 0, 2, 1]),
-                sport: 40000 + i,
-                dport: 80,
+            let p = flood_packet(
+                1_000_000 + u64::from(i) * 1000,
+                u64::from(i),
+                IpAddr::from([198, 51, 100, 7]),
+                40000 + i,
                 proto,
-                ip_len: 40,
-                payload_len: 0,
-                tcp_flags: if proto == PROTO_TCP {
-                    crate::packet::tcp_flags::SYN
-                } else {
-                    0
-                },
-                tcp_window: 1024,
-                ttl: 64,
-                icmp_type: 0,
-                icmp_code: 0,
-                kind: PacketKind::Normal,
-                fragment: None,
-            };
+            );
             table.process(&p, &mut events);
         }
         let flood = Score {
