@@ -118,9 +118,10 @@ struct BadInputMarker;
 
 /// glibc gives each thread that allocates its own malloc arena (up to 8 per core), and each keeps
 /// the memory freed into it. The pipeline's few threads hand flows and events to one another; one
-/// arena keeps the resident size bounded under a flood (60.1-60.9 MiB, against 62.6-66.0 with two
-/// arenas and 64-71 with glibc's default) at the price of some lock contention (replay of the
-/// 1M-packet benchmark with 2 workers: about 10 % slower than with two arenas; bench/README.md).
+/// arena keeps the resident size bounded under a flood (when chosen: 60.1-60.9 MiB, against
+/// 62.6-66.0 with two arenas and 64-71 with glibc's default, at the price of some lock contention;
+/// since the flow slots and paced flushes, one and two arenas peak alike, 58-61.5 MiB, and neither
+/// was measurably faster: bench/README.md, "Random-source SYN flood").
 /// MALLOC_ARENA_MAX in the environment still decides. musl's allocator (the static router builds)
 /// has no arenas.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
