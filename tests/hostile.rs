@@ -474,7 +474,10 @@ fn time_going_backwards_is_counted_and_clamped() {
     // Whether the model alerts on this one short UDP exchange is the model's business (mlp-6
     // does, mlp-5 did not); what counts here is that every packet lands in the one flow.
     assert_summary(&err, "replay: 5 packets, 1 flows, ");
-    assert!(summary(&err).contains(" alerts, 0 skipped, 0 dropped"), "{err}");
+    assert!(
+        summary(&err).contains(" alerts, 0 skipped, 0 dropped"),
+        "{err}"
+    );
     assert_says(&err, "The capture's clock went backwards 2 times");
     let c = write_capture("back.pcap", &bytes);
     let finals = final_rows(&features(&c.path, &[]));
