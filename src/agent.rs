@@ -263,19 +263,25 @@ fn shard_worker(
         active: 0,
         emergency: false,
     };
+    // Hands events on to the scorer; false once the scorer is gone.
+    let report = |events: Vec<FlowEvent>, watermark: Order| {
+        tx.send(ShardReport {
+            shard,
+            events,
+            watermark,
+        })
+        .is_ok()
+    };
+    // A shard's events come in order, so the last one is a watermark.
+    let last_order = |events: &[FlowEvent]| events.last().map_or(Order::ZERO, FlowEvent::order);
     let mut events = Vec::new();
     for batch in rx {
         for p in &batch.packets {
             table.process(p, &mut events);
             if events.len() >= REPORT_EVENTS {
-                // A shard's events come in order: the last one is a watermark.
-                let watermark = events.last().map_or(Order::ZERO, FlowEvent::order);
-                let report = ShardReport {
-                    shard,
-                    events: std::mem::replace(&mut events, Vec::with_capacity(REPORT_ROOM)),
-                    watermark,
-                };
-                if tx.send(report).is_err() {
+                let watermark = last_order(&events);
+                let full = std::mem::replace(&mut events, Vec::with_capacity(REPORT_ROOM));
+                if !report(full, watermark) {
                     return;
                 }
             }
@@ -284,12 +290,10 @@ fn shard_worker(
         publish_flow_counters(&stats, &table, &mut published);
         // The next batch's events likely number about the same: room for them up front.
         let room = events.len().min(REPORT_ROOM);
-        let report = ShardReport {
-            shard,
-            events: std::mem::replace(&mut events, Vec::with_capacity(room)),
-            watermark: batch.reached,
-        };
-        if tx.send(report).is_err() {
+        if !report(
+            std::mem::replace(&mut events, Vec::with_capacity(room)),
+            batch.reached,
+        ) {
             return;
         }
     }
@@ -300,24 +304,12 @@ fn shard_worker(
     table.flush_in_chunks(FLUSH_CHUNK, |chunk| {
         chunks += 1;
         pace.step(shard, chunks);
-        let watermark = chunk.last().map_or(Order::ZERO, FlowEvent::order);
-        let events = std::mem::take(chunk);
-        open = open
-            && tx
-                .send(ShardReport {
-                    shard,
-                    events,
-                    watermark,
-                })
-                .is_ok();
+        let watermark = last_order(chunk);
+        open = open && report(std::mem::take(chunk), watermark);
     });
     publish_flow_counters(&stats, &table, &mut published);
     if open {
-        let _ = tx.send(ShardReport {
-            shard,
-            events,
-            watermark: Order::END,
-        });
+        report(events, Order::END);
     }
 }
 
