@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """Trains edgewatch's detection model on labeled lab runs and exports it as ONNX (f32 and int8).
 
-Model (the seed architecture of DESIGN.md): normalization inside the graph (Sub norm_mean, Div
-norm_std, Clip to [-1, 1], where norm_mean / norm_std are the centre and half-width of each
-feature's training range, so one per-tensor int8 scale fits every feature), then dense
+Model (the seed architecture of DESIGN.md): normalization inside the graph ((x - mean) / std as
+one product x · diag(1 / std) - mean / std, Clip to [-1, 1], where mean / std are the centre and
+half-width of each feature's training range, so one per-tensor int8 scale fits every feature), then dense
 64-32-16-8 with ReLU, a sigmoid `score` head (binary cross-entropy) and a
 softmax `class` head over scan, flood, bruteforce, slowdos (cross-entropy on attack rows only), both
 fed by the 8-unit layer. Plain numpy (Adam, mini-batches); --seed fixes initialization and
@@ -229,11 +229,11 @@ class Graph:
         return self.node("Add", [y, self.const("b", b.astype(np.float32))], "add")
 
     def qdense_heads(self, xq, x_scale, heads):
-        """The heads of the int8 model as one product: the uint8 input and each head's int8 weight
-        (own scale) dequantized, concatenated, f32 product and bias (the logits stay f32; tract
-        folds the weights' DequantizeLinear and Concat into one constant at load). Returns one
-        output per head (Slice of the product's columns)."""
-        x = self.node("DequantizeLinear", [xq, self.const("x_scale", np.float32(x_scale)), self.const("x_zero", np.uint8(0))], "dq")
+        """The heads of the int8 model as one product: the int8 input (a ReLU output, zero point
+        -128) and each head's int8 weight (own scale) dequantized, concatenated, f32 product and
+        bias (the logits stay f32; tract folds the weights' DequantizeLinear and Concat into one
+        constant at load). Returns one output per head (Slice of the product's columns)."""
+        x = self.node("DequantizeLinear", [xq, self.const("x_scale", np.float32(x_scale)), self.const("x_zero", np.int8(-128))], "dq")
         ws = []
         for w, _ in heads:
             q, s = quantize_weight(w)
@@ -250,9 +250,10 @@ class Graph:
 
 
 def relu_u8_scale(act_scale):
-    """uint8 scale of a ReLU output whose int8 scale is act_scale: the same clipping point
-    (127 · act_scale, from calibration) spread over 255 levels. Float64 arithmetic on purpose:
-    relu_act_scale() inverts it exactly once rounded to f32 (re-export is byte-identical)."""
+    """Scale of a ReLU output (255 levels: uint8, or int8 with zero point -128) whose symmetric
+    int8 scale is act_scale: the same clipping point (127 · act_scale, from calibration) spread
+    over 255 levels. Float64 arithmetic on purpose: relu_act_scale() inverts it exactly once
+    rounded to f32 (re-export is byte-identical)."""
     return np.float32(float(act_scale) * 127.0 / 255.0)
 
 
@@ -316,28 +317,34 @@ def build_int8_layers(g, norm, params, act_scales):
     integer operators, so tract runs int8 × int8 → int32 matrix kernels with the requantization
     fused in, instead of f32 products between QuantizeLinear/DequantizeLinear pairs.
 
-    Input: the normalization and its Clip as in the f32 model, on the uint8 grid of the first
-    layer's input (zero point 128, scale act_scales[0] = CLIP / 127, the same grid as symmetric
-    int8): x · diag(scale / s) + (shift / s + 128.5) clipped to [1.5, 255.5], then Cast to uint8,
-    which truncates, so the value is rounded half up. (QuantizeLinear would round half to even, the
-    same but on exact ties; tract runs it as a scalar loop that took a third of the model's time.)
+    Every activation is int8 (signed): tract's kernels are int8 × int8, and it put a conversion
+    pass (OffsetU8asI8) before every product whose input was uint8, 16 % of the model's time. The
+    types are the same at a layer's input and output, as onnxruntime's QLinearConv needs.
+
+    Input: the normalization and its Clip as in the f32 model, on the int8 grid of the first layer's
+    input (zero point 0, scale act_scales[0] = CLIP / 127): x · diag(scale / s) + shift / s clipped
+    to [-127, 127], then Cast to int8. Cast truncates toward zero (tract and onnxruntime alike), so
+    an input lands up to one step from its value, not half a step. Exact rounding costs a pass of
+    its own in tract (Round, or QuantizeLinear: a scalar loop), each longer than all the rest of
+    the int8 layers, and a uint8 grid, where adding 0.5 before the Cast rounds, is what needed the
+    conversion above. Measured on the data, the truncation moves the score no more than the uint8
+    grid did (models/README.md, "`mlp-6.1`").
 
     Every hidden dense layer with its ReLU is one QLinearConv with a 1-wide kernel over [N, C, 1]
     (QLinearConv is the standard ONNX integer operator with an int32 bias): int8 weights (max |w| /
-    127), int32 bias at the accumulator's scale, output requantized to uint8 with zero point 0, so
-    the saturation at 0 is the ReLU. A ReLU output's clipping point is the calibrated one (127 ·
-    act scale), over 255 levels. The heads read the last activations dequantized, with int8 weights
-    and f32 logits (Graph.qdense_heads)."""
+    127), int32 bias at the accumulator's scale, output requantized to int8 with zero point -128, so
+    the saturation at -128 (real 0) is the ReLU. A ReLU output's clipping point is the calibrated
+    one (127 · act scale), over 255 levels. The heads read the last activations dequantized, with
+    int8 weights and f32 logits (Graph.qdense_heads)."""
     scale, shift = norm
     hidden = params[:-2]
-    x_scale, x_zero = np.float32(act_scales[0]), np.uint8(128)
+    x_scale, x_zero = np.float32(act_scales[0]), np.int8(0)
     s = np.float64(x_scale)
     x = g.node("MatMul", ["features", g.const("norm_scale", np.diag(scale / s).astype(np.float32))], "scaled")
-    x = g.node("Add", [x, g.const("norm_shift", (shift / s + 128.5).astype(np.float32))], "shifted")
-    lo, hi = -CLIP / s + 128.5, CLIP / s + 128.5
-    x = g.node("Clip", [x, g.const("clip_lo", np.float32(lo)), g.const("clip_hi", np.float32(hi))], "normalized")
-    assert 0 <= lo and hi < 256, (lo, hi)
-    xq = g.node("Cast", [x], "q", to=TensorProto.UINT8)
+    x = g.node("Add", [x, g.const("norm_shift", (shift / s).astype(np.float32))], "shifted")
+    x = g.node("Clip", [x, g.const("clip_lo", np.float32(-127.0)), g.const("clip_hi", np.float32(127.0))], "normalized")
+    assert abs(CLIP / s - 127.0) < 1e-3, CLIP / s
+    xq = g.node("Cast", [x], "q", to=TensorProto.INT8)
     xq = g.node("Unsqueeze", [xq, g.const("axes", np.array([2], np.int64))], "as_ncw")
     for i, (w, b) in enumerate(hidden):
         q, w_scale = quantize_weight(w)
@@ -346,8 +353,8 @@ def build_int8_layers(g, norm, params, act_scales):
         xq = g.node("QLinearConv", [
             xq, g.const("x_scale", x_scale), g.const("x_zero", x_zero),
             g.const("w_int8", q.T[:, :, None].copy()), g.const("w_scale", w_scale), g.const("w_zero", np.int8(0)),
-            g.const("y_scale", y_scale), g.const("y_zero", np.uint8(0)), g.const("b_int32", bias)], "dense_relu")
-        x_scale, x_zero = y_scale, np.uint8(0)
+            g.const("y_scale", y_scale), g.const("y_zero", np.int8(-128)), g.const("b_int32", bias)], "dense_relu")
+        x_scale, x_zero = y_scale, np.int8(-128)
     # Both heads read this tensor, calibrated once for each head: the same value.
     assert relu_u8_scale(act_scales[len(hidden)]) == relu_u8_scale(act_scales[len(hidden) + 1]) == x_scale
     xq = g.node("Squeeze", [xq, g.const("axes", np.array([2], np.int64))], "as_nc")
