@@ -235,6 +235,11 @@ def main():
     save(build(names, schema_id, with_class=False), os.path.join(args.test_dir, "score-only.onnx"))
     save(build(names, schema_id, schema_override="ew1-60-0000000000000000"), os.path.join(args.test_dir, "wrong-schema.onnx"))
     save(build(names, schema_id, width=len(names) - 1), os.path.join(args.test_dir, "wrong-width.onnx"))
+    # Declares the right width, but its graph takes one feature less: it passes the checks made
+    # at load and fails when tract optimizes it.
+    broken = build(names, schema_id, width=len(names) - 1)
+    broken.graph.input[0].type.tensor_type.shape.dim[1].dim_value = len(names)
+    save(broken, os.path.join(args.test_dir, "broken-graph.onnx"))
 
     # Golden vectors: onnxruntime's outputs for both models, for the Rust test to match.
     import onnxruntime as ort

@@ -200,6 +200,12 @@ impl Pipeline {
         self.reload_tx.try_send(reload).is_ok()
     }
 
+    /// True when a pipeline thread has stopped before its input ended: it failed (an output that
+    /// cannot be written, a panic), and [`Pipeline::finish`] says why.
+    pub fn broken(&self) -> bool {
+        self.threads.iter().any(JoinHandle::is_finished)
+    }
+
     /// Publishes the dispatcher's counters.
     pub fn publish_dispatch(&self) {
         let c = &self.dispatcher.counters;
@@ -484,6 +490,9 @@ pub fn replay(
                 log::warn!(
                     "Stopped by a signal after {frames} frames; flushing the flows read so far."
                 );
+                break;
+            }
+            if pipeline.broken() {
                 break;
             }
         }

@@ -203,6 +203,30 @@ fn models_are_checked_at_load() {
         "{}",
         stderr(&o)
     );
+    // A graph that passes the contract's checks (input width, outputs, metadata) and fails when
+    // tract optimizes it: refused at load too.
+    let broken = format!("{models}broken-graph.onnx");
+    for args in [
+        vec![
+            "replay",
+            data("vlan.pcap").to_str().unwrap(),
+            "--model",
+            &broken,
+        ],
+        vec!["validate", "--model", &broken],
+    ] {
+        let o = run(&args);
+        assert_eq!(
+            o.status.code(),
+            Some(if args[0] == "replay" { 2 } else { 1 })
+        );
+        assert!(
+            stderr(&o).contains("broken-graph.onnx cannot run: ")
+                && stderr(&o).contains("broadcast 61 against 60"),
+            "{args:?}: {}",
+            stderr(&o)
+        );
+    }
     for good in ["baseline-int8.onnx", "score-only.onnx"] {
         let o = run(&["validate", "--model", &format!("{models}{good}")]);
         assert!(o.status.success(), "{good}: {}", stderr(&o));
