@@ -3,8 +3,8 @@
 
 Model (the seed architecture of DESIGN.md): normalization inside the graph ((x - mean) / std as
 one product x · diag(1 / std) - mean / std, Clip to [-1, 1], where mean / std are the centre and
-half-width of each feature's training range, so one per-tensor int8 scale fits every feature), then dense
-64-32-16-8 with ReLU, a sigmoid `score` head (binary cross-entropy) and a
+half-width of each feature's training range, so one per-tensor int8 scale fits every feature),
+then dense 64-32-16-8 with ReLU, a sigmoid `score` head (binary cross-entropy) and a
 softmax `class` head over scan, flood, bruteforce, slowdos (cross-entropy on attack rows only), both
 fed by the 8-unit layer. Plain numpy (Adam, mini-batches); --seed fixes initialization and
 shuffling (multithreaded BLAS may still change the last bits, so two runs can differ slightly).
@@ -325,10 +325,10 @@ def build_int8_layers(g, norm, params, act_scales):
     input (zero point 0, scale act_scales[0] = CLIP / 127): x · diag(scale / s) + shift / s clipped
     to [-127, 127], then Cast to int8. Cast truncates toward zero (tract and onnxruntime alike), so
     an input lands up to one step from its value, not half a step. Exact rounding costs a pass of
-    its own in tract (Round, or QuantizeLinear: a scalar loop), each longer than all the rest of
-    the int8 layers, and a uint8 grid, where adding 0.5 before the Cast rounds, is what needed the
-    conversion above. Measured on the data, the truncation moves the score no more than the uint8
-    grid did (models/README.md, "`mlp-6.1`").
+    its own in tract (Round, or QuantizeLinear: a scalar loop), each about as long as the four
+    int8 layers together; a uint8 grid, where adding 0.5 before the Cast rounds, is what needed
+    the conversion above. Measured on the data, the truncation moves the score about as much as the
+    uint8 grid did (models/README.md, "`mlp-6.1`").
 
     Every hidden dense layer with its ReLU is one QLinearConv with a 1-wide kernel over [N, C, 1]
     (QLinearConv is the standard ONNX integer operator with an int32 bias): int8 weights (max |w| /

@@ -200,8 +200,9 @@ impl Pipeline {
         self.reload_tx.try_send(reload).is_ok()
     }
 
-    /// True when a pipeline thread has stopped before its input ended: it failed (an output that
-    /// cannot be written, a panic), and [`Pipeline::finish`] says why.
+    /// True when a pipeline thread has stopped before its input ended: it failed (the scorer
+    /// could not write the features file, a thread panicked), and [`Pipeline::finish`] says why.
+    /// The alert sink never stops early: it keeps draining after a failed write.
     pub fn broken(&self) -> bool {
         self.threads.iter().any(JoinHandle::is_finished)
     }
