@@ -317,3 +317,20 @@ fn schema_json_matches_the_agent() {
         "models/feature_schema.json is stale: regenerate it with `edgewatch features --schema`, then the models"
     );
 }
+
+#[test]
+fn an_output_that_cannot_be_written_fails_the_run() {
+    // The scoring stage stops at the first failed write, and the reader stops with it.
+    let o = run(&[
+        "features",
+        data("lab-mini.pcap").to_str().unwrap(),
+        "-o",
+        "/dev/full",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("writing output failed: No space left on device"),
+        "{}",
+        stderr(&o)
+    );
+}
