@@ -169,14 +169,13 @@ impl Pipeline {
         if let Some(mut sink) = sink {
             let stats = stats.clone();
             threads.push(spawn("ew-sink", move || {
-                let mut result = Ok(());
+                // A failed write ends the thread: the scorer's sends fail from then on, and
+                // `Pipeline::broken` stops the reader (replay) or the capture (run).
                 for alerts in alert_rx {
-                    if result.is_ok() {
-                        result = sink.write(&alerts);
-                        Stats::add(&stats.alerts_written, alerts.len() as u64);
-                    }
+                    sink.write(&alerts).map_err(AgentError::Output)?;
+                    Stats::add(&stats.alerts_written, alerts.len() as u64);
                 }
-                result.and(sink.close()).map_err(AgentError::Output)
+                sink.close().map_err(AgentError::Output)
             })?);
         }
 
@@ -200,9 +199,9 @@ impl Pipeline {
         self.reload_tx.try_send(reload).is_ok()
     }
 
-    /// True when a pipeline thread has stopped before its input ended: it failed (the scorer
-    /// could not write the features file, a thread panicked), and [`Pipeline::finish`] says why.
-    /// The alert sink never stops early: it keeps draining after a failed write.
+    /// True when a pipeline thread has stopped before its input ended: it failed (the features
+    /// file or the alert output could not be written, a thread panicked), and
+    /// [`Pipeline::finish`] says why.
     pub fn broken(&self) -> bool {
         self.threads.iter().any(JoinHandle::is_finished)
     }
@@ -631,6 +630,11 @@ pub fn run_live(
             Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
         }
         publish_live(&pipeline, &counters);
+        if pipeline.broken() {
+            // Nothing would come of the packets: stop, and let `finish` say why.
+            stop.store(true, Ordering::Relaxed);
+            break;
+        }
         if let Some(r) = &mut reloader
             && r.requested.swap(false, Ordering::Relaxed)
         {

@@ -306,22 +306,27 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             let pipeline = Pipeline::spawn(&config, workers, output, WhenFull::Block)?;
             let publisher = mqtt_glue::start(mqtt, &pipeline, &config)?;
             let stop = stop_flag()?;
-            let summary = agent::replay(reader, pipeline, &stop)?;
-            let s = &summary.stats;
-            let secs = summary.elapsed.as_secs_f64();
-            eprintln!(
-                "replay: {} packets, {} flows, {} alerts, {} skipped, {} dropped, {:.3} s, {:.0} packets/s",
-                s.frames,
-                s.flows_created,
-                s.alerts_emitted,
-                s.skipped_total() + s.fragments_unattributed,
-                s.queue_drops,
-                secs,
-                s.frames as f64 / secs.max(1e-9)
-            );
+            let result = agent::replay(reader, pipeline, &stop);
+            if let Ok(summary) = &result {
+                let s = &summary.stats;
+                let secs = summary.elapsed.as_secs_f64();
+                eprintln!(
+                    "replay: {} packets, {} flows, {} alerts, {} skipped, {} dropped, {:.3} s, {:.0} packets/s",
+                    s.frames,
+                    s.flows_created,
+                    s.alerts_emitted,
+                    s.skipped_total() + s.fragments_unattributed,
+                    s.queue_drops,
+                    secs,
+                    s.frames as f64 / secs.max(1e-9)
+                );
+            }
+            // The broker still gets what the pipeline made when an output or a thread failed.
             // SIGINT or SIGTERM during the wait ends it; what is left stays in the outbox.
             let drain = Duration::from_secs_f64(drain_timeout_s);
-            Ok(mqtt_glue::finish(publisher, drain, &stop))
+            let code = mqtt_glue::finish(publisher, drain, &stop);
+            result?;
+            Ok(code)
         }
         Command::Run {
             config,
@@ -382,7 +387,7 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 names.join(", "),
                 capture_setup(&config.capture)
             );
-            let s = agent::run_live(
+            let result = agent::run_live(
                 receivers,
                 Arc::new(SystemClock),
                 pipeline,
@@ -390,18 +395,22 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 Duration::from_secs_f64(config.output.stats_interval_s),
                 stop,
                 Some(reloader),
-            )?;
-            eprintln!(
-                "run: {} packets, {} flows, {} alerts, {} skipped, {} dropped, {} dropped by the kernel",
-                s.frames,
-                s.flows_created,
-                s.alerts_emitted,
-                s.skipped_total() + s.fragments_unattributed,
-                s.queue_drops,
-                s.kernel_drops
             );
+            if let Ok(s) = &result {
+                eprintln!(
+                    "run: {} packets, {} flows, {} alerts, {} skipped, {} dropped, {} dropped by the kernel",
+                    s.frames,
+                    s.flows_created,
+                    s.alerts_emitted,
+                    s.skipped_total() + s.fragments_unattributed,
+                    s.queue_drops,
+                    s.kernel_drops
+                );
+            }
             let no_stop = AtomicBool::new(false);
-            Ok(mqtt_glue::finish(publisher, RUN_DRAIN_TIMEOUT, &no_stop))
+            let code = mqtt_glue::finish(publisher, RUN_DRAIN_TIMEOUT, &no_stop);
+            result?;
+            Ok(code)
         }
     }
 }

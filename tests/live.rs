@@ -222,8 +222,13 @@ struct Agent {
 impl Agent {
     /// Starts the agent with `config_text` and waits until it captures. The lab's first child.
     fn start(lab: &mut Lab, config_text: &str) -> Agent {
+        Agent::start_writing(lab, config_text, None)
+    }
+
+    /// As [`Agent::start`], with the alerts going to `alerts` instead of a file of its own.
+    fn start_writing(lab: &mut Lab, config_text: &str, alerts: Option<&str>) -> Agent {
         let dir = tempfile::tempdir().unwrap();
-        let alerts = dir.path().join("alerts.jsonl");
+        let alerts = alerts.map_or_else(|| dir.path().join("alerts.jsonl"), Into::into);
         let cfg = config(dir.path(), config_text);
         let agent = lab.spawn(
             0,
@@ -687,5 +692,42 @@ fn sighup_reloads_the_model_keeps_the_flows_and_refuses_a_broken_config() {
     assert!(
         long.is_some_and(|pkts| pkts >= 45),
         "the long flow's final alert under the new model: {long:?}\n{log}"
+    );
+}
+
+#[test]
+fn run_stops_with_the_error_when_its_alerts_cannot_be_written() {
+    if !live_capture_possible() {
+        return;
+    }
+    let tag = format!("{}w", std::process::id() % 100_000);
+    let net = "10.199.83";
+    let mut lab = Lab::new(&tag, net);
+    // Threshold 0: the ping's flow is alerted, and the alert goes to a full disk.
+    let agent = Agent::start_writing(
+        &mut lab,
+        "[flow]\nprobe_eval_s = 0.2\n[model]\nthreshold = 0.0\n",
+        Some("/dev/full"),
+    );
+    lab.exec(1, &["ping", "-c", "3", "-i", "0.2", &format!("{net}.1")]);
+    // No signal: the agent stops by itself, with the error.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = lab.children[0].try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the agent runs on without an output: {}",
+            agent.log.lock().unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    agent.reader.join().unwrap();
+    let log = agent.log.lock().unwrap().clone();
+    assert_eq!(status.code(), Some(1), "{log}");
+    assert!(
+        log.contains("edgewatch: error: writing output failed: No space left on device"),
+        "{log}"
     );
 }

@@ -459,6 +459,51 @@ fn replay_publishes_every_alert_byte_identical_with_status_and_stats() {
 }
 
 #[test]
+fn alerts_go_on_to_the_broker_when_the_json_lines_cannot_be_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _broker = Broker::plain(dir.path(), port, "");
+    let sub = Subscriber::new(port, "t-full-sub", "edgewatch/v1/full/alert", false);
+    let config = write_config(dir.path(), "full", "");
+    // The same replay without MQTT, into a file: the alerts the broker must get.
+    let expected_file = dir.path().join("expected.jsonl");
+    let pcap = data("lab-mini.pcap");
+    let o = Command::new(bin())
+        .args(["replay", path(&pcap), "--config", path(&config)])
+        .args(["--alerts", path(&expected_file)])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let expected = lines(&expected_file);
+    assert!(expected.len() > 1000, "{}", expected.len());
+
+    let state = dir.path().join("state");
+    let agent = Agent::replay(&config, Path::new("/dev/full"), port, &state);
+    let (status, stderr) = agent.wait(DEADLINE);
+    // The JSON lines fail once, MQTT gets every alert, and the run still ends with the error.
+    assert_eq!(count(&stderr, "they go on to MQTT only"), 1, "{stderr}");
+    assert!(
+        stderr.contains("mqtt: every alert was acknowledged by the broker"),
+        "{stderr}"
+    );
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("edgewatch: error: writing output failed: No space left on device"),
+        "{stderr}"
+    );
+    wait_for("every alert on the broker", DEADLINE, || {
+        sub.on("/alert").len() >= expected.len()
+    });
+    let received: Vec<Vec<u8>> = sub.on("/alert").into_iter().map(|m| m.payload).collect();
+    assert!(
+        received == expected,
+        "{} alerts received, {} expected",
+        received.len(),
+        expected.len()
+    );
+}
+
+#[test]
 fn broker_outage_mid_run_loses_no_alert() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();

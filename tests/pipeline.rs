@@ -320,17 +320,18 @@ fn schema_json_matches_the_agent() {
 
 #[test]
 fn an_output_that_cannot_be_written_fails_the_run() {
-    // The scoring stage stops at the first failed write, and the reader stops with it.
-    let o = run(&[
-        "features",
-        data("lab-mini.pcap").to_str().unwrap(),
-        "-o",
-        "/dev/full",
-    ]);
-    assert_eq!(o.status.code(), Some(1));
-    assert!(
-        stderr(&o).contains("writing output failed: No space left on device"),
-        "{}",
-        stderr(&o)
-    );
+    // The stage that writes stops at the first failed write, and the reader stops with it.
+    let pcap = data("lab-mini.pcap");
+    for args in [
+        ["features", pcap.to_str().unwrap(), "-o", "/dev/full"],
+        ["replay", pcap.to_str().unwrap(), "--alerts", "/dev/full"],
+    ] {
+        let o = run(&args);
+        assert_eq!(o.status.code(), Some(1), "{args:?}");
+        assert!(
+            stderr(&o).contains("edgewatch: error: writing output failed: No space left on device"),
+            "{args:?}: {}",
+            stderr(&o)
+        );
+    }
 }

@@ -87,6 +87,7 @@ impl Mqtt {
             outbox: self.outbox.clone(),
             doorbell: self.doorbell.clone(),
             failing: false,
+            lines_failed: None,
         }
     }
 
@@ -199,7 +200,10 @@ pub struct MqttSink {
     lines: JsonLines,
     outbox: Arc<Outbox>,
     doorbell: Arc<Notify>,
+    /// The outbox cannot be written.
     failing: bool,
+    /// The JSON lines output's first failed write.
+    lines_failed: Option<io::Error>,
 }
 
 impl AlertSink for MqttSink {
@@ -226,12 +230,28 @@ impl AlertSink for MqttSink {
                 }
             }
         }
-        self.lines.write_serialized(&docs)
+        // The JSON lines output: once it fails, the alerts go on to MQTT alone, and `close`
+        // returns the error, so the run still ends with it. With both outputs failing, it stops.
+        if self.lines_failed.is_none()
+            && let Err(e) = self.lines.write_serialized(&docs)
+        {
+            if !self.failing {
+                log::error!("Cannot write the alerts' JSON lines ({e}); they go on to MQTT only.");
+            }
+            self.lines_failed = Some(e);
+        }
+        match &self.lines_failed {
+            Some(e) if self.failing => Err(io::Error::new(e.kind(), e.to_string())),
+            _ => Ok(()),
+        }
     }
 
     fn close(&mut self) -> io::Result<()> {
         self.doorbell.notify_one();
-        self.lines.close()
+        match self.lines_failed.take() {
+            Some(e) => Err(e),
+            None => self.lines.close(),
+        }
     }
 }
 
