@@ -3,8 +3,9 @@
 //! with either capture backend (the tpacket ring also with two fanout threads, and with VLAN
 //! tags put back) and stop cleanly on SIGTERM, also as an unprivileged user holding only
 //! CAP_NET_RAW (what the packaged services grant), and must say that it needs CAP_NET_RAW when
-//! it lacks it. Needs root, iproute2 and setpriv (util-linux; CI runs as root); traffic stays
-//! inside the two namespaces.
+//! it lacks it, and stop by itself with the error when its alerts cannot be written. Needs
+//! root, iproute2 and setpriv (util-linux; CI runs as root); traffic stays inside the two
+//! namespaces.
 
 // Live capture needs a backend: the tpacket ring (always built on Linux) or pnet.
 #![cfg(any(target_os = "linux", feature = "pnet"))]
