@@ -712,18 +712,12 @@ fn run_stops_with_the_error_when_its_alerts_cannot_be_written() {
     );
     lab.exec(1, &["ping", "-c", "3", "-i", "0.2", &format!("{net}.1")]);
     // No signal: the agent stops by itself, with the error.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(status) = lab.children[0].try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the agent runs on without an output: {}",
-            agent.log.lock().unwrap()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    wait_for(
+        "the agent to stop without an output",
+        Duration::from_secs(20),
+        || lab.children[0].try_wait().unwrap().is_some(),
+    );
+    let status = lab.children[0].wait().unwrap();
     agent.reader.join().unwrap();
     let log = agent.log.lock().unwrap().clone();
     assert_eq!(status.code(), Some(1), "{log}");
