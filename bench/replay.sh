@@ -19,13 +19,20 @@
 # with 1 and with 2 workers (2.00 = it takes twice as long as edgewatch).
 # A peer that is not installed is skipped with a note: Debian's tcpdump, nfdump and argus-server,
 # and `pip install nfstream`.
+# EDGEWATCH_BIN=PATH measures that edgewatch binary instead of building the release one (to compare
+# two builds under the same peers: run the script once per binary, one right after the other).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 packets="${1:-1000000}"
 capture="/tmp/edgewatch-bench-${packets}.pcap"
+if [ -n "${EDGEWATCH_BIN:-}" ]; then
+    bin=$EDGEWATCH_BIN
+    [ -x "$bin" ] || { echo "bench/replay.sh: EDGEWATCH_BIN=$bin is not an executable" >&2; exit 2; }
+else
+    cargo build --release --quiet
+    bin="${CARGO_TARGET_DIR:-target}/release/edgewatch"
+fi
 [ -f "$capture" ] || python3 bench/gen_capture.py --packets "$packets" --seed 1 -o "$capture"
-cargo build --release --quiet
-bin="${CARGO_TARGET_DIR:-target}/release/edgewatch"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
@@ -93,7 +100,7 @@ done
 stats() { sort -n "$work/$1" | awk '{ t[NR] = $1 / 1e6; if ($2 > k) k = $2 }
     END { m = (NR % 2) ? t[(NR + 1) / 2] : (t[NR / 2] + t[NR / 2 + 1]) / 2; printf "%.4f %.4f %.4f %d", m, t[1], t[NR], k }'; }
 
-echo "capture: $capture ($packets packets, $(stat -c %s "$capture") bytes), $repeat rounds"
+echo "capture: $capture ($packets packets, $(stat -c %s "$capture") bytes), $repeat rounds, edgewatch: $bin"
 printf '%-24s %8s %15s %12s %8s %8s %8s  %s\n' tool median min-max packets/s rss_MiB "x ew(1)" "x ew(2)" note
 read -r ew1 _ <<<"$(stats ew1)"
 read -r ew2 _ <<<"$(stats ew2)"
