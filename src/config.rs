@@ -386,7 +386,7 @@ ring_blocks = 16
 # Put the interfaces in promiscuous mode (see traffic not addressed to this host).
 promiscuous = true
 # Packets per batch handed from the capture thread to a flow worker. Replay hands on batches 4
-# times as large, with queues (below) a quarter as long: the same packets in flight.
+# times as large, with queues (below) half as long: twice the packets in flight.
 batch_size = 128
 # Batches each flow worker's queue holds. Live capture drops the newest batch when the queue is
 # full (counted as queue drops); replay waits instead, so replay never loses a packet. Workers

@@ -17,10 +17,12 @@ use crate::packet::{Micros, proto_name};
 ///
 /// Each shard sends its events in order with a watermark (all its events up to the watermark
 /// have been sent); an event is released once every shard's watermark has reached it. Each
-/// shard's events wait in their own queue, already in order, so releasing one compares the
-/// queues' first events only (with one shard, everything passes straight through).
+/// shard's reports wait in their own queue as they came, already in order, so releasing one
+/// compares the queues' first events only and moves it once, out of its report (with one shard,
+/// everything passes straight through).
 pub struct Merger {
-    queues: Vec<VecDeque<FlowEvent>>,
+    /// Per shard, the reports with events still held, oldest first; none is empty.
+    queues: Vec<VecDeque<std::vec::IntoIter<FlowEvent>>>,
     watermarks: Vec<Order>,
 }
 
@@ -52,13 +54,15 @@ impl Merger {
             *out = events;
             return;
         }
-        self.queues[shard].extend(events);
+        if !events.is_empty() {
+            self.queues[shard].push_back(events.into_iter());
+        }
         let low = self.low_watermark();
         loop {
             // The queue whose first event comes first (the lowest shard on a tie).
             let mut next: Option<(usize, Order)> = None;
             for (i, queue) in self.queues.iter().enumerate() {
-                if let Some(e) = queue.front()
+                if let Some(e) = queue.front().and_then(|report| report.as_slice().first())
                     && next.is_none_or(|(_, best)| e.order() < best)
                 {
                     next = Some((i, e.order()));
@@ -66,7 +70,13 @@ impl Merger {
             }
             match next {
                 Some((i, order)) if order <= low => {
-                    out.extend(self.queues[i].pop_front());
+                    let queue = &mut self.queues[i];
+                    if let Some(report) = queue.front_mut() {
+                        out.extend(report.next());
+                        if report.as_slice().is_empty() {
+                            queue.pop_front();
+                        }
+                    }
                 }
                 _ => break,
             }
@@ -79,7 +89,11 @@ impl Merger {
     }
 
     pub fn held(&self) -> usize {
-        self.queues.iter().map(VecDeque::len).sum()
+        self.queues
+            .iter()
+            .flatten()
+            .map(|report| report.as_slice().len())
+            .sum()
     }
 }
 
