@@ -20,6 +20,10 @@
 #   EDGEWATCH_CROSS_PROFILE=PROFILE    cargo profile (default: release). `dev` builds in a
 #                                      fraction of the time (no LTO, dependencies at opt-level 2)
 #                                      and lands in TARGET/debug/: what CI's qemu check uses
+#   EDGEWATCH_CROSS_TRACT_OPT=3|z      opt-level of tract-core, -linalg and -data in the release
+#                                      profile (default: 3 for x86_64, as in Cargo.toml; "z" for
+#                                      the router targets, where 3 adds 5.4 MB: aarch64 would
+#                                      pass 8 MiB)
 set -euo pipefail
 
 die() { echo "cross/build.sh: $*" >&2; exit 1; }
@@ -165,8 +169,27 @@ case $profile in
     dev) out_dir=debug ;;
     *) out_dir=$profile ;;
 esac
+# Cargo.toml builds the tract crates that run the model at opt-level 3 (3-9 % faster replay);
+# the router targets build them at "z" like everything else, to stay under 8 MiB.
+tract_opt=${EDGEWATCH_CROSS_TRACT_OPT:-}
+if [[ -z $tract_opt ]]; then
+    if [[ $target == x86_64-* ]]; then tract_opt=3; else tract_opt=z; fi
+fi
+case $tract_opt in
+    3) tract_level=3 ;;
+    z) tract_level='"z"' ;;
+    *) die "EDGEWATCH_CROSS_TRACT_OPT must be 3 or z, not '$tract_opt'" ;;
+esac
+opt_args=()
+if [[ $profile == release ]]; then
+    for crate in tract-core tract-linalg tract-data; do
+        opt_args+=(--config "profile.release.package.$crate.opt-level=$tract_level")
+    done
+    note "tract-core, tract-linalg and tract-data at opt-level $tract_opt"
+fi
 start=$(date +%s)
-"${cmd[@]}" --profile "$profile" --locked --target "$target" "${build_std[@]}" --bin edgewatch "$@" \
+"${cmd[@]}" --profile "$profile" --locked --target "$target" "${build_std[@]}" "${opt_args[@]}" \
+    --bin edgewatch "$@" \
     -- "${link_args[@]}"
 elapsed=$(( $(date +%s) - start ))
 
