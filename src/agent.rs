@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender, bounded};
 
 use crate::alert::{Alert, AlertEngine};
-use crate::capture::file::{CaptureReader, Truncation};
+use crate::capture::file::{CaptureReader, Repairs, Truncation};
 use crate::capture::live::{CaptureCounters, Clock, LinkReceiver, READ_TIMEOUT, capture_loop};
 use crate::config::Config;
 use crate::dispatch::{Batch, Dispatcher, WhenFull};
@@ -468,6 +468,18 @@ pub struct ReplaySummary {
     pub stats: Snapshot,
     pub elapsed: Duration,
     pub truncation: Option<Truncation>,
+    /// What the reader repaired or skipped (each also logged as a warning).
+    pub repairs: Repairs,
+}
+
+impl ReplaySummary {
+    /// The link type that made the whole capture unusable: every frame was on an interface whose
+    /// link type edgewatch does not read (a pcap file with such a link type is refused at open).
+    pub fn unusable_linktype(&self) -> Option<u32> {
+        (self.stats.frames == 0 && self.repairs.unsupported_frames > 0)
+            .then_some(self.repairs.unsupported_linktype)
+            .flatten()
+    }
 }
 
 /// Reads a capture file through a pipeline until its end, then drains it.
@@ -509,12 +521,8 @@ pub fn replay(
             t.detail
         );
     }
-    if reader.unsupported_frames > 0 {
-        log::warn!(
-            "{} frames were on interfaces with an unsupported link type and were skipped.",
-            reader.unsupported_frames
-        );
-    }
+    let repairs = reader.repairs().clone();
+    log_repairs(&repairs);
     let stats = pipeline.finish()?;
     if stats.skipped_total() > 0 {
         let reasons: Vec<String> = stats
@@ -539,7 +547,56 @@ pub fn replay(
         stats,
         elapsed: started.elapsed(),
         truncation,
+        repairs,
     })
+}
+
+/// One warning for each kind of repair the capture reader made.
+fn log_repairs(r: &Repairs) {
+    if let Some(field) = r.linktype_upper_bits {
+        log::warn!(
+            "The link-type field 0x{field:08x} has FCS-length or reserved bits set; read as link \
+             type {}.",
+            field & 0x03ff_ffff
+        );
+    }
+    if r.fraction_carried > 0 {
+        log::warn!(
+            "{} records have a sub-second timestamp field of a second or more; it was carried \
+             into the seconds.",
+            r.fraction_carried
+        );
+    }
+    if r.ts_after_9999 > 0 {
+        log::warn!(
+            "{} records are dated after 9999-12-31; alerts show 9999-12-31T23:59:59.999999Z for \
+             them{}.",
+            r.ts_after_9999,
+            if r.ts_clamped > 0 {
+                format!(
+                    ", and {} past the year 294,000 were clamped to it",
+                    r.ts_clamped
+                )
+            } else {
+                String::new()
+            }
+        );
+    }
+    if r.bad_options > 0 {
+        log::warn!(
+            "{} pcapng interface options could not be read; those interfaces keep microsecond \
+             timestamps without an offset.",
+            r.bad_options
+        );
+    }
+    if r.unsupported_frames > 0 {
+        log::warn!(
+            "{} frames were on interfaces with an unsupported link type (such as {}) and were \
+             skipped.",
+            r.unsupported_frames,
+            r.unsupported_linktype.unwrap_or_default()
+        );
+    }
 }
 
 fn publish_capture(pipeline: &Pipeline, frames: u64, bytes: u64, skipped: &[u64]) {

@@ -17,7 +17,9 @@ use crate::config::AlertConfig;
 use crate::fasthash::FastMap;
 use crate::flow::{EvalReason, Flow};
 use crate::model::{ModelInfo, Score};
-use crate::packet::{Micros, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, proto_name};
+use crate::packet::{
+    LAST_RFC3339_TS, Micros, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, proto_name,
+};
 
 /// One alert, as written to JSON lines and MQTT (see docs/alert-schema.json).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -68,9 +70,20 @@ pub struct FlowInfo {
     pub end: String,
 }
 
-/// RFC 3339 with microseconds, UTC.
+/// RFC 3339 with microseconds, UTC. RFC 3339 has four-digit years: a time after 9999-12-31 (a
+/// capture's clock can say anything) is written as that day's last microsecond.
 pub fn rfc3339(ts: Micros) -> String {
-    humantime::format_rfc3339_micros(UNIX_EPOCH + Duration::from_micros(ts)).to_string()
+    use std::fmt::Write;
+    let ts = ts.min(LAST_RFC3339_TS);
+    let mut out = String::with_capacity(27);
+    match write!(
+        out,
+        "{}",
+        humantime::format_rfc3339_micros(UNIX_EPOCH + Duration::from_micros(ts))
+    ) {
+        Ok(()) => out,
+        Err(_) => "9999-12-31T23:59:59.999999Z".to_string(),
+    }
 }
 
 /// Suricata-style category and severity of a model class.
@@ -533,6 +546,16 @@ mod tests {
             rfc3339(1_714_564_800_123_456),
             "2024-05-01T12:00:00.123456Z"
         );
+    }
+
+    #[test]
+    fn rfc3339_writes_times_after_9999_as_its_last_microsecond() {
+        assert_eq!(rfc3339(LAST_RFC3339_TS), "9999-12-31T23:59:59.999999Z");
+        assert_eq!(rfc3339(LAST_RFC3339_TS - 1), "9999-12-31T23:59:59.999998Z");
+        // nfstream's dhcp_*_endian.pcapng say the year 151991.
+        for ts in [LAST_RFC3339_TS + 1, 4_733_000_000_000_000_000, u64::MAX] {
+            assert_eq!(rfc3339(ts), "9999-12-31T23:59:59.999999Z");
+        }
     }
 
     #[test]

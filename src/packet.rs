@@ -8,6 +8,12 @@ use std::net::IpAddr;
 /// Timestamps are microseconds since the Unix epoch (packet time in replay, wall time live).
 pub type Micros = u64;
 
+/// The latest timestamp the pipeline takes (about the year 294,000); later ones are clamped to
+/// it. Every configured span is at most a year, so packet time plus any timeout cannot overflow.
+pub const MAX_TS: Micros = u64::MAX / 2;
+/// The last instant RFC 3339 can write (9999-12-31T23:59:59.999999Z).
+pub const LAST_RFC3339_TS: Micros = 253_402_300_799_999_999;
+
 pub const PROTO_ICMP: u8 = 1;
 pub const PROTO_TCP: u8 = 6;
 pub const PROTO_UDP: u8 = 17;

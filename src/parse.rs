@@ -1,7 +1,8 @@
 //! Frame parsing: one checked pass turns a captured frame into a [`PacketMeta`].
 //!
 //! The link layers (Ethernet with any stack of 802.1Q/802.1ad tags, PPPoE session, Linux cooked
-//! SLL and SLL2, raw IP, BSD loopback) are read here with explicit length checks; the IP layer and
+//! SLL and SLL2, raw IP, BSD loopback, PPP, Cisco HDLC, Linux NFLOG) are read here with explicit
+//! length checks; the IP layer and
 //! everything above it is sliced by etherparse in lax mode, so frames cut by a snap length still
 //! yield their headers. A frame that cannot be used is returned as a [`Skip`] reason, which the
 //! caller counts; nothing in here panics or allocates. Fragment attribution is not done here
@@ -25,11 +26,31 @@ pub enum LinkType {
     LinuxSll,
     /// Linux cooked capture v2.
     LinuxSll2,
-    /// BSD loopback: a 4-byte address family in host order.
+    /// BSD loopback: a 4-byte address family in the capturing host's byte order (either).
     Null,
+    /// OpenBSD loopback: the same family in network byte order.
+    Loop,
+    /// PPP, with or without the HDLC address and control bytes (LINKTYPE_PPP, _PPP_HDLC).
+    Ppp,
+    /// Cisco HDLC: address, control, then an Ethertype.
+    CiscoHdlc,
+    /// Linux NFLOG: a header, then type-length-value attributes, one of them the packet.
+    Nflog,
 }
 
 impl LinkType {
+    pub const ALL: [LinkType; 9] = [
+        LinkType::Ethernet,
+        LinkType::RawIp,
+        LinkType::LinuxSll,
+        LinkType::LinuxSll2,
+        LinkType::Null,
+        LinkType::Loop,
+        LinkType::Ppp,
+        LinkType::CiscoHdlc,
+        LinkType::Nflog,
+    ];
+
     /// Maps a pcap link-type number; `None` when we cannot read that link type.
     pub fn from_linktype(number: u32) -> Option<LinkType> {
         match number {
@@ -38,6 +59,10 @@ impl LinkType {
             113 => Some(LinkType::LinuxSll),
             276 => Some(LinkType::LinuxSll2),
             0 => Some(LinkType::Null),
+            108 => Some(LinkType::Loop),
+            9 | 50 => Some(LinkType::Ppp),
+            104 => Some(LinkType::CiscoHdlc),
+            239 => Some(LinkType::Nflog),
             _ => None,
         }
     }
@@ -124,15 +149,26 @@ pub fn parse_frame(
             }
             ethertype_payload(ethertype, &frame[20..], &mut vlan)?
         }
-        LinkType::Null => {
+        LinkType::Null | LinkType::Loop => {
             let family = frame.get(0..4).ok_or(Skip::TruncatedLink)?;
-            let family = u32::from_le_bytes([family[0], family[1], family[2], family[3]]);
+            let family = [family[0], family[1], family[2], family[3]];
+            // Null is in the capturing host's order: a family has no bits in the upper half.
+            let family = match (link, u32::from_le_bytes(family)) {
+                (LinkType::Null, le) if le <= 0xffff => le,
+                _ => u32::from_be_bytes(family),
+            };
             // AF_INET is 2 everywhere; AF_INET6 is 24, 28 or 30 depending on the BSD.
             match family {
                 2 | 24 | 28 | 30 => &frame[4..],
                 _ => return Err(Skip::NotIp),
             }
         }
+        LinkType::Ppp => ppp_payload(frame)?,
+        LinkType::CiscoHdlc => {
+            let ethertype = be16(frame, 2).ok_or(Skip::TruncatedLink)?;
+            ethertype_payload(ethertype, &frame[4..], &mut vlan)?
+        }
+        LinkType::Nflog => nflog_payload(frame)?,
     };
     let link_header = frame.len() - ip.len();
     let ip_on_wire = (wire_len as usize).max(frame.len()) - link_header;
@@ -141,6 +177,65 @@ pub fn parse_frame(
         return Err(Skip::BadIp);
     }
     Ok(meta)
+}
+
+/// PPP: the HDLC address and control bytes (0xff 0x03) when present, then the protocol, one byte
+/// when compressed (odd) or two. A frame that starts with Cisco HDLC's address (0x0f, 0x8f) is
+/// Cisco HDLC, which LINKTYPE_PPP_HDLC captures may hold too.
+fn ppp_payload(frame: &[u8]) -> Result<&[u8], Skip> {
+    let rest = match frame {
+        [0xff, 0x03, rest @ ..] => rest,
+        [0x0f | 0x8f, _, ..] => {
+            let ethertype = be16(frame, 2).ok_or(Skip::TruncatedLink)?;
+            return ethertype_payload(ethertype, &frame[4..], &mut [0; 2]);
+        }
+        rest => rest,
+    };
+    let (protocol, payload) = match rest {
+        [p, payload @ ..] if p & 1 == 1 => (u16::from(*p), payload),
+        [hi, lo, payload @ ..] => (u16::from_be_bytes([*hi, *lo]), payload),
+        _ => return Err(Skip::TruncatedLink),
+    };
+    match protocol {
+        PPP_IPV4 | PPP_IPV6 => Ok(payload),
+        _ => Err(Skip::NotIp),
+    }
+}
+
+/// NFLOG's attribute holding the packet (NFULA_PAYLOAD).
+const NFULA_PAYLOAD: u16 = 9;
+
+/// Linux NFLOG: family, version and resource id (4 bytes), then attributes of a length (which
+/// counts its 4-byte header) and a type, both in the capturing host's byte order, each padded to
+/// 4 bytes. The packet is the payload attribute, an IP packet.
+fn nflog_payload(frame: &[u8]) -> Result<&[u8], Skip> {
+    let mut rest = frame.get(4..).ok_or(Skip::TruncatedLink)?;
+    // The byte order is the one in which the first attribute's length fits the frame.
+    let little = match rest.get(0..2) {
+        Some(&[a, b]) => {
+            let le = usize::from(u16::from_le_bytes([a, b]));
+            (4..=rest.len()).contains(&le)
+        }
+        _ => return Err(Skip::TruncatedLink),
+    };
+    let field = |b: &[u8]| {
+        let pair = [b[0], b[1]];
+        if little {
+            u16::from_le_bytes(pair)
+        } else {
+            u16::from_be_bytes(pair)
+        }
+    };
+    while rest.len() >= 4 {
+        let len = usize::from(field(&rest[0..2]));
+        let kind = field(&rest[2..4]) & 0x7fff;
+        let value = rest.get(4..len).ok_or(Skip::TruncatedLink)?;
+        if kind == NFULA_PAYLOAD {
+            return Ok(value);
+        }
+        rest = rest.get(len.div_ceil(4) * 4..).unwrap_or_default();
+    }
+    Err(Skip::NotIp)
 }
 
 /// Walks Ethernet, VLAN tags and PPPoE down to the IP header.
@@ -248,8 +343,10 @@ fn ip_info(net: &LaxIpSlice<'_>, captured: usize) -> IpInfo {
                 dst: IpAddr::V4(h.destination_addr()),
                 proto: v4.payload().ip_number.0,
                 ttl: h.ttl(),
+                // A total length of 0 (TCP segmentation offload on the capturing host): the
+                // captured bytes, up to what the field can hold.
                 ip_len: if declared == 0 {
-                    captured as u16
+                    captured.min(usize::from(u16::MAX)) as u16
                 } else {
                     declared
                 },
@@ -590,12 +687,91 @@ mod tests {
         );
     }
 
+    /// (source, source port, destination, destination port, protocol, IP length) of a packet.
+    fn ends(p: &PacketMeta) -> (String, u16, String, u16, u8, u16) {
+        (
+            p.src.to_string(),
+            p.sport,
+            p.dst.to_string(),
+            p.dport,
+            p.proto,
+            p.ip_len,
+        )
+    }
+
+    /// Frames from tcpdump's test captures (BSD licence), as tshark decodes them.
+    #[test]
+    fn ppp_cisco_hdlc_and_nflog_frames_from_real_captures() {
+        // bgp_vpn_attrset.pcap (LINKTYPE_PPP), the first 64 of 177 bytes: PPP with address and
+        // control, BGP over TCP.
+        let ppp = hex("ff030021 45c000ade50400003e06797d0c0404040c010101 \
+             080300b3c4486045c790152680184000cf1800000101080a0005d89b000d95bbffffffffffffffff");
+        let p = parse_frame(LinkType::Ppp, 0, &ppp, 177).unwrap();
+        assert_eq!(
+            ends(&p),
+            ("12.4.4.4".into(), 2051, "12.1.1.1".into(), 179, 6, 173)
+        );
+        // The same without address and control, and with the protocol compressed to one byte.
+        for cut in [&ppp[2..], &[&[0x21][..], &ppp[4..]].concat()[..]] {
+            let q = parse_frame(LinkType::Ppp, 0, cut, cut.len() as u32 + 113).unwrap();
+            assert_eq!(ends(&q), ends(&p));
+        }
+        // HDLC.pcap frame 7 (LINKTYPE_C_HDLC): an ICMP echo request.
+        let mut chdlc = hex("0f000800 4500006400000000ff01a7960a0000010a000002 0800320b00000000");
+        chdlc.resize(104, 0xab);
+        let p = parse_frame(LinkType::CiscoHdlc, 0, &chdlc, 104).unwrap();
+        assert_eq!(
+            ends(&p),
+            ("10.0.0.1".into(), 0, "10.0.0.2".into(), 0, 1, 100)
+        );
+        // nflog.pcap frame 1 (LINKTYPE_NFLOG): a DNS answer inside the payload attribute, with
+        // attributes before it and none after.
+        let nflog = hex(
+            "02000014080001000800012705000a0000000000080004000000000210000800 \
+             0006ffffb8a386b9c3d6000006000f000001000006001100000e000012001000 \
+             0811961c10c8b8a386b9c3d6080000001400030000000000522a1f9e00000000 \
+             000960fc4d00090045000049000040003711c5144a522a2a0a0000140035a659 \
+             00356ddf437181800001000100000000076578616d706c6503636f6d00000100 \
+             01c00c0001000100002f9600045db8d877000000",
+        );
+        assert_eq!(nflog.len(), 180);
+        let p = parse_frame(LinkType::Nflog, 0, &nflog, 180).unwrap();
+        assert_eq!(
+            ends(&p),
+            ("74.82.42.42".into(), 53, "10.0.0.20".into(), 42585, 17, 73)
+        );
+    }
+
+    #[test]
+    fn loopback_families_in_either_byte_order() {
+        let ip = &vlan_syn()[18..];
+        let framed = |family: [u8; 4]| [&family[..], ip].concat();
+        let little = parse_frame(LinkType::Null, 0, &framed([2, 0, 0, 0]), 64).unwrap();
+        // A capture made on a big-endian host, and OpenBSD's loopback (always big-endian).
+        for (link, family) in [
+            (LinkType::Null, [0, 0, 0, 2]),
+            (LinkType::Null, [0, 0, 0, 24]),
+            (LinkType::Loop, [0, 0, 0, 2]),
+            (LinkType::Loop, [0, 0, 0, 30]),
+        ] {
+            assert_eq!(
+                parse_frame(link, 0, &framed(family), 64),
+                Ok(little),
+                "{family:?}"
+            );
+        }
+        assert_eq!(
+            parse_frame(LinkType::Loop, 0, &framed([2, 0, 0, 0]), 64),
+            Err(Skip::NotIp)
+        );
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(4000))]
 
         #[test]
-        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..200), link in 0usize..5) {
-            let link = [LinkType::Ethernet, LinkType::RawIp, LinkType::LinuxSll, LinkType::LinuxSll2, LinkType::Null][link];
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..200), link in 0usize..LinkType::ALL.len()) {
+            let link = LinkType::ALL[link];
             let _ = parse_frame(link, 0, &bytes, bytes.len() as u32);
         }
 

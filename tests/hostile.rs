@@ -10,6 +10,7 @@ use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
+use common::frames::*;
 use common::*;
 use edgewatch::capture::file::{CaptureError, CaptureReader, MAX_RECORD_LEN};
 
@@ -17,68 +18,21 @@ const T0: u32 = 1_714_564_800;
 
 /// An Ethernet + IPv4 + UDP frame from 10.20.0.1:4000 to 10.20.0.2:5000 with `payload` bytes.
 fn udp_frame(payload: usize, reply: bool) -> Vec<u8> {
-    let ip_len = 20 + 8 + payload;
-    assert!(ip_len <= 65535);
-    let (src, dst, sport, dport) = if reply {
-        ([10, 20, 0, 2], [10, 20, 0, 1], 5000u16, 4000u16)
+    if reply {
+        ipv4_frame(
+            [10, 20, 0, 2],
+            [10, 20, 0, 1],
+            17,
+            &udp(5000, 4000, payload),
+        )
     } else {
-        ([10, 20, 0, 1], [10, 20, 0, 2], 4000, 5000)
-    };
-    let mut f = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x08, 0x00];
-    let mut ip = vec![0x45, 0, 0, 0, 0, 1, 0, 0, 64, 17, 0, 0];
-    ip[2..4].copy_from_slice(&(ip_len as u16).to_be_bytes());
-    ip.extend_from_slice(&src);
-    ip.extend_from_slice(&dst);
-    let sum = ip
-        .chunks(2)
-        .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
-        .sum::<u32>();
-    let sum = (sum & 0xffff) + (sum >> 16);
-    ip[10..12].copy_from_slice(&(!((sum & 0xffff) + (sum >> 16)) as u16).to_be_bytes());
-    f.extend_from_slice(&ip);
-    f.extend_from_slice(&sport.to_be_bytes());
-    f.extend_from_slice(&dport.to_be_bytes());
-    f.extend_from_slice(&((8 + payload) as u16).to_be_bytes());
-    f.extend_from_slice(&[0, 0]);
-    f.extend((0..payload).map(|i| i as u8));
-    f
-}
-
-/// A record: (seconds, microseconds, captured bytes, original length).
-type Record = (u32, u32, Vec<u8>, u32);
-
-fn rec(sec: u32, usec: u32, data: Vec<u8>) -> Record {
-    let orig = data.len() as u32;
-    (sec, usec, data, orig)
-}
-
-/// A little-endian microsecond pcap file.
-fn pcap(linktype: u32, snaplen: u32, records: &[Record]) -> Vec<u8> {
-    let mut out = pcap_header(linktype, snaplen);
-    for r in records {
-        out.extend_from_slice(&record(r));
+        ipv4_frame(
+            [10, 20, 0, 1],
+            [10, 20, 0, 2],
+            17,
+            &udp(4000, 5000, payload),
+        )
     }
-    out
-}
-
-fn pcap_header(linktype: u32, snaplen: u32) -> Vec<u8> {
-    let mut out = Vec::new();
-    out.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
-    out.extend_from_slice(&2u16.to_le_bytes());
-    out.extend_from_slice(&4u16.to_le_bytes());
-    out.extend_from_slice(&[0; 8]);
-    out.extend_from_slice(&snaplen.to_le_bytes());
-    out.extend_from_slice(&linktype.to_le_bytes());
-    out
-}
-
-fn record((sec, usec, data, orig): &Record) -> Vec<u8> {
-    let mut out = Vec::new();
-    for w in [*sec, *usec, data.len() as u32, *orig] {
-        out.extend_from_slice(&w.to_le_bytes());
-    }
-    out.extend_from_slice(data);
-    out
 }
 
 /// A UDP exchange of `n` packets, one every 10 ms, alternating direction.
@@ -210,6 +164,17 @@ fn wrong_magic_is_refused_and_shown() {
     assert_says(&err, "(it starts with nothing (the file is empty))");
     let err = replay_refused("short.pcap", &[0xd4, 0xc3]);
     assert!(err.contains("(it starts with 0xd4c3)"), "{err}");
+}
+
+#[test]
+fn compressed_captures_are_refused_with_how_to_read_them() {
+    let mut gz = vec![0x1f, 0x8b, 0x08, 0x08];
+    gz.extend_from_slice(&pcap(1, 65535, &exchange(2)));
+    let err = replay_refused("x.pcap.gz", &gz);
+    assert_says(&err, "x.pcap.gz is gzip-compressed: decompress it first, or stream it");
+    assert_says(&err, "| edgewatch replay /dev/stdin");
+    let err = replay_refused("x.pcapng.zst", &[0x28, 0xb5, 0x2f, 0xfd, 0, 0]);
+    assert_says(&err, "zstd-compressed");
 }
 
 #[test]
@@ -409,18 +374,15 @@ fn a_huge_record_length_reads_nothing_more_from_an_endless_source() {
         let t = reader.truncation().expect("stopped with a reason").clone();
         assert_eq!(t.after_records, 1, "{format}");
         let read = read.load(std::sync::atomic::Ordering::Relaxed) - good;
-        let bound = if format == "pcap" {
-            // The record header and nothing of the record.
-            assert!(t.detail.contains("length 4294967295"), "{}", t.detail);
-            64 * 1024
+        // The header and nothing of the record (what was read ahead in the first block).
+        let length = if format == "pcap" {
+            4294967295u32
         } else {
-            // pcap-file's pcapng reader reads into a fixed 8 MB buffer and gives up when a
-            // block does not fit in it.
-            assert!(t.detail.contains("cut short"), "{}", t.detail);
-            8_000_000
+            4294967280
         };
+        assert!(t.detail.contains(&length.to_string()), "{}", t.detail);
         assert!(
-            read <= bound,
+            read <= 64 * 1024,
             "{format}: read {read} bytes past the good part"
         );
     }
@@ -491,17 +453,40 @@ fn time_going_backwards_is_counted_and_clamped() {
 }
 
 #[test]
-fn a_timestamp_fraction_out_of_range_stops_the_file() {
+fn a_timestamp_fraction_of_a_second_or_more_is_carried_into_the_seconds() {
+    // libpcap reads such records (tcpdump's timestamp_invalid_micro.pcap); so does edgewatch.
     let mut records = exchange(2);
     records.push(rec(T0, 1_000_000, udp_frame(32, false)));
-    let err = replay_ok("frac.pcap", &pcap(1, 65535, &records));
-    assert!(
-        err.contains(
-            "stops early after 2 records: record header is corrupt (timestamp fraction 1000000)"
-        ),
-        "{err}"
+    records.push(rec(T0 + 1, 500_000, udp_frame(32, true)));
+    let c = write_capture("frac.pcap", &pcap(1, 65535, &records));
+    let err = stderr(&replay(&c.path));
+    assert_says(
+        &err,
+        "1 records have a sub-second timestamp field of a second or more; it was carried into \
+         the seconds.",
     );
-    assert!(summary(&err).starts_with("replay: 2 packets, "), "{err}");
+    assert_summary(&err, "replay: 4 packets, 1 flows, ");
+    assert!(!err.contains("stops early"), "{err}");
+    let finals = final_rows(&features(&c.path, &[]));
+    let r = &finals["UDP 10.20.0.1:4000 -> 10.20.0.2:5000"];
+    assert_eq!(
+        (r.s("start"), r.s("end")),
+        ("1714564800.000000", "1714564801.500000")
+    );
+}
+
+#[test]
+fn link_type_fcs_and_reserved_bits_are_masked_with_a_warning() {
+    // 0x30000001: Ethernet with FCS-length bits set, as libpcap's LINKTYPE_LINK_TYPE reads it.
+    let err = replay_ok("fcs.pcap", &pcap(0x3000_0001, 65535, &exchange(3)));
+    assert_says(
+        &err,
+        "The link-type field 0x30000001 has FCS-length or reserved bits set; read as link type 1.",
+    );
+    assert_summary(&err, "replay: 3 packets, 1 flows, 0 alerts, 0 skipped");
+    // The lower bits still decide: an unsupported link type stays refused.
+    let err = replay_refused("fcs-wifi.pcap", &pcap(0x3000_0069, 65535, &exchange(3)));
+    assert_says(&err, "unsupported link type 105");
 }
 
 // ---- pcapng -----------------------------------------------------------------------------------
@@ -618,9 +603,263 @@ fn pcapng_unsupported_interfaces_are_counted_and_skipped() {
     let err = replay_ok("wifi.pcapng", &b);
     assert_says(
         &err,
-        "2 frames were on interfaces with an unsupported link type and were skipped.",
+        "2 frames were on interfaces with an unsupported link type (such as 105) and were skipped.",
     );
     assert_summary(&err, "replay: 1 packets, 1 flows, ");
+}
+
+#[test]
+fn pcapng_with_only_unsupported_interfaces_is_refused_like_pcap() {
+    let mut b = shb();
+    b.extend(idb(105, &[]));
+    b.extend(epb(0, T0_US, &[0u8; 40]));
+    b.extend(epb(0, T0_US + 1, &[0u8; 40]));
+    let err = replay_refused("wifi-only.pcapng", &b);
+    assert_says(&err, "unsupported link type 105; edgewatch reads Ethernet");
+    assert!(
+        !err.contains("replay: "),
+        "no summary for an unusable file: {err}"
+    );
+    // `features` says the same.
+    let c = write_capture("wifi-only.pcapng", &b);
+    let out = c.path.with_extension("csv");
+    let o = run(&[
+        "features",
+        c.path.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert_says(&stderr(&o), "unsupported link type 105");
+    // A section with no packets at all is an empty capture, not an error.
+    let mut b = shb();
+    b.extend(idb(105, &[]));
+    let err = replay_ok("empty.pcapng", &b);
+    assert_summary(&err, "replay: 0 packets, 0 flows, ");
+}
+
+#[test]
+fn pcapng_options_without_an_end_marker_or_with_non_utf8_strings_are_read() {
+    // if_name (2) with bytes that are not UTF-8, then if_tsresol (9) = ms, and no opt_endofopt:
+    // the options run to the end of the block (tcpdump's ospf-sr.pcapng ends its options so).
+    let mut body = Vec::new();
+    body.extend_from_slice(&1u16.to_le_bytes());
+    body.extend_from_slice(&0u16.to_le_bytes());
+    body.extend_from_slice(&0u32.to_le_bytes());
+    for (code, value) in [(2u16, &[0xff, 0xfe, 0x80, b'x', 0xc3][..]), (9, &[3][..])] {
+        body.extend_from_slice(&code.to_le_bytes());
+        body.extend_from_slice(&(value.len() as u16).to_le_bytes());
+        body.extend_from_slice(value);
+        body.resize(body.len().div_ceil(4) * 4, 0);
+    }
+    let mut b = shb();
+    b.extend(block(1, &body));
+    // A comment (1) that is not UTF-8 on the packet block.
+    let mut packet = epb(0, u64::from(T0) * 1000 + 250, &udp_frame(32, false));
+    let comment_at = packet.len() - 4;
+    let total = packet.len() as u32 + 8;
+    packet.splice(comment_at..comment_at, [1, 0, 3, 0, 0xff, 0xfe, 0xfd, 0]);
+    packet[4..8].copy_from_slice(&total.to_le_bytes());
+    packet[comment_at + 8..].copy_from_slice(&total.to_le_bytes());
+    b.extend(packet);
+    b.extend(epb(0, u64::from(T0) * 1000 + 500, &udp_frame(32, true)));
+    let c = write_capture("options.pcapng", &b);
+    let err = stderr(&replay(&c.path));
+    assert_summary(&err, "replay: 2 packets, 1 flows, 0 alerts, 0 skipped");
+    assert!(
+        !err.contains("stops early") && !err.contains("options"),
+        "{err}"
+    );
+    let finals = final_rows(&features(&c.path, &[]));
+    let r = &finals["UDP 10.20.0.1:4000 -> 10.20.0.2:5000"];
+    assert_eq!(
+        (r.s("start"), r.s("end")),
+        ("1714564800.250000", "1714564800.500000")
+    );
+}
+
+#[test]
+fn pcapng_options_cut_short_keep_the_interface_with_a_warning() {
+    // if_tsresol claims 8 bytes where 1 is left: the option list is broken, the packets are not.
+    let mut body = Vec::new();
+    body.extend_from_slice(&1u16.to_le_bytes());
+    body.extend_from_slice(&[0; 6]);
+    body.extend_from_slice(&9u16.to_le_bytes());
+    body.extend_from_slice(&8u16.to_le_bytes());
+    body.extend_from_slice(&[6, 0, 0, 0]);
+    let mut b = shb();
+    b.extend(block(1, &body));
+    b.extend(epb(0, T0_US, &udp_frame(32, false)));
+    let err = replay_ok("badopt.pcapng", &b);
+    assert_says(&err, "1 pcapng interface options could not be read");
+    assert_summary(&err, "replay: 1 packets, 1 flows, ");
+}
+
+/// An obsolete packet block (type 2): interface id and drop count (u16 each), then as an EPB.
+fn packet_block(interface: u16, ts: u64, data: &[u8]) -> Vec<u8> {
+    let mut body = Vec::new();
+    body.extend_from_slice(&interface.to_le_bytes());
+    body.extend_from_slice(&0u16.to_le_bytes());
+    body.extend_from_slice(&((ts >> 32) as u32).to_le_bytes());
+    body.extend_from_slice(&(ts as u32).to_le_bytes());
+    body.extend_from_slice(&(data.len() as u32).to_le_bytes());
+    body.extend_from_slice(&(data.len() as u32).to_le_bytes());
+    body.extend_from_slice(data);
+    block(2, &body)
+}
+
+#[test]
+fn pcapng_obsolete_packet_blocks_are_read() {
+    let mut b = shb();
+    b.extend(idb(1, &[]));
+    b.extend(packet_block(0, T0_US, &udp_frame(32, false)));
+    b.extend(packet_block(0, T0_US + 20_000, &udp_frame(32, true)));
+    b.extend(epb(0, T0_US + 40_000, &udp_frame(32, false)));
+    let c = write_capture("pb.pcapng", &b);
+    assert_summary(
+        &stderr(&replay(&c.path)),
+        "replay: 3 packets, 1 flows, 0 alerts, 0 skipped",
+    );
+    let finals = final_rows(&features(&c.path, &[]));
+    let r = &finals["UDP 10.20.0.1:4000 -> 10.20.0.2:5000"];
+    assert_eq!(
+        (r.count("fwd_pkts_log1p"), r.count("bwd_pkts_log1p")),
+        (2, 1)
+    );
+    assert_eq!(r.s("end"), "1714564800.040000");
+}
+
+/// Swaps a little-endian pcapng made by the helpers above into big-endian, block by block.
+fn to_big_endian(le: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at < le.len() {
+        let kind = u32::from_le_bytes(le[at..at + 4].try_into().unwrap());
+        let len = u32::from_le_bytes(le[at + 4..at + 8].try_into().unwrap()) as usize;
+        let body = &le[at + 8..at + len - 4];
+        let mut swapped = body.to_vec();
+        let swap32 = |b: &mut [u8]| b.reverse();
+        match kind {
+            0x0a0d_0d0a => {
+                swap32(&mut swapped[0..4]);
+                swapped[4..6].reverse();
+                swapped[6..8].reverse();
+                swapped[8..16].reverse();
+            }
+            1 => {
+                swapped[0..2].reverse();
+                swapped[4..8].reverse();
+                assert_eq!(body.len(), 8, "options are not swapped here");
+            }
+            6 => {
+                for i in 0..5 {
+                    swap32(&mut swapped[i * 4..i * 4 + 4]);
+                }
+            }
+            other => panic!("block type {other}"),
+        }
+        out.extend_from_slice(&kind.to_be_bytes());
+        out.extend_from_slice(&(len as u32).to_be_bytes());
+        out.extend_from_slice(&swapped);
+        out.extend_from_slice(&(len as u32).to_be_bytes());
+        at += len;
+    }
+    out
+}
+
+#[test]
+fn pcapng_sections_of_either_byte_order_are_read() {
+    let section = |first: u64| {
+        let mut b = shb();
+        b.extend(idb(1, &[]));
+        b.extend(epb(0, T0_US + first, &udp_frame(32, false)));
+        b.extend(epb(0, T0_US + first + 1, &udp_frame(32, true)));
+        b
+    };
+    let mut b = to_big_endian(&section(0));
+    b.extend(section(10));
+    b.extend(to_big_endian(&section(20)));
+    let c = write_capture("mixed.pcapng", &b);
+    assert_summary(
+        &stderr(&replay(&c.path)),
+        "replay: 6 packets, 1 flows, 0 alerts, 0 skipped",
+    );
+    let finals = final_rows(&features(&c.path, &[]));
+    let r = &finals["UDP 10.20.0.1:4000 -> 10.20.0.2:5000"];
+    assert_eq!(
+        (r.s("start"), r.s("end")),
+        ("1714564800.000000", "1714564800.000021")
+    );
+}
+
+#[test]
+fn pcapng_trailer_that_disagrees_with_the_header_stops_the_file() {
+    let mut b = shb();
+    b.extend(idb(1, &[]));
+    b.extend(epb(0, T0_US, &udp_frame(32, false)));
+    let mut bad = epb(0, T0_US + 1, &udp_frame(32, true));
+    let at = bad.len() - 4;
+    bad[at..].copy_from_slice(&8u32.to_le_bytes());
+    b.extend(bad);
+    let err = replay_ok("trailer.pcapng", &b);
+    assert_says(
+        &err,
+        "stops early after 1 records: block is corrupt (type 6: its length is",
+    );
+    assert_summary(&err, "replay: 1 packets, ");
+}
+
+#[test]
+fn pcapng_large_non_packet_blocks_are_skipped_without_being_held() {
+    // A 1 MiB custom block (type 0x00000bad) between two packets.
+    let mut b = shb();
+    b.extend(idb(1, &[]));
+    b.extend(epb(0, T0_US, &udp_frame(32, false)));
+    b.extend(block(0x0bad, &vec![0x5a; 1 << 20]));
+    b.extend(epb(0, T0_US + 1, &udp_frame(32, true)));
+    let err = replay_ok("custom.pcapng", &b);
+    assert_summary(&err, "replay: 2 packets, 1 flows, 0 alerts, 0 skipped");
+}
+
+#[test]
+fn timestamps_after_the_year_9999_are_read_and_written_as_its_last_microsecond() {
+    // nfstream's dhcp_*_endian.pcapng: if_tsresol says µs, the values mean ns (year 151991).
+    let far = 4_733_000_000_000_000_000u64;
+    let mut b = shb();
+    b.extend(idb(1, &[]));
+    for i in 0..4 {
+        b.extend(epb(0, far + i * 1_000, &udp_frame(32, i % 2 == 1)));
+    }
+    // A resolution of 1 s (10^0) and the largest raw value: past what µs can count.
+    b.extend(idb(1, &[(9, &[0])]));
+    b.extend(epb(1, u64::MAX, &udp_frame(32, false)));
+    let c = write_capture("far.pcapng", &b);
+    let threshold_zero = config(c._dir.path(), "[model]\nthreshold = 0.0\n");
+    let o = run(&[
+        "replay",
+        c.path.to_str().unwrap(),
+        "--config",
+        threshold_zero.to_str().unwrap(),
+    ]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert_says(
+        &err,
+        "5 records are dated after 9999-12-31; alerts show 9999-12-31T23:59:59.999999Z for them, \
+         and 1 past the year 294,000 were clamped to it.",
+    );
+    // The clamped packet comes long after the flow's idle timeout: a flow of its own.
+    assert_summary(&err, "replay: 5 packets, 2 flows, ");
+    let alerts = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        alerts.lines().count() > 0,
+        "threshold 0 alerts on the flow: {err}"
+    );
+    for line in alerts.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(v["timestamp"], "9999-12-31T23:59:59.999999Z", "{line}");
+    }
 }
 
 #[test]
@@ -695,9 +934,10 @@ fn pcapng_block_length_not_a_multiple_of_4_stops_the_file() {
     b.extend(bad);
     let err = replay_ok("odd.pcapng", &b);
     assert!(
-        err.contains(
-            "stops early after 1 records: Invalid field value: Block: (initial_len % 4) != 0"
-        ),
+        err.contains(&format!(
+            "stops early after 1 records: block header is corrupt (block type 6, length {len}: \
+             not a multiple of 4 of at least 12)"
+        )),
         "{err}"
     );
     assert!(summary(&err).starts_with("replay: 1 packets, "), "{err}");

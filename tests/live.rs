@@ -228,6 +228,11 @@ impl Agent {
 
     /// As [`Agent::start`], with the alerts going to `alerts` instead of a file of its own.
     fn start_writing(lab: &mut Lab, config_text: &str, alerts: Option<&str>) -> Agent {
+        Agent::start_on(lab, "ewt0", config_text, alerts)
+    }
+
+    /// As [`Agent::start_writing`], capturing on `interface` of the lab's first namespace.
+    fn start_on(lab: &mut Lab, interface: &str, config_text: &str, alerts: Option<&str>) -> Agent {
         let dir = tempfile::tempdir().unwrap();
         let alerts = alerts.map_or_else(|| dir.path().join("alerts.jsonl"), Into::into);
         let cfg = config(dir.path(), config_text);
@@ -237,7 +242,7 @@ impl Agent {
                 bin(),
                 "run",
                 "--interface",
-                "ewt0",
+                interface,
                 "--config",
                 cfg.to_str().unwrap(),
                 "--alerts",
@@ -247,7 +252,9 @@ impl Agent {
         let pid = agent.id();
         let (log, reader) = collect_stderr(agent);
         wait_for("the agent to capture", Duration::from_secs(30), || {
-            log.lock().unwrap().contains("Capturing on ewt0")
+            log.lock()
+                .unwrap()
+                .contains(&format!("Capturing on {interface}"))
         });
         Agent {
             pid,
@@ -724,5 +731,78 @@ fn run_stops_with_the_error_when_its_alerts_cannot_be_written() {
     assert!(
         log.contains("edgewatch: error: writing output failed: No space left on device"),
         "{log}"
+    );
+}
+
+/// Writes raw IPv4 packets into a TUN device it creates, `ewtun0` (a WireGuard or PPP interface
+/// looks the same to a packet socket: IP packets without a link header). Prints "ready" once the
+/// device exists, waits for a line, writes the packets: UDP from 10.99.0.2 ports 4000.. to
+/// 10.99.0.1:5000, which the namespace answers with ICMP port unreachable. Then it holds the
+/// device open until stdin closes.
+const TUN_WRITER: &str = r#"
+import fcntl, os, struct, sys
+fd = os.open("/dev/net/tun", os.O_RDWR)
+fcntl.ioctl(fd, 0x400454ca, struct.pack("16sH", b"ewtun0", 0x0001 | 0x1000))  # TUNSETIFF: TUN, NO_PI
+print("ready", flush=True)
+sys.stdin.readline()
+def checksum(b):
+    s = sum(struct.unpack("!10H", b))
+    s = (s & 0xffff) + (s >> 16)
+    return ~((s & 0xffff) + (s >> 16)) & 0xffff
+for i in range(int(sys.argv[1])):
+    udp = struct.pack("!HHHH", 4000 + i, 5000, 8 + 16, 0) + bytes(16)
+    ip = bytearray(struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), i, 0, 64, 17, 0,
+                               bytes([10, 99, 0, 2]), bytes([10, 99, 0, 1])))
+    ip[10:12] = struct.pack("!H", checksum(bytes(ip)))
+    os.write(fd, bytes(ip) + udp)
+print("sent", flush=True)
+sys.stdin.read()
+"#;
+
+#[test]
+fn run_captures_ip_packets_on_an_interface_without_a_link_header() {
+    if !live_capture_possible() {
+        return;
+    }
+    let mut lab = Lab::new("tun", "10.98.0");
+    let mut writer = Command::new("ip")
+        .args([
+            "netns", "exec", &lab.ns[0], "python3", "-c", TUN_WRITER, "5",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3 runs");
+    let mut said = BufReader::new(writer.stdout.take().unwrap()).lines();
+    assert_eq!(said.next().unwrap().unwrap(), "ready");
+    lab.exec(0, &["ip", "addr", "add", "10.99.0.1/24", "dev", "ewtun0"]);
+    lab.exec(0, &["ip", "link", "set", "ewtun0", "up"]);
+    let agent = Agent::start_on(
+        &mut lab,
+        "ewtun0",
+        "[model]\nthreshold = 0.0\n[flow]\nprobe_eval_s = 0.2\n",
+        None,
+    );
+    use std::io::Write;
+    let mut to_writer = writer.stdin.take().unwrap();
+    writeln!(to_writer, "go").unwrap();
+    assert_eq!(said.next().unwrap().unwrap(), "sent");
+    wait_for("the probes' alerts", Duration::from_secs(10), || {
+        agent.alerts_contain("\"src_ip\":\"10.99.0.2\"")
+    });
+    let (log, alerts) = agent.stop(&mut lab);
+    drop(to_writer);
+    let _ = writer.wait();
+    // Five datagrams in, five ICMP errors out: read as IP, none skipped.
+    let [packets, flows, _, skipped, ..] = summary(&log)[..] else {
+        unreachable!()
+    };
+    assert!(packets >= 5 && flows >= 5, "{log}");
+    assert_eq!(skipped, 0, "{log}");
+    assert!(
+        alerts
+            .iter()
+            .all(|a| a["src_ip"] == "10.99.0.2" && a["dest_ip"] == "10.99.0.1"),
+        "{alerts:?}"
     );
 }

@@ -34,6 +34,11 @@ pub enum LiveError {
     #[error("interface {name} is not an Ethernet-like interface")]
     NotEthernet { name: String },
     #[error(
+        "cannot capture on {name}: its hardware type is {hardware} (ARPHRD); edgewatch captures \
+         on Ethernet, loopback, PPP and IP-tunnel interfaces (a Wi-Fi monitor interface is not one)"
+    )]
+    UnsupportedLink { name: String, hardware: u32 },
+    #[error(
         "cannot capture on {name}: this edgewatch was built without the capture backend \
          \"{backend}\" (the tpacket backend is Linux only, pnet needs the cargo feature \"pnet\")"
     )]
@@ -71,6 +76,37 @@ pub trait LinkReceiver: Send {
     fn kernel_stats(&mut self) -> io::Result<Option<KernelStats>> {
         Ok(None)
     }
+
+    /// The link layer of the frames.
+    fn link(&self) -> LinkType {
+        LinkType::Ethernet
+    }
+}
+
+/// The link layer of the frames a packet socket reads on interface `name`, from its hardware
+/// type (`/sys/class/net/NAME/type`, an ARPHRD_* number). Interfaces without a link header (PPP,
+/// WireGuard and TUN, IP tunnels) hand over the IP packet itself. Where sysfs cannot say (not
+/// Linux), Ethernet.
+pub fn interface_link(name: &str) -> Result<LinkType, LiveError> {
+    if name.contains('/') {
+        return Err(LiveError::NoSuchInterface {
+            name: name.to_string(),
+            known: "(an interface name has no '/')".to_string(),
+        });
+    }
+    let Ok(text) = std::fs::read_to_string(format!("/sys/class/net/{name}/type")) else {
+        return Ok(LinkType::Ethernet);
+    };
+    match text.trim().parse::<u32>() {
+        // ETHER, IEEE802, LOOPBACK (Linux's loopback frames carry an Ethernet header).
+        Ok(1 | 6 | 772) | Err(_) => Ok(LinkType::Ethernet),
+        // PPP, TUNNEL (ipip), TUNNEL6, SIT, IPGRE, IP6GRE, NONE (TUN, WireGuard).
+        Ok(512 | 768 | 769 | 776 | 778 | 823 | 65534) => Ok(LinkType::RawIp),
+        Ok(hardware) => Err(LiveError::UnsupportedLink {
+            name: name.to_string(),
+            hardware,
+        }),
+    }
 }
 
 /// The wall clock, behind a trait so tests can drive time.
@@ -91,6 +127,7 @@ impl Clock for SystemClock {
 #[cfg(feature = "pnet")]
 struct PnetReceiver {
     rx: Box<dyn pnet_datalink::DataLinkReceiver>,
+    link: LinkType,
 }
 
 #[cfg(feature = "pnet")]
@@ -115,6 +152,10 @@ impl LinkReceiver for PnetReceiver {
             Err(e) => Err(e),
         }
     }
+
+    fn link(&self) -> LinkType {
+        self.link
+    }
 }
 
 /// How long a capture thread waits for a frame before it checks for shutdown and hands on a
@@ -135,9 +176,13 @@ pub fn open(name: &str, cfg: &CaptureConfig) -> Result<Vec<Box<dyn LinkReceiver>
                 blocks: cfg.ring_blocks,
             };
             let receivers = super::tpacket::open(name, cfg.promiscuous, ring, cfg.threads)?;
+            let link = interface_link(name)?;
             Ok(receivers
                 .into_iter()
-                .map(|r| Box::new(r) as Box<dyn LinkReceiver>)
+                .map(|mut r| {
+                    r.link = link;
+                    Box::new(r) as Box<dyn LinkReceiver>
+                })
                 .collect())
         }
         #[cfg(feature = "pnet")]
@@ -172,7 +217,10 @@ fn open_pnet(name: &str, promiscuous: bool) -> Result<Box<dyn LinkReceiver>, Liv
         ..Default::default()
     };
     match pnet_datalink::channel(iface, config) {
-        Ok(pnet_datalink::Channel::Ethernet(_tx, rx)) => Ok(Box::new(PnetReceiver { rx })),
+        Ok(pnet_datalink::Channel::Ethernet(_tx, rx)) => Ok(Box::new(PnetReceiver {
+            rx,
+            link: interface_link(name)?,
+        })),
         Ok(_) => Err(LiveError::NotEthernet {
             name: name.to_string(),
         }),
@@ -225,6 +273,7 @@ pub fn capture_loop(
     out: &Sender<Vec<PacketMeta>>,
     counters: &Arc<CaptureCounters>,
 ) -> io::Result<()> {
+    let link = rx.link();
     let mut batch = Vec::with_capacity(batch_size);
     let mut last_send = Instant::now();
     let mut last_kernel_stats = Instant::now();
@@ -237,7 +286,7 @@ pub fn capture_loop(
                 .bytes
                 .fetch_add(u64::from(frame.wire_len), Ordering::Relaxed);
             let ts = frame.ts.unwrap_or_else(|| clock.now());
-            match parse_frame(LinkType::Ethernet, ts, frame.data, frame.wire_len) {
+            match parse_frame(link, ts, frame.data, frame.wire_len) {
                 Ok(meta) => batch.push(meta),
                 Err(skip) => {
                     counters.skipped[skip.index()].fetch_add(1, Ordering::Relaxed);

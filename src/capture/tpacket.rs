@@ -86,6 +86,8 @@ pub struct TpacketReceiver {
     walk: Option<(usize, u32, usize)>,
     /// A frame whose VLAN tag the kernel took out, with the tag put back.
     scratch: Vec<u8>,
+    /// The link layer of the interface's frames (live::open sets it).
+    pub(crate) link: crate::parse::LinkType,
 }
 
 impl TpacketReceiver {
@@ -191,6 +193,7 @@ impl TpacketReceiver {
             next: 0,
             walk: None,
             scratch: Vec::with_capacity(SNAPLEN as usize + 4),
+            link: crate::parse::LinkType::Ethernet,
         })
     }
 
@@ -297,6 +300,10 @@ impl LinkReceiver for TpacketReceiver {
             drops: u64::from(s.tp_drops),
             freezes: u64::from(s.tp_freeze_q_cnt),
         }))
+    }
+
+    fn link(&self) -> crate::parse::LinkType {
+        self.link
     }
 }
 

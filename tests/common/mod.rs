@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests: run the real binary, read what it wrote.
 #![allow(dead_code)]
 
+pub mod frames;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
