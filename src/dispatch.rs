@@ -13,7 +13,7 @@ use crossbeam_channel::{Sender, TrySendError};
 
 use crate::fasthash::FastMap;
 use crate::flow::{Order, shard_of};
-use crate::packet::{Micros, PacketKind, PacketMeta};
+use crate::packet::{MAX_TS, Micros, PacketKind, PacketMeta};
 
 /// What to do when a shard's queue is full.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -50,6 +50,8 @@ struct FragPorts {
 
 /// How long a datagram's ports are kept waiting for its later fragments.
 const FRAGMENT_TTL: Micros = 30_000_000;
+/// How often a full fragment table is swept for expired datagrams at most.
+const FRAGMENT_SWEEP: Micros = 1_000_000;
 
 pub struct Dispatcher {
     shards: Vec<Sender<Batch>>,
@@ -61,6 +63,8 @@ pub struct Dispatcher {
     since_flush: usize,
     fragments: FastMap<(IpAddr, IpAddr, u8, u32), FragPorts>,
     max_fragments: usize,
+    /// The packet time before which a full fragment table is not swept again.
+    next_sweep: Micros,
     pub counters: DispatchCounters,
 }
 
@@ -85,6 +89,7 @@ impl Dispatcher {
             since_flush: 0,
             fragments: FastMap::default(),
             max_fragments,
+            next_sweep: 0,
             counters: DispatchCounters::default(),
         }
     }
@@ -101,6 +106,9 @@ impl Dispatcher {
 
     /// Takes one parsed packet.
     pub fn push(&mut self, mut p: PacketMeta) {
+        // Packet time plus any configured span (at most a year) must not overflow: the capture
+        // reader clamps already; this holds the bound for every source.
+        p.ts = p.ts.min(MAX_TS);
         if p.ts < self.clock {
             self.counters.time_backwards += 1;
             p.ts = self.clock;
@@ -113,7 +121,7 @@ impl Dispatcher {
         self.seq += 1;
         p.seq = self.seq;
         self.counters.packets += 1;
-        let shard = shard_of(p.src, p.dst, self.shards.len());
+        let shard = shard_of(&p, self.shards.len());
         self.pending[shard].push(p);
         if self.pending[shard].len() >= self.batch_size {
             self.send(shard);
@@ -179,9 +187,12 @@ impl Dispatcher {
                 None => false,
             },
             _ => {
-                if self.fragments.len() >= self.max_fragments {
+                // A full table is swept for expired datagrams at most once per sweep interval, so
+                // a stream of new first fragments costs one scan per interval, not one per packet.
+                if self.fragments.len() >= self.max_fragments && p.ts >= self.next_sweep {
                     let horizon = p.ts.saturating_sub(FRAGMENT_TTL);
                     self.fragments.retain(|_, f| f.seen >= horizon);
+                    self.next_sweep = p.ts + FRAGMENT_SWEEP;
                 }
                 if self.fragments.len() < self.max_fragments {
                     let ports = FragPorts {

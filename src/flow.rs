@@ -103,23 +103,27 @@ fn fold_mul(a: u64, b: u64) -> u64 {
     (full as u64) ^ ((full >> 64) as u64)
 }
 
-/// The shard of a packet: a fixed hash of its IP pair, the same in both directions and in every
-/// run (so a replay splits its flows the same way each time). A dozen instructions: it runs for
-/// every packet in the reading thread, where a hash of the pair with xxh3 took 3.5 % of replay's
-/// CPU time.
-pub fn shard_of(src: IpAddr, dst: IpAddr, shards: usize) -> usize {
+/// The shard of a packet: a fixed hash of its flow's 5-tuple, the same in both directions and in
+/// every run (so a replay splits its flows the same way each time). The ports are part of it so
+/// that the many flows of one pair of hosts (a flood, a scan) spread over all the shards: each
+/// shard owns `max_flows / shards` of the table, and a pair's flows are not limited to one of
+/// them. An ICMP error carries the 5-tuple it quotes, so it reaches the shard of the flow it is
+/// about. A few multiplications: it runs for every packet in the reading thread.
+pub fn shard_of(p: &PacketMeta, shards: usize) -> usize {
     if shards <= 1 {
         return 0;
     }
-    let mix = |ip: IpAddr| {
+    let mix = |ip: IpAddr, port: u16| {
         let bits = ip_bits(ip);
-        fold_mul(
+        let ip = fold_mul(
             (bits as u64) ^ 0x243f_6a88_85a3_08d3,
             ((bits >> 64) as u64) ^ 0x1319_8a2e_0370_7344,
-        )
+        );
+        fold_mul(ip ^ u64::from(port), 0x082e_fa98_ec4e_6c89)
     };
-    // Symmetric: XOR of the two ends. Then spread over the shards by the product's high bits.
-    let h = fold_mul(mix(src) ^ mix(dst), 0xa409_3822_299f_31d0 | 1);
+    // Symmetric: XOR of the two ends; the protocol apart, so TCP and UDP of one pair differ.
+    let ends = mix(p.src, p.sport) ^ mix(p.dst, p.dport) ^ u64::from(p.proto);
+    let h = fold_mul(ends, 0xa409_3822_299f_31d0 | 1);
     ((u128::from(h) * shards as u128) >> 64) as usize
 }
 
@@ -1302,30 +1306,55 @@ mod tests {
                 0x2001_0db8_u128 << 96 | u128::from(i),
             ))
         };
-        for shards in [2, 3, 4] {
+        let packet = |src: IpAddr, dst: IpAddr, sport: u16, dport: u16, proto: u8| PacketMeta {
+            src,
+            dst,
+            sport,
+            dport,
+            proto,
+            ..pkt(0, 0, [0; 4], 0, [0; 4], 0, 0)
+        };
+        let spread = |flows: &[PacketMeta], shards: usize| {
             let mut used = vec![0usize; shards];
-            // 630 LAN hosts talking to 40 servers each: the pairs of a small office, both families
-            for host in 0..630 {
-                for server in 0..40 {
-                    let (a, b) = if host % 5 == 0 {
-                        (v6(host), v6(100_000 + server * 7919))
-                    } else {
-                        (v4(host), v4(0x00c6_1200 + server * 7919))
-                    };
-                    let shard = shard_of(a, b, shards);
-                    assert_eq!(shard, shard_of(b, a, shards));
-                    used[shard] += 1;
-                }
+            for p in flows {
+                let shard = shard_of(p, shards);
+                let reply = packet(p.dst, p.src, p.dport, p.sport, p.proto);
+                assert_eq!(shard, shard_of(&reply, shards), "{p:?}");
+                used[shard] += 1;
             }
-            let even = 630 * 40 / shards;
+            let even = flows.len() / shards;
             for n in &used {
                 assert!(
                     n.abs_diff(even) < even / 20,
                     "{shards} shards used {used:?}"
                 );
             }
+        };
+        // 630 LAN hosts talking to 40 servers each: the pairs of a small office, both families.
+        let mut office = Vec::new();
+        for host in 0..630 {
+            for server in 0..40 {
+                let (a, b) = if host % 5 == 0 {
+                    (v6(host), v6(100_000 + server * 7919))
+                } else {
+                    (v4(host), v4(0x00c6_1200 + server * 7919))
+                };
+                office.push(packet(a, b, 40_000 + (host % 1000) as u16, 443, PROTO_TCP));
+            }
         }
-        assert_eq!(shard_of(v4(1), v4(2), 1), 0);
+        // One attacker and one victim: SYNs from every source port to port 80, then UDP to every
+        // port from one source port.
+        let (attacker, victim) = (v4(66), v4(10));
+        let mut pair = Vec::new();
+        for port in 1024..=65535u16 {
+            pair.push(packet(attacker, victim, port, 80, PROTO_TCP));
+            pair.push(packet(attacker, victim, 5353, port, 17));
+        }
+        for shards in [2, 3, 4, 8] {
+            spread(&office, shards);
+            spread(&pair, shards);
+        }
+        assert_eq!(shard_of(&pair[0], 1), 0);
     }
 }
 

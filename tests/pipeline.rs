@@ -3,6 +3,7 @@
 
 mod common;
 
+use common::frames::*;
 use common::*;
 
 fn replay_alerts(capture: &str, extra: &[&str]) -> Vec<String> {
@@ -65,6 +66,104 @@ fn features_are_deterministic_across_workers() {
         outputs[0].lines().count() > 1000,
         "one row per evaluation of ~2000 flows"
     );
+}
+
+/// One attacker floods one victim with `flows` new flows (TCP SYNs from every source port, then
+/// UDP to every port), 10 µs apart, while two other hosts hold an ordinary conversation.
+fn single_pair_flood(flows: u32) -> Vec<u8> {
+    const T0: u32 = 1_714_564_800;
+    let (attacker, victim) = ([10, 9, 0, 66], [10, 9, 0, 10]);
+    let mut records = Vec::new();
+    for i in 0..flows {
+        let us = i * 10;
+        let frame = if i % 2 == 0 {
+            ipv4_frame(attacker, victim, 6, &tcp(1024 + (i / 2) as u16, 80, 0x02))
+        } else {
+            ipv4_frame(attacker, victim, 17, &udp(5353, 1024 + (i / 2) as u16, 32))
+        };
+        records.push(rec(T0 + us / 1_000_000, us % 1_000_000, frame));
+        if i % 100 == 0 {
+            let (a, b) = ([10, 9, 0, 20], [10, 9, 0, 21]);
+            let (src, dst, sport, dport) = if i % 200 == 0 {
+                (a, b, 40000, 53)
+            } else {
+                (b, a, 53, 40000)
+            };
+            records.push(rec(
+                T0 + us / 1_000_000,
+                us % 1_000_000 + 1,
+                ipv4_frame(src, dst, 17, &udp(sport, dport, 40)),
+            ));
+        }
+    }
+    pcap(1, 65535, &records)
+}
+
+#[test]
+fn a_single_pair_flood_gives_the_same_output_for_any_worker_count() {
+    // 3,000 flows of one pair, more than a quarter of max_flows: with 4 workers the pair's flows
+    // must not be limited to one worker's quarter of the table.
+    let dir = tempfile::tempdir().unwrap();
+    let capture = dir.path().join("flood.pcap");
+    std::fs::write(&capture, single_pair_flood(3_000)).unwrap();
+    let cfg = config(
+        dir.path(),
+        "[flow]\nmax_flows = 4096\n[model]\nthreshold = 0.0\n[alert]\nmax_alerts_per_s = 100000\nalert_window_s = 0.001\n",
+    );
+    let mut outputs = Vec::new();
+    for workers in ["1", "2", "4", "8"] {
+        let alerts = dir.path().join(format!("alerts-{workers}.jsonl"));
+        let csv = dir.path().join(format!("features-{workers}.csv"));
+        let common = ["--config", cfg.to_str().unwrap(), "--workers", workers];
+        let o = run(&[
+            &[
+                "replay",
+                capture.to_str().unwrap(),
+                "--alerts",
+                alerts.to_str().unwrap(),
+            ][..],
+            &common,
+        ]
+        .concat());
+        let err = stderr(&o);
+        assert!(o.status.success(), "{err}");
+        assert!(
+            err.contains("3030 packets, 3001 flows, "),
+            "{workers} workers: {err}"
+        );
+        let o = run(&[
+            &[
+                "features",
+                capture.to_str().unwrap(),
+                "-o",
+                csv.to_str().unwrap(),
+            ][..],
+            &common,
+        ]
+        .concat());
+        assert!(o.status.success(), "{}", stderr(&o));
+        let features = std::fs::read_to_string(&csv).unwrap();
+        assert!(
+            !features.contains(",evicted,"),
+            "{workers} workers evicted flows"
+        );
+        outputs.push((workers, std::fs::read_to_string(&alerts).unwrap(), features));
+    }
+    let (_, alerts, features) = &outputs[0];
+    assert!(
+        alerts.lines().count() > 0,
+        "threshold 0 alerts on the flood"
+    );
+    // Every flow is evaluated at least once (its probe or its end), one row each.
+    let rows = features.lines().count() - 1;
+    assert!(rows >= 3001, "{rows} evaluations of 3001 flows");
+    for (workers, a, f) in &outputs[1..] {
+        assert!(a == alerts, "{workers} workers: other alerts than 1 worker");
+        assert!(
+            f == features,
+            "{workers} workers: other features than 1 worker"
+        );
+    }
 }
 
 #[test]
