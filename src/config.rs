@@ -297,6 +297,9 @@ impl Default for OutputConfig {
     }
 }
 
+/// The most entries a flow, host, fragment or alert-window table may be given.
+pub const MAX_TABLE: usize = 1 << 24;
+
 impl MqttConfig {
     /// Checks the section on its own; a url given with `--mqtt` is checked again when used.
     /// Returns the faulty key and what is wrong with it.
@@ -307,11 +310,25 @@ impl MqttConfig {
                 "must not be shorter than mqtt.reconnect_min_s".to_string(),
             ));
         }
-        if !(self.keepalive_s.is_finite() && (1.0..=65535.0).contains(&self.keepalive_s)) {
+        for (key, value) in [
+            ("mqtt.reconnect_min_s", self.reconnect_min_s),
+            ("mqtt.reconnect_max_s", self.reconnect_max_s),
+        ] {
+            if !(value.is_finite() && value > 0.0 && value <= MAX_SECONDS) {
+                return Err((
+                    key,
+                    format!(
+                        "must be a positive number of seconds up to {MAX_SECONDS} (a year), not {value}"
+                    ),
+                ));
+            }
+        }
+        // The MQTT client refuses a keep-alive under 5 s.
+        if !(self.keepalive_s.is_finite() && (5.0..=65535.0).contains(&self.keepalive_s)) {
             return Err((
                 "mqtt.keepalive_s",
                 format!(
-                    "must be between 1 and 65535 seconds, not {}",
+                    "must be between 5 and 65535 seconds, not {}",
                     self.keepalive_s
                 ),
             ));
@@ -561,8 +578,6 @@ impl Config {
             ("host.long_window_s", self.host.long_window_s),
             ("alert.alert_window_s", self.alert.alert_window_s),
             ("output.stats_interval_s", self.output.stats_interval_s),
-            ("mqtt.reconnect_min_s", self.mqtt.reconnect_min_s),
-            ("mqtt.reconnect_max_s", self.mqtt.reconnect_max_s),
         ];
         for (key, value) in positive {
             if !(value.is_finite() && value > 0.0 && value <= MAX_SECONDS) {
@@ -596,6 +611,18 @@ impl Config {
         for (key, value) in nonzero {
             if value == 0 {
                 return Err(invalid(key, "must be at least 1"));
+            }
+        }
+        // Table bounds far above any router's memory, but below what an allocation can ask for.
+        for (key, value, max) in [
+            ("flow.max_flows", self.flow.max_flows, MAX_TABLE),
+            ("flow.max_fragments", self.flow.max_fragments, MAX_TABLE),
+            ("host.max_hosts", self.host.max_hosts, MAX_TABLE),
+            ("alert.max_windows", self.alert.max_windows, MAX_TABLE),
+            ("model.batch_size", self.model.batch_size, 65_536),
+        ] {
+            if value > max {
+                return Err(invalid(key, &format!("must be at most {max}, not {value}")));
             }
         }
         self.validate_capture()
@@ -912,5 +939,33 @@ mod tests {
             "{err}"
         );
         assert!(Config::parse("[capture]\nqueue_capacity = 65536\n", "x").is_ok());
+    }
+
+    /// Each of these was accepted and then aborted the agent at start-up: a table that cannot be
+    /// allocated, a keep-alive the MQTT client refuses, a reconnect wait that is not a Duration.
+    #[test]
+    fn values_that_would_stop_the_agent_at_start_up_are_refused() {
+        for (text, message) in [
+            (
+                "[flow]\nmax_flows = 9223372036854775807\n",
+                "flow.max_flows must be at most 16777216",
+            ),
+            (
+                "[host]\nmax_hosts = 100000000000\n",
+                "host.max_hosts must be at most 16777216",
+            ),
+            (
+                "[mqtt]\nkeepalive_s = 2\n",
+                "mqtt.keepalive_s must be between 5 and 65535 seconds, not 2",
+            ),
+            (
+                "[mqtt]\nreconnect_min_s = inf\nreconnect_max_s = inf\n",
+                "mqtt.reconnect_min_s must be a positive number of seconds",
+            ),
+        ] {
+            let err = Config::parse(text, "x").unwrap_err().to_string();
+            assert!(err.contains(message), "{text}: {err}");
+        }
+        assert!(Config::parse("[mqtt]\nkeepalive_s = 5\n", "x").is_ok());
     }
 }

@@ -213,15 +213,15 @@ impl HostTable {
         };
         for b in [&mut e.short.cur, &mut e.long.cur] {
             match outcome {
-                Outcome::TcpEstablished => b.tcp_attempts += 1,
+                Outcome::TcpEstablished => b.tcp_attempts = b.tcp_attempts.saturating_add(1),
                 Outcome::TcpRejected | Outcome::TcpHalfOpen => {
-                    b.tcp_attempts += 1;
-                    b.tcp_failed += 1;
+                    b.tcp_attempts = b.tcp_attempts.saturating_add(1);
+                    b.tcp_failed = b.tcp_failed.saturating_add(1);
                 }
-                Outcome::Answered => b.other_attempts += 1,
+                Outcome::Answered => b.other_attempts = b.other_attempts.saturating_add(1),
                 Outcome::Unanswered => {
-                    b.other_attempts += 1;
-                    b.other_unanswered += 1;
+                    b.other_attempts = b.other_attempts.saturating_add(1);
+                    b.other_unanswered = b.other_unanswered.saturating_add(1);
                 }
             }
         }

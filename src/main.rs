@@ -14,7 +14,7 @@ use clap::{Parser, Subcommand};
 use edgewatch::agent::{self, Output, Pipeline};
 use edgewatch::capture::file::CaptureReader;
 use edgewatch::capture::live::{self, SystemClock};
-use edgewatch::config::{Config, DEFAULT_CONFIG};
+use edgewatch::config::{Config, DEFAULT_CONFIG, MAX_SECONDS};
 use edgewatch::dispatch::WhenFull;
 use edgewatch::features::{FEATURE_NAMES, schema_id};
 use edgewatch::model::Scorer;
@@ -63,8 +63,8 @@ enum Command {
         /// Where alerts go: "-" for standard output (the default), or a file.
         #[arg(long)]
         alerts: Option<String>,
-        /// Flow worker threads (default: flow.workers).
-        #[arg(long)]
+        /// Flow worker threads, 1 to 64 (default: flow.workers).
+        #[arg(long, value_parser = workers_arg())]
         workers: Option<usize>,
         /// ONNX model file (default: model.path, else the embedded model).
         #[arg(long)]
@@ -90,7 +90,8 @@ enum Command {
         output: Option<PathBuf>,
         #[arg(long)]
         config: Option<PathBuf>,
-        #[arg(long)]
+        /// Flow worker threads, 1 to 64 (default: flow.workers).
+        #[arg(long, value_parser = workers_arg())]
         workers: Option<usize>,
         /// Print the feature schema (id and ordered names) as JSON and exit.
         #[arg(long)]
@@ -105,6 +106,11 @@ enum Command {
     },
     /// Print a documented default config.
     GenerateConfig,
+}
+
+/// `--workers`: as many as `flow.workers` may be.
+fn workers_arg() -> clap::builder::RangedU64ValueParser<usize> {
+    clap::builder::RangedU64ValueParser::new().range(1..=64)
 }
 
 /// Tags an error the user caused (exit code 2) rather than a runtime failure (exit code 1).
@@ -157,6 +163,17 @@ fn main() -> ExitCode {
             ExitCode::from(if is_bad_input { 2 } else { 1 })
         }
     }
+}
+
+/// A capture whose every frame has a link type edgewatch does not read: the same error (and exit
+/// code) as a pcap file with such a link type, which is refused when it is opened.
+fn unusable(pcap: &std::path::Path, linktype: u32) -> anyhow::Error {
+    bad(
+        edgewatch::capture::file::CaptureError::UnsupportedLinkType {
+            path: pcap.display().to_string(),
+            linktype,
+        },
+    )
 }
 
 fn load_config(path: Option<&PathBuf>) -> anyhow::Result<Config> {
@@ -255,6 +272,9 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 WhenFull::Block,
             )?;
             let summary = agent::replay(reader, pipeline, &*stop_flag()?)?;
+            if let Some(linktype) = summary.unusable_linktype() {
+                return Err(unusable(&pcap, linktype));
+            }
             eprintln!(
                 "features: {} packets, {} flows, {} rows (feature schema {}) written to {} in {:.2} s",
                 summary.stats.packets,
@@ -279,9 +299,9 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             let config = load_config(config.as_ref())?;
             let scorer = load_model(&config, model.as_ref())?;
             let reader = CaptureReader::open(&pcap).map_err(bad)?;
-            if !(drain_timeout_s.is_finite() && drain_timeout_s >= 0.0) {
+            if !(drain_timeout_s.is_finite() && (0.0..=MAX_SECONDS).contains(&drain_timeout_s)) {
                 return Err(bad(anyhow::anyhow!(
-                    "--drain-timeout-s must be a number of seconds, 0 or more"
+                    "--drain-timeout-s must be a number of seconds from 0 to {MAX_SECONDS} (a year)"
                 )));
             }
             let target = alerts.unwrap_or_else(|| "-".to_string());
@@ -307,7 +327,8 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             let publisher = mqtt_glue::start(mqtt, &pipeline, &config)?;
             let stop = stop_flag()?;
             let result = agent::replay(reader, pipeline, &stop);
-            if let Ok(summary) = &result {
+            let unusable_linktype = result.as_ref().ok().and_then(|s| s.unusable_linktype());
+            if let (Ok(summary), None) = (&result, unusable_linktype) {
                 let s = &summary.stats;
                 let secs = summary.elapsed.as_secs_f64();
                 eprintln!(
@@ -326,6 +347,9 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             let drain = Duration::from_secs_f64(drain_timeout_s);
             let code = mqtt_glue::finish(publisher, drain, &stop);
             result?;
+            if let Some(linktype) = unusable_linktype {
+                return Err(unusable(&pcap, linktype));
+            }
             Ok(code)
         }
         Command::Run {

@@ -118,7 +118,26 @@ impl Scorer {
         Scorer::from_bytes(&bytes, path)
     }
 
+    /// Reads, checks and optimizes a model. A model that makes tract panic is an unusable model
+    /// like any other (a panic is caught where panics unwind: every host build; a router build
+    /// aborts).
     pub fn from_bytes(bytes: &[u8], origin: &str) -> Result<Scorer, ModelError> {
+        std::panic::catch_unwind(|| Scorer::from_bytes_unguarded(bytes, origin)).unwrap_or_else(
+            |panic| {
+                let detail = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "tract panicked".to_string());
+                Err(ModelError::Runtime {
+                    origin: origin.to_string(),
+                    detail: format!("tract failed on it: {detail}"),
+                })
+            },
+        )
+    }
+
+    fn from_bytes_unguarded(bytes: &[u8], origin: &str) -> Result<Scorer, ModelError> {
         skip_fma_probe();
         let o = || origin.to_string();
         let mut model = tract_onnx::onnx()

@@ -154,6 +154,12 @@ impl ScoringStage {
         &self.hosts
     }
 
+    /// Ends the stage and hands its model or CSV writer back (the pipeline fuzz target keeps one
+    /// loaded model for all its inputs).
+    pub fn into_mode(self) -> Mode {
+        self.mode
+    }
+
     pub fn engine(&self) -> Option<&AlertEngine> {
         match &self.mode {
             Mode::Alerts { engine, .. } => Some(engine),

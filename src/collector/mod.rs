@@ -147,6 +147,15 @@ impl CollectorConfig {
         if self.batch_size == 0 || self.receive_maximum == 0 {
             return bad("batch_size and receive_maximum must be at least 1".to_string());
         }
+        if self.batch_size > 100_000 {
+            return bad(format!(
+                "batch_size must be at most 100000, not {}",
+                self.batch_size
+            ));
+        }
+        if let Err((key, problem)) = self.mqtt.validate() {
+            return bad(format!("{key} {problem}"));
+        }
         if self.retention_days.is_nan() || self.retention_days < 0.0 {
             return bad("retention_days must be 0 (keep forever) or more".to_string());
         }

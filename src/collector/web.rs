@@ -255,7 +255,15 @@ fn api(path: &str, query: &HashMap<String, String>, s: &mut dyn Store) -> Result
         "/api/sensors" => Ok(Reply::json(&serde_json::json!({ "sensors": s.sensors()? }))),
         "/api/timeline" => {
             let filter = filter(query)?;
-            let bucket = number(query, "bucket_s")?.map(|b| (b.max(1) * 1_000_000) as i64);
+            // At most about 10 years a bucket: the µs of a bucket fit an i64 with room to spare.
+            let bucket = match number(query, "bucket_s")? {
+                Some(b) if b > MAX_BUCKET_S => {
+                    return Err(ApiError::BadRequest(format!(
+                        "bucket_s={b}: at most {MAX_BUCKET_S} seconds"
+                    )));
+                }
+                b => b.map(|b| b.max(1) as i64 * 1_000_000),
+            };
             let (bucket_us, buckets) = s.timeline(&filter, bucket)?;
             Ok(Reply::json(&serde_json::json!({
                 "bucket_s": bucket_us / 1_000_000,
@@ -314,10 +322,14 @@ fn filter(query: &HashMap<String, String>) -> Result<Filter, ApiError> {
     })
 }
 
+/// The longest timeline bucket a query may ask for (about 10 years).
+const MAX_BUCKET_S: u64 = 315_576_000;
+
 /// RFC 3339 (seconds optional, as an HTML datetime-local gives it) or Unix seconds.
 fn parse_when(v: &str) -> Option<i64> {
     if let Ok(secs) = v.parse::<f64>() {
-        return Some((secs * 1e6) as i64);
+        // Finite and within ±292,000 years: the µs fit an i64.
+        return (secs.is_finite() && secs.abs() < 9.2e12).then_some((secs * 1e6) as i64);
     }
     parse_time_us(v).or_else(|| parse_time_us(&format!("{}:00", v.trim_end_matches('Z'))))
 }
@@ -394,5 +406,8 @@ mod tests {
         assert_eq!(base64(b"a"), "YQ==");
         assert_eq!(parse_when("2024-05-01T12:00"), Some(1_714_564_800_000_000));
         assert_eq!(parse_when("1714564800"), Some(1_714_564_800_000_000));
+        for out_of_range in ["NaN", "inf", "-inf", "1e300"] {
+            assert_eq!(parse_when(out_of_range), None, "{out_of_range}");
+        }
     }
 }

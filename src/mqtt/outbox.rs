@@ -339,7 +339,8 @@ impl Outbox {
 /// Opens the queue file and reads every element once, which checks each one's CRC.
 fn load(path: &Path) -> Result<(QueueFile, VecDeque<u32>), queue_file::Error> {
     let queue = QueueFile::open(path)?;
-    let mut lens = VecDeque::with_capacity(queue.size());
+    // The element count comes from the file: trusted only once every element has been read.
+    let mut lens = VecDeque::with_capacity(queue.size().min(4096));
     let mut iter = queue.iter();
     while let Some(doc) = iter.borrowed_next() {
         lens.push_back(doc.len() as u32);
