@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# Builds a static, stripped release binary of edgewatch for a router target.
+# Builds a static, stripped binary of edgewatch for a router target, with the size-first `router`
+# profile of Cargo.toml.
 #
 #   cross/build.sh TARGET [cargo args...]
 #   cross/build.sh aarch64-unknown-linux-musl
 #   cross/build.sh armv7-unknown-linux-musleabihf --no-default-features --features mqtt
 #
-# The binary lands in ${CARGO_TARGET_DIR:-target}/TARGET/release/edgewatch. Extra arguments go to
+# The binary lands in ${CARGO_TARGET_DIR:-target}/TARGET/router/edgewatch. Extra arguments go to
 # cargo as they are. The script installs what it needs (rustup targets, Debian cross compilers,
 # or zig from PyPI) and checks with `file` that the result is static and stripped.
 # cross/README.md says which target uses which toolchain and why.
@@ -17,13 +18,12 @@
 #   EDGEWATCH_CROSS_NIGHTLY=TOOLCHAIN  the nightly used for -Zbuild-std (default: nightly)
 #   EDGEWATCH_CROSS_MAP=FILE           also write the linker map of the binary to FILE, for
 #                                      cross/size-report.py (relinks only the binary)
-#   EDGEWATCH_CROSS_PROFILE=PROFILE    cargo profile (default: release). `dev` builds in a
+#   EDGEWATCH_CROSS_PROFILE=PROFILE    cargo profile (default: router). `dev` builds in a
 #                                      fraction of the time (no LTO, dependencies at opt-level 2)
 #                                      and lands in TARGET/debug/: what CI's qemu check uses
-#   EDGEWATCH_CROSS_TRACT_OPT=3|z      opt-level of tract-core, -linalg and -data in the release
-#                                      profile (default: 3 for x86_64, as in Cargo.toml; "z" for
-#                                      the router targets, where 3 adds 5.4 MB: aarch64 would
-#                                      pass 8 MiB)
+#   EDGEWATCH_CROSS_TRACT_OPT=3|z      opt-level of tract-core, -linalg and -data in the router
+#                                      profile (default: 3 for x86_64; "z" for the router
+#                                      targets, where 3 adds 5.4 MB: aarch64 would pass 8 MiB)
 set -euo pipefail
 
 die() { echo "cross/build.sh: $*" >&2; exit 1; }
@@ -163,14 +163,13 @@ if [[ $target == mipsel-* ]]; then
     trap 'note "$mips_blocked"' ERR
 fi
 note "target $target, toolchain $toolchain${build_std:+, ${build_std[*]}}, rust toolchain ${cargo_tc[*]:-(default)}"
-profile=${EDGEWATCH_CROSS_PROFILE:-release}
+profile=${EDGEWATCH_CROSS_PROFILE:-router}
 case $profile in
-    release) out_dir=release ;;
     dev) out_dir=debug ;;
     *) out_dir=$profile ;;
 esac
-# Cargo.toml builds the tract crates that run the model at opt-level 3 (3-9 % faster replay);
-# the router targets build them at "z" like everything else, to stay under 8 MiB.
+# The tract crates that run the model at opt-level 3 make replay 3-9 % faster; x86_64 builds
+# them so, the router targets at "z" like everything else, to stay under 8 MiB.
 tract_opt=${EDGEWATCH_CROSS_TRACT_OPT:-}
 if [[ -z $tract_opt ]]; then
     if [[ $target == x86_64-* ]]; then tract_opt=3; else tract_opt=z; fi
@@ -181,9 +180,9 @@ case $tract_opt in
     *) die "EDGEWATCH_CROSS_TRACT_OPT must be 3 or z, not '$tract_opt'" ;;
 esac
 opt_args=()
-if [[ $profile == release ]]; then
+if [[ $profile == router ]]; then
     for crate in tract-core tract-linalg tract-data; do
-        opt_args+=(--config "profile.release.package.$crate.opt-level=$tract_level")
+        opt_args+=(--config "profile.router.package.$crate.opt-level=$tract_level")
     done
     note "tract-core, tract-linalg and tract-data at opt-level $tract_opt"
 fi
@@ -197,7 +196,7 @@ bin=$target_dir/$target/$out_dir/edgewatch
 [[ -f $bin ]] || die "no binary at $bin"
 info=$(file -b "$bin")
 case $info in *"statically linked"* | *"static-pie linked"*) ;; *) die "$bin is not static: $info" ;; esac
-if [[ $profile == release ]]; then
+if [[ $profile != dev ]]; then
     case $info in *", stripped"*) ;; *) die "$bin is not stripped: $info" ;; esac
 fi
 echo "$bin"

@@ -82,9 +82,8 @@ run_all() {
     printf "%d.%02d\n" $(( (end - start) / 1000000000 )) $(( (end - start) / 10000000 % 100 ))
 }
 
-profile_dir=release
-[[ ${EDGEWATCH_CROSS_PROFILE:-release} == dev ]] && profile_dir=debug
-[[ ${EDGEWATCH_CROSS_PROFILE:-release} =~ ^(release|dev)$ ]] || profile_dir=$EDGEWATCH_CROSS_PROFILE
+profile_dir=${EDGEWATCH_CROSS_PROFILE:-router}
+[[ $profile_dir == dev ]] && profile_dir=debug
 
 build() {
     if [[ ${EDGEWATCH_QEMU_SKIP_BUILD:-0} != 1 ]]; then

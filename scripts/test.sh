@@ -2,7 +2,8 @@
 # Runs every check of the project on a fresh Debian bookworm machine with Rust installed:
 # installs what the tests need (mosquitto, iproute2, ping, openssl, Python packages), then
 # cargo fmt --check, cargo clippy -D warnings, all Rust tests (collector included), the
-# model pipeline smoke test, and the aarch64 build under qemu-user compared with the native one
+# README's main command (checked by scripts/check_replay.py), the model pipeline smoke test, and
+# the aarch64 build under qemu-user compared with the native one
 # (cross/qemu-compare.sh; it installs the aarch64 cross gcc, qemu-user-static and the rustup
 # target itself).
 set -euo pipefail
@@ -44,6 +45,13 @@ cargo clippy --all-targets --features collector -- -D warnings
 cargo clippy --all-targets --no-default-features -- -D warnings
 echo "test.sh: cargo test"
 cargo test --features collector
+# The README's main command, exactly as written there, on a clean checkout: it must build, read
+# the lab capture, alert every attack episode with its class and no benign host.
+echo "test.sh: the README's main command"
+out=$(mktemp -d)
+trap 'rm -rf "$out"' EXIT
+cargo run --release -- replay tests/data/lab-mini.pcap >"$out/alerts.jsonl" 2>"$out/replay.log"
+python3 scripts/check_replay.py "$out/alerts.jsonl" "$out/replay.log" tests/data/lab-mini.attacks.json
 if [ -x models/smoke_test.sh ]; then
     echo "test.sh: model pipeline smoke test"
     EDGEWATCH="${CARGO_TARGET_DIR:-$PWD/target}/debug/edgewatch" models/smoke_test.sh

@@ -224,7 +224,7 @@ fn openwrt_packages_of_the_cross_built_binaries() {
     ];
     let built: Vec<&str> = targets
         .into_iter()
-        .filter(|t| target_dir.join(t).join("release/edgewatch").is_file())
+        .filter(|t| target_dir.join(t).join("router/edgewatch").is_file())
         .collect();
     if built.is_empty() {
         eprintln!(

@@ -4,7 +4,7 @@
 #   packaging/debian/build-deb.sh [amd64|arm64]      (default: amd64)
 #
 # The package carries the static musl binary of cross/build.sh (amd64: x86_64-unknown-linux-musl,
-# arm64: aarch64-unknown-linux-musl), taken from ${CARGO_TARGET_DIR:-target}/TARGET/release/
+# arm64: aarch64-unknown-linux-musl), taken from ${CARGO_TARGET_DIR:-target}/TARGET/router/
 # and built first when it is missing. The .deb is written to
 # ${CARGO_TARGET_DIR:-target}/debian/edgewatch_<version>-<revision>_<arch>.deb.
 # cargo-deb is taken from PATH, else from ${CARGO_TARGET_DIR:-target}/tools/bin, where it is
@@ -25,7 +25,7 @@ cd "$(dirname "$0")/../.."
 out_base="${CARGO_TARGET_DIR:-target}"
 case "$out_base" in /*) ;; *) out_base="$PWD/$out_base" ;; esac
 
-bin="$out_base/$target/release/edgewatch"
+bin="$out_base/$target/router/edgewatch"
 if [ ! -f "$bin" ]; then
     echo "build-deb.sh: $bin is missing: cross/build.sh $target"
     cross/build.sh "$target"
@@ -50,5 +50,5 @@ fi
 
 mkdir -p "$out_base/debian"
 # --no-build: package the binary as cross/build.sh made it (static, already stripped).
-CARGO_TARGET_DIR="$out_base" "$cargo_deb" --no-build --no-strip --target "$target" \
+CARGO_TARGET_DIR="$out_base" "$cargo_deb" --no-build --no-strip --target "$target" --profile router \
     --output "$out_base/debian/"

@@ -8,7 +8,7 @@
 #   armv7-unknown-linux-musleabihf   arm_cortex-a7_neon-vfpv4
 #   mipsel-unknown-linux-musl        mipsel_24kc
 #   x86_64-unknown-linux-musl        x86_64
-# The binary is ${CARGO_TARGET_DIR:-target}/TARGET/release/edgewatch (EDGEWATCH_BIN overrides it);
+# The binary is ${CARGO_TARGET_DIR:-target}/TARGET/router/edgewatch (EDGEWATCH_BIN overrides it);
 # when it is missing, cross/build.sh TARGET builds it. The package is written to
 # ${CARGO_TARGET_DIR:-target}/ipk/edgewatch_<version>-<release>_<arch>.ipk.
 #
@@ -53,7 +53,7 @@ if [ "$version" != "$mk_version" ]; then
     exit 1
 fi
 
-bin="${EDGEWATCH_BIN:-$out_base/$target/release/edgewatch}"
+bin="${EDGEWATCH_BIN:-$out_base/$target/router/edgewatch}"
 if [ ! -f "$bin" ]; then
     if [ -z "${EDGEWATCH_BIN:-}" ] && [ -x cross/build.sh ]; then
         echo "build-ipk.sh: $bin is missing: cross/build.sh $target"
