@@ -384,6 +384,10 @@ fn publish_flow_counters(stats: &Stats, table: &FlowTable, published: &mut Publi
         &stats.icmp_errors_attributed,
         c.icmp_errors_attributed - before.icmp_errors_attributed,
     );
+    Stats::add(
+        &stats.icmp_errors_unattributed,
+        c.icmp_errors_unattributed - before.icmp_errors_unattributed,
+    );
     // Gauges go up and down: a wrapping add of the difference is a signed add.
     let active = table.len() as u64;
     Stats::add(&stats.flows_active, active.wrapping_sub(published.active));

@@ -121,14 +121,19 @@ impl Dispatcher {
         self.seq += 1;
         p.seq = self.seq;
         self.counters.packets += 1;
+        self.route(p);
+        self.since_flush += 1;
+        if self.since_flush >= self.batch_size * self.shards.len() {
+            self.flush();
+        }
+    }
+
+    /// Queues a numbered packet for its flow's shard.
+    fn route(&mut self, p: PacketMeta) {
         let shard = shard_of(&p, self.shards.len());
         self.pending[shard].push(p);
         if self.pending[shard].len() >= self.batch_size {
             self.send(shard);
-        }
-        self.since_flush += 1;
-        if self.since_flush >= self.batch_size * self.shards.len() {
-            self.flush();
         }
     }
 

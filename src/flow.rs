@@ -351,6 +351,8 @@ pub struct FlowCounters {
     pub flows_evicted: u64,
     pub evaluations: u64,
     pub icmp_errors_attributed: u64,
+    /// ICMP errors about a flow the table does not hold.
+    pub icmp_errors_unattributed: u64,
     /// Packets of TCP flows that had already ended (late ACKs, retransmitted RSTs).
     pub packets_after_end: u64,
     /// Times the table went into emergency mode.
@@ -772,28 +774,22 @@ impl FlowTable {
             }
         };
 
-        if let PacketKind::IcmpError { reporter } = p.kind {
+        if let PacketKind::IcmpError { .. } = p.kind {
+            // An error is evidence about the flow it quotes (refused, unreachable), which is in
+            // this shard: the dispatcher shards it by the quoted 5-tuple. It is not made a flow
+            // of its own: that flow would blame the reporter (a victim answering a scan, a
+            // router answering a traceroute), and, sharded by another 5-tuple than its packets,
+            // it would split with the number of workers. An error about a flow this table does
+            // not hold (one direction of traffic seen, or the flow gone) is only counted.
             let (key, _) = FlowKey::of(p);
-            if let Some(flow) = self.flows.get_mut(&key)
-                && !flow.closed
-            {
-                flow.icmp_error = true;
-                self.counters.icmp_errors_attributed += 1;
-                return;
+            match self.flows.get_mut(&key) {
+                Some(flow) if !flow.closed => {
+                    flow.icmp_error = true;
+                    self.counters.icmp_errors_attributed += 1;
+                }
+                _ => self.counters.icmp_errors_unattributed += 1,
             }
-            // Not a flow we know: account the error as ICMP traffic between its own endpoints.
-            let mut own = *p;
-            own.kind = PacketKind::Normal;
-            own.proto = if p.src.is_ipv4() {
-                PROTO_ICMP
-            } else {
-                PROTO_ICMPV6
-            };
-            own.src = reporter;
-            own.dst = p.src;
-            own.sport = u16::from(p.icmp_type);
-            own.dport = u16::from(p.icmp_code);
-            return self.process_normal(&own, &mut order, out);
+            return;
         }
         self.process_normal(p, &mut order, out)
     }

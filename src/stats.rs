@@ -59,6 +59,7 @@ counters!(
     flow_workers_in_emergency,
     flow_evaluations,
     icmp_errors_attributed,
+    icmp_errors_unattributed,
     // scorer
     flows_scored,
     inference_batches,

@@ -167,6 +167,37 @@ fn a_single_pair_flood_gives_the_same_output_for_any_worker_count() {
 }
 
 #[test]
+fn icmp_errors_about_flows_never_seen_make_no_flow() {
+    // A capture that holds only the answers to a UDP scan (one direction of the traffic): the
+    // victim's port-unreachable errors, each quoting a probe of another port. Each error is
+    // evidence about its probe's flow, which is not here; none becomes a flow of its own (it
+    // would blame the victim), whatever the number of workers.
+    const T0: u32 = 1_714_564_800;
+    let (scanner, victim) = ([10, 8, 0, 66], [10, 8, 0, 10]);
+    let records: Vec<_> = (0..200u16)
+        .map(|i| {
+            let probe = ipv4_frame(scanner, victim, 17, &udp(40000, 1000 + i, 0));
+            let mut icmp = vec![3, 3, 0, 0, 0, 0, 0, 0];
+            icmp.extend_from_slice(&probe[14..14 + 28]);
+            let us = u32::from(i) * 1000;
+            rec(T0, us, ipv4_frame(victim, scanner, 1, &icmp))
+        })
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let capture = dir.path().join("answers.pcap");
+    std::fs::write(&capture, pcap(1, 65535, &records)).unwrap();
+    for workers in ["1", "4"] {
+        let o = run(&["replay", capture.to_str().unwrap(), "--workers", workers]);
+        let err = stderr(&o);
+        assert!(o.status.success(), "{err}");
+        assert!(
+            err.contains("replay: 200 packets, 0 flows, 0 alerts, 0 skipped"),
+            "{workers} workers: {err}"
+        );
+    }
+}
+
+#[test]
 fn alerts_match_the_json_schema_and_the_design() {
     let schema: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(concat!(
