@@ -167,11 +167,42 @@ fn wrong_magic_is_refused_and_shown() {
 }
 
 #[test]
+fn versions_libpcap_does_not_read_are_refused() {
+    // libpcap's own test files pcap-invalid-version-1.pcap and pcapng-invalid-vers-2.pcapng.
+    let mut old = pcap(1, 65535, &exchange(2));
+    old[4..6].copy_from_slice(&1u16.to_le_bytes());
+    let err = replay_refused("old.pcap", &old);
+    assert_says(
+        &err,
+        "bad capture header: pcap version 1.4; edgewatch reads versions 2.0 to 2.4",
+    );
+    let mut b = shb();
+    b[12..14].copy_from_slice(&2u16.to_le_bytes());
+    let err = replay_refused("v2.pcapng", &b);
+    assert_says(
+        &err,
+        "bad capture header: pcapng version 2.0; edgewatch reads version 1.0",
+    );
+    // 543.0 (a buggy writer) and pcapng 1.2 are read, as libpcap reads them.
+    old[4..6].copy_from_slice(&543u16.to_le_bytes());
+    old[6..8].copy_from_slice(&0u16.to_le_bytes());
+    replay_ok("543.pcap", &old);
+    let mut b = shb();
+    b[14..16].copy_from_slice(&2u16.to_le_bytes());
+    b.extend(idb(1, &[]));
+    b.extend(epb(0, T0_US, &udp_frame(32, false)));
+    assert_summary(&replay_ok("v1.2.pcapng", &b), "replay: 1 packets, ");
+}
+
+#[test]
 fn compressed_captures_are_refused_with_how_to_read_them() {
     let mut gz = vec![0x1f, 0x8b, 0x08, 0x08];
     gz.extend_from_slice(&pcap(1, 65535, &exchange(2)));
     let err = replay_refused("x.pcap.gz", &gz);
-    assert_says(&err, "x.pcap.gz is gzip-compressed: decompress it first, or stream it");
+    assert_says(
+        &err,
+        "x.pcap.gz is gzip-compressed: decompress it first, or stream it",
+    );
     assert_says(&err, "| edgewatch replay /dev/stdin");
     let err = replay_refused("x.pcapng.zst", &[0x28, 0xb5, 0x2f, 0xfd, 0, 0]);
     assert_says(&err, "zstd-compressed");

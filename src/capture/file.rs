@@ -213,6 +213,20 @@ impl CaptureReader {
                     });
                 }
                 let big_endian = matches!(magic, 0xa1b2_c3d4 | 0xa1b2_3c4d);
+                // The versions libpcap reads: 2.0 to 2.4, and 543.0 (written by a buggy tool).
+                let version = (
+                    u16_at(blocks.bytes(4, 2), big_endian),
+                    u16_at(blocks.bytes(6, 2), big_endian),
+                );
+                if !matches!(version, (2, 0..=4) | (543, 0)) {
+                    return Err(CaptureError::BadHeader {
+                        path,
+                        detail: format!(
+                            "pcap version {}.{}; edgewatch reads versions 2.0 to 2.4",
+                            version.0, version.1
+                        ),
+                    });
+                }
                 let field = u32_at(blocks.bytes(20, 4), big_endian);
                 let linktype = field & LINKTYPE_MASK;
                 if linktype != field {
@@ -673,10 +687,15 @@ fn open_section(blocks: &mut Blocks) -> Result<bool, SectionError> {
     if blocks.fill(fixed).map_err(SectionError::Io)? < fixed {
         return Err(SectionError::Cut);
     }
-    let major = u16_at(blocks.bytes(12, 2), big_endian);
-    if major != 1 {
+    // The versions libpcap reads: 1.0, and 1.2 (which some writers used for a while).
+    let version = (
+        u16_at(blocks.bytes(12, 2), big_endian),
+        u16_at(blocks.bytes(14, 2), big_endian),
+    );
+    if !matches!(version, (1, 0 | 2)) {
         return Err(SectionError::Bad(format!(
-            "pcapng major version {major}; edgewatch reads version 1"
+            "pcapng version {}.{}; edgewatch reads version 1.0",
+            version.0, version.1
         )));
     }
     if blocks.skip(len as usize).map_err(SectionError::Io)? < len as usize {
