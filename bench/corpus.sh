@@ -53,8 +53,9 @@ one() {
     if [[ -z $cap_packets ]]; then cap_status=unreadable; cap_packets=-; fi
     local start end code=0
     start=$(date +%s%N)
-    timeout -s KILL "${TIMEOUT_S:-60}" "$bin" replay "$f" --workers "${WORKERS:-1}" \
-        --alerts "$alerts" >/dev/null 2>"$err" </dev/null || code=$?
+    # (The shell's own "Aborted" notice for a process killed by a signal is not wanted here.)
+    { timeout -s KILL "${TIMEOUT_S:-60}" "$bin" replay "$f" --workers "${WORKERS:-1}" \
+        --alerts "$alerts" >/dev/null 2>"$err" </dev/null || code=$?; } 2>/dev/null
     end=$(date +%s%N)
     local packets unsupported nalerts early errors first
     packets=$(sed -n 's/^replay: \([0-9]*\) packets.*/\1/p' "$err")
@@ -62,7 +63,9 @@ one() {
     nalerts=$( [[ -s $alerts ]] && wc -l <"$alerts" || echo 0)
     early=$(grep -c "stops early" "$err" || true)
     errors=$(grep -c "^edgewatch: error" "$err" || true)
-    first=$(grep -m1 -E "^edgewatch: error|WARN|panicked" "$err" | sed 's/^\[[^]]*\] *//' | tr '\t' ' ' | cut -c1-200 || true)
+    # The error when there is one, else the first warning.
+    first=$( { grep -m1 "^edgewatch: error" "$err" || grep -m1 -E "WARN|panicked" "$err"; } |
+        sed 's/^\[[^]]*\] *//' | tr '\t' ' ' | cut -c1-200 || true)
     if grep -q "panicked" "$err" || [[ $code -eq 134 || $code -eq 101 ]]; then first="PANIC: $first"; fi
     [[ $code -eq 137 ]] && first="TIMEOUT"
     printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "${f#"$dir"/}" "$cap_status" "$cap_packets" \

@@ -14,8 +14,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATA = os.path.join(ROOT, "tests", "data")
 SEEDS = os.path.join(ROOT, "fuzz", "seeds")
 
-# parse_frame's first input byte: index into its LINKS table.
-LINK_INDEX = {1: 0, 101: 1, 12: 1, 14: 1, 228: 1, 229: 1, 113: 2, 276: 3, 0: 4}
+# parse_frame's first input byte: index into LinkType::ALL (src/parse.rs), by pcap link type.
+LINK_INDEX = {1: 0, 101: 1, 12: 1, 14: 1, 228: 1, 229: 1, 113: 2, 276: 3, 0: 4, 108: 5, 9: 6,
+              50: 6, 104: 7, 239: 8}
+PUBLIC = os.path.join(DATA, "public")
 
 
 def write(target, data, name=None):
@@ -26,18 +28,20 @@ def write(target, data, name=None):
         f.write(data)
 
 
-def pcap_records(path):
+def pcap_records(path, with_time=False):
     raw = open(path, "rb").read()
     magic = raw[:4]
     endian = "<" if magic in (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1") else ">"
-    linktype = struct.unpack(endian + "I", raw[20:24])[0]
+    nanos = magic in (b"\x4d\x3c\xb2\xa1", b"\xa1\xb2\x3c\x4d")
+    linktype = struct.unpack(endian + "I", raw[20:24])[0] & 0x03FFFFFF
     at = 24
     while at + 16 <= len(raw):
-        _, _, incl, orig = struct.unpack(endian + "IIII", raw[at : at + 16])
+        sec, frac, incl, orig = struct.unpack(endian + "IIII", raw[at : at + 16])
         data = raw[at + 16 : at + 16 + incl]
         if len(data) < incl:
             return
-        yield linktype, data, orig
+        us = sec * 1_000_000 + (frac // 1000 if nanos else frac)
+        yield (linktype, data, orig, us) if with_time else (linktype, data, orig)
         at += 16 + incl
 
 
@@ -60,6 +64,29 @@ def captures():
     for name in ["basic.pcapng", "truncated.pcap", "sll.pcap", "ns_be.pcap", "raw_ip.pcap",
                  "icmp_error.pcap", "qinq.pcap"]:
         write("capture_file", open(os.path.join(DATA, name), "rb").read(), name)
+    for name in ["udp-length-heapoverflow.pcap", "timestamp_invalid_nano.pcap", "ospf-sr.pcapng",
+                 "vsock-1.pcapng", "dhcp_big_endian.pcapng"]:
+        write("capture_file", open(os.path.join(PUBLIC, name), "rb").read(), name)
+
+
+def pipeline():
+    """Whole captures as the pipeline target's records: [µs, 8 bytes BE][link][length, 2 BE][frame]."""
+    def records(path, limit=None, shift=0):
+        out = b""
+        for n, (linktype, data, _, us) in enumerate(pcap_records(path, with_time=True)):
+            if limit is not None and n == limit:
+                break
+            out += struct.pack(">QBH", us + shift, LINK_INDEX[linktype], len(data)) + data
+        return out
+    for name in ["vlan.pcap", "icmp_error.pcap", "ipv4_frag.pcap", "ipv6_ext.pcap",
+                 "backwards_time.pcap", "pppoe.pcap", "sll.pcap"]:
+        write("pipeline", records(os.path.join(DATA, name)), name)
+    # The lab capture's start (a brute force), and the same packets dated after the year 9999.
+    lab = os.path.join(DATA, "lab-mini.pcap")
+    write("pipeline", records(lab, limit=40), "lab-start")
+    write("pipeline", records(lab, limit=40, shift=260_000_000_000_000_000), "lab-after-9999")
+    write("pipeline", records(os.path.join(PUBLIC, "timestamp_invalid_micro.pcap")),
+          "timestamp_invalid_micro")
 
 
 def configs():
@@ -94,6 +121,7 @@ def alerts():
 if __name__ == "__main__":
     frames()
     captures()
+    pipeline()
     configs()
     alerts()
     for t in sorted(os.listdir(SEEDS)):

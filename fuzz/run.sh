@@ -6,7 +6,7 @@ set -u
 cd "$(dirname "$0")"
 secs=${1:-600}
 [ $# -gt 0 ] && shift
-targets=${*:-capture_file alert_message config parse_frame}
+targets=${*:-capture_file alert_message config parse_frame pipeline}
 mkdir -p logs
 for t in $targets; do
     mkdir -p "corpus/$t"

@@ -7,19 +7,12 @@
 use edgewatch::parse::{LinkType, parse_frame};
 use libfuzzer_sys::fuzz_target;
 
-const LINKS: [LinkType; 5] = [
-    LinkType::Ethernet,
-    LinkType::RawIp,
-    LinkType::LinuxSll,
-    LinkType::LinuxSll2,
-    LinkType::Null,
-];
 
 fuzz_target!(|data: &[u8]| {
     let [pick, cut_hi, cut_lo, frame @ ..] = data else {
         return;
     };
-    let link = LINKS[usize::from(*pick) % LINKS.len()];
+    let link = LinkType::ALL[usize::from(*pick) % LinkType::ALL.len()];
     let wire_len = frame.len() as u32 + u32::from(u16::from_be_bytes([*cut_hi, *cut_lo]));
     if let Ok(p) = parse_frame(link, 1, frame, wire_len) {
         // An IP length the wire could not have carried is malformed, never a packet.
