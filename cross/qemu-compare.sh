@@ -44,7 +44,7 @@ sensor_id = "qemu-compare"
 [model]
 threshold = 0.0
 [alert]
-alert_window_s = 0.000001
+mode = "flow"
 max_alerts_per_s = 1000000000.0
 EOF
 

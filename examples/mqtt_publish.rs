@@ -22,7 +22,7 @@ use edgewatch::mqtt::status::Identity;
 use edgewatch::sink::{AlertSink, JsonLines};
 use edgewatch::stats::Stats;
 
-const SAMPLE: &str = r#"{"timestamp":"2024-05-01T12:00:00.017833Z","event_type":"alert","sensor_id":"bench","alert_id":"054b2a18c87b1630e054373ef405be06","flow_id":3151438341068049,"community_id":"1:hCnBhLUtbm3l+gstTSrTBJalgPE=","src_ip":"10.77.0.66","src_port":2994,"dest_ip":"10.77.0.10","dest_port":22,"proto":"TCP","alert":{"category":"Detection of a Denial of Service Attack","signature":"EDGEWATCH anomalous traffic: flood","severity":1,"score":0.5115,"model":{"name":"edgewatch-baseline","version":"baseline-1"}},"flow":{"pkts_toserver":2,"pkts_toclient":1,"bytes_toserver":96,"bytes_toclient":44,"start":"2024-05-01T12:00:00.017809Z","end":"2024-05-01T12:00:00.017833Z"},"count":1}"#;
+const SAMPLE: &str = r#"{"timestamp":"2026-11-23T20:54:52.998400+0000","event_type":"alert","host":"bench","flow_id":5742114205574508,"src_ip":"10.77.0.66","dest_ip":"10.77.0.10","dest_port":22,"proto":"TCP","alert":{"action":"allowed","gid":1,"signature_id":9100002,"rev":1,"signature":"EDGEWATCH Flood","category":"Detection of a Denial of Service Attack","severity":1,"source":{"ip":"10.77.0.66"},"target":{"ip":"10.77.0.10","port":22},"context":{"edgewatch":{"sensor_id":"bench","alert_id":"8bb9530510b9f2a45810976f55d8020a","update":0,"final":false,"class":"flood","score":1.0,"model":{"name":"edgewatch-mlp","version":"mlp-6.1-int8"},"count":34,"first_seen":"2026-11-23T20:54:52.979544+0000","last_seen":"2026-11-23T20:54:52.998400+0000","evidence":{"window_s":0.019,"flows":34,"packets_per_s":102.0,"bytes_per_s":4760.0,"sources":1,"top_sources":[{"ip":"10.77.0.66","packets":102}]}}}},"flow":{"pkts_toserver":68,"pkts_toclient":34,"bytes_toserver":3264,"bytes_toclient":1496,"start":"2026-11-23T20:54:52.979522+0000","end":"2026-11-23T20:54:52.998400+0000"}}"#;
 
 /// Resident and peak resident memory of this process, in KiB.
 fn memory_kib() -> (u64, u64) {
@@ -77,7 +77,7 @@ fn main() {
     let alerts: Vec<Alert> = (0..n)
         .map(|i| {
             let mut a = sample.clone();
-            a.alert_id = format!("{i:032x}");
+            a.alert.context.edgewatch.alert_id = format!("{i:032x}");
             a
         })
         .collect();

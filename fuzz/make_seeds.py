@@ -101,15 +101,19 @@ def configs():
 
 
 def alerts():
-    alert = (b'{"timestamp":"2024-05-01T12:00:00.000001Z","event_type":"alert","sensor_id":"r1",'
-             b'"alert_id":"0123456789abcdef0123456789abcdef","flow_id":7,'
-             b'"community_id":"1:LQU9qZlK+B5F3KDmev6m5PMibrg=","src_ip":"10.0.0.1",'
+    alert = (b'{"timestamp":"2024-05-01T12:00:00.000001+0000","event_type":"alert","host":"r1",'
+             b'"flow_id":7,"community_id":"1:LQU9qZlK+B5F3KDmev6m5PMibrg=","src_ip":"10.0.0.1",'
              b'"src_port":1234,"dest_ip":"10.0.0.2","dest_port":80,"proto":"TCP","vlan":[100],'
-             b'"alert":{"category":"scan","signature":"edgewatch anomaly: scan","severity":2,'
-             b'"score":0.9,"model":{"name":"m","version":"1"}},"flow":{"pkts_toserver":1,'
+             b'"alert":{"action":"allowed","gid":1,"signature_id":9100001,"rev":1,'
+             b'"signature":"EDGEWATCH Network scan","category":"Detection of a Network Scan",'
+             b'"severity":2,"source":{"ip":"10.0.0.1"},"target":{"ip":"10.0.0.2"},'
+             b'"context":{"edgewatch":{"sensor_id":"r1","alert_id":"0123456789abcdef0123456789abcdef",'
+             b'"update":1,"final":true,"class":"scan","score":0.9,"model":{"name":"m","version":"1"},'
+             b'"count":8,"first_seen":"2024-05-01T12:00:00.000000+0000",'
+             b'"last_seen":"2024-05-01T12:00:00.000001+0000","evidence":{"window_s":0.5,"flows":8,'
+             b'"targets":8,"hosts":1,"ports":8,"unanswered":8}}}},"flow":{"pkts_toserver":1,'
              b'"pkts_toclient":0,"bytes_toserver":60,"bytes_toclient":0,'
-             b'"start":"2024-05-01T12:00:00.000001Z","end":"2024-05-01T12:00:00.000001Z"},'
-             b'"count":1}')
+             b'"start":"2024-05-01T12:00:00.000001+0000","end":"2024-05-01T12:00:00.000001+0000"}}')
     write("alert_message", b"\x00" + alert, "alert")
     write("alert_message", b"\x01" + b'{"status":"online","version":"0.1.0","mode":"run",'
           b'"started":"2024-05-01T12:00:00Z","model":{"name":"m","version":"2"}}', "status")

@@ -6,8 +6,9 @@
 
 The log must end with the summary line and the capture's packet count; every alert line must be
 an EVE alert with the stable fields (docs/alert-schema.json has the whole schema, which the Rust
-tests validate); every attack episode of the capture must be alerted, attacker to victim, with
-its class; and no alert may name a host that no episode involves (a benign host alerted).
+tests validate), and the summary must count the alerts (their updates share an alert_id); every
+attack episode of the capture must be alerted with its class, naming its attacker and its victim;
+and no alert may name a host that no episode involves (a benign host alerted).
 Exits 1 with the reasons when any of that fails. Standard library only.
 """
 
@@ -15,8 +16,19 @@ import json
 import re
 import sys
 
-REQUIRED = ("timestamp", "event_type", "sensor_id", "alert_id", "src_ip", "dest_ip", "proto",
-            "alert", "flow")
+REQUIRED = ("timestamp", "event_type", "host", "flow_id", "proto", "alert", "flow")
+DETAIL = ("sensor_id", "alert_id", "update", "final", "class", "score", "count", "evidence")
+
+
+def detail(alert):
+    return alert["alert"].get("context", {}).get("edgewatch", {})
+
+
+def hosts(alert):
+    """The hosts an alert names: its attacker, its victim, and a flood's top sources."""
+    named = {alert.get("src_ip"), alert.get("dest_ip")}
+    named |= {s["ip"] for s in detail(alert).get("evidence", {}).get("top_sources", [])}
+    return named - {None}
 
 
 def main(alerts_path, log_path, attacks_path):
@@ -38,12 +50,14 @@ def main(alerts_path, log_path, attacks_path):
             problems.append(f"alert line {n} is not JSON ({e}): {line[:200]}")
             continue
         missing = [k for k in REQUIRED if k not in alert]
+        missing += [k for k in DETAIL if k not in detail(alert)] if "alert" in alert else []
         if missing or alert.get("event_type") != "alert":
             problems.append(f"alert line {n} lacks {missing} or is not an alert: {line[:200]}")
             continue
         alerts.append(alert)
-    if summary and int(summary.group(3)) != len(alerts):
-        problems.append(f"the summary says {summary.group(3)} alerts, the output has {len(alerts)}")
+    ids = {detail(a)["alert_id"] for a in alerts}
+    if summary and int(summary.group(3)) != len(ids):
+        problems.append(f"the summary says {summary.group(3)} alerts, the output has {len(ids)}")
 
     episodes = json.load(open(attacks_path, encoding="utf-8"))
     involved = set()
@@ -51,21 +65,20 @@ def main(alerts_path, log_path, attacks_path):
         ips = set(ep.get("attacker_ips") or [ep["attacker"]])
         involved |= ips | {ep["victim"]}
         hits = [a for a in alerts
-                if {a["src_ip"], a["dest_ip"]} & ips and ep["victim"] in (a["src_ip"], a["dest_ip"])
-                and ep["class"] in a["alert"]["signature"]]
+                if hosts(a) & ips and ep["victim"] in hosts(a) and detail(a)["class"] == ep["class"]]
         if not hits:
             problems.append(f"episode {ep['id']} ({ep['tool']}, {ep['class']}, {ep['attacker']} -> "
                             f"{ep['victim']}) has no alert of its class")
-    benign = [a for a in alerts if not {a["src_ip"], a["dest_ip"]} <= involved]
+    benign = [a for a in alerts if not hosts(a) <= involved]
     for a in benign[:10]:
-        problems.append(f"alert on a host no episode involves: {a['src_ip']} -> {a['dest_ip']} "
+        problems.append(f"alert on a host no episode involves: {sorted(hosts(a))} "
                         f"{a['alert']['signature']}")
 
     if problems:
         print("check_replay: " + "\ncheck_replay: ".join(problems), file=sys.stderr)
         return 1
-    print(f"check_replay: {summary.group(0)}; {len(episodes)} episodes alerted with their class, "
-          f"no benign host alerted")
+    print(f"check_replay: {summary.group(0)}; {len(ids)} alerts in {len(alerts)} records; "
+          f"{len(episodes)} episodes alerted with their class, no benign host alerted")
     return 0
 
 

@@ -12,13 +12,14 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, bounded};
 
-use crate::alert::{Alert, AlertEngine};
+use crate::alert::Alert;
 use crate::capture::file::{CaptureReader, Repairs, Truncation};
 use crate::capture::live::{CaptureCounters, Clock, LinkReceiver, READ_TIMEOUT, capture_loop};
 use crate::config::Config;
 use crate::dispatch::{Batch, Dispatcher, WhenFull};
 use crate::flow::{FlowEvent, FlowTable, Order};
 use crate::host::HostTable;
+use crate::incident::AlertEngine;
 use crate::model::Scorer;
 use crate::packet::PacketMeta;
 use crate::parse::parse_frame;
@@ -462,6 +463,8 @@ fn publish_scoring(stats: &Stats, stage: &ScoringStage) {
         let a = engine.counters;
         Stats::set(&stats.flows_above_threshold, a.flows_above_threshold);
         Stats::set(&stats.alerts_emitted, a.alerts_emitted);
+        Stats::set(&stats.alert_updates, a.alert_updates);
+        Stats::set(&stats.incidents_evicted, a.incidents_evicted);
         Stats::set(&stats.alerts_suppressed, a.alerts_suppressed);
         Stats::set(&stats.flows_aggregated, a.flows_aggregated);
     }
@@ -573,7 +576,7 @@ fn log_repairs(r: &Repairs) {
     }
     if r.ts_after_9999 > 0 {
         log::warn!(
-            "{} records are dated after 9999-12-31; alerts show 9999-12-31T23:59:59.999999Z for \
+            "{} records are dated after 9999-12-31; alerts show 9999-12-31T23:59:59.999999 for \
              them{}.",
             r.ts_after_9999,
             if r.ts_clamped > 0 {

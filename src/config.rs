@@ -144,9 +144,27 @@ pub struct ModelConfig {
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct AlertConfig {
-    pub alert_window_s: f64,
+    pub mode: AlertMode,
     pub max_alerts_per_s: f64,
-    pub max_windows: usize,
+    pub max_incidents: usize,
+    pub incident_idle_s: f64,
+    pub update_interval_s: f64,
+    pub scan_min_targets: u64,
+    pub bruteforce_min_sessions: u64,
+    pub flood_min_flows: u64,
+    pub flood_min_packets_per_s: f64,
+    pub slowdos_min_connections: u64,
+}
+
+/// What an alert stands for (see `incident`).
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum AlertMode {
+    /// One alert per behaviour and episode, updated while it goes on.
+    #[default]
+    Incident,
+    /// One alert per flow evaluation at or above the threshold.
+    Flow,
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -281,9 +299,16 @@ impl Default for ModelConfig {
 impl Default for AlertConfig {
     fn default() -> Self {
         AlertConfig {
-            alert_window_s: 1.0,
+            mode: AlertMode::Incident,
             max_alerts_per_s: 50.0,
-            max_windows: 8192,
+            max_incidents: 8192,
+            incident_idle_s: 30.0,
+            update_interval_s: 10.0,
+            scan_min_targets: 8,
+            bruteforce_min_sessions: 4,
+            flood_min_flows: 8,
+            flood_min_packets_per_s: 100.0,
+            slowdos_min_connections: 6,
         }
     }
 }
@@ -470,14 +495,32 @@ path = ""
 batch_size = 256
 
 [alert]
-# Alerts for the same (source, destination, protocol, class) within this window are merged into
-# one alert with a count, re-emitted every window while the activity goes on.
-alert_window_s = 1.0
-# Alerts per second at most over the whole sensor; the rest are counted as alerts_suppressed.
+# "incident": one alert per behaviour and episode (a source's scan or brute force, a flood or
+# slow DoS against a victim), raised once its evidence reaches the minimums below and updated
+# (same alert_id, next update number) while it goes on. "flow": one alert per flow evaluation
+# the model scores at or above the threshold, nothing grouped.
+mode = "incident"
+# Alert records per second at most over the whole sensor (final updates always go out); the
+# rest are counted as alerts_suppressed.
 max_alerts_per_s = 50.0
-# Alert windows open at once at most. Beyond it (a flood from many sources), a new (source,
-# destination, protocol, class) is alerted on its own, within max_alerts_per_s, without a window.
-max_windows = 8192
+# Incidents (and candidates still gathering evidence) tracked at once at most; past it the least
+# recently active one is closed or dropped.
+max_incidents = 8192
+# An incident with no new flow for this long is over: its alert gets a final update, and the
+# same behaviour later is a new alert.
+incident_idle_s = 30.0
+# An alert is updated at most this often while its incident grows.
+update_interval_s = 10.0
+# A scan is alerted once its source has probed this many distinct (host, port) targets.
+scan_min_targets = 8
+# A brute force: this many sessions from one source to one service that exchanged data.
+bruteforce_min_sessions = 4
+# A flood: this many flows against one victim, ...
+flood_min_flows = 8
+# ... at this many packets per second or more (over their time, at least a second).
+flood_min_packets_per_s = 100.0
+# A slow DoS: this many connections held against one service.
+slowdos_min_connections = 6
 
 [output]
 # Where alerts go as JSON lines: "-" for standard output, or a file path (appended).
@@ -576,7 +619,8 @@ impl Config {
             ("flow.probe_eval_s", self.flow.probe_eval_s),
             ("host.short_window_s", self.host.short_window_s),
             ("host.long_window_s", self.host.long_window_s),
-            ("alert.alert_window_s", self.alert.alert_window_s),
+            ("alert.incident_idle_s", self.alert.incident_idle_s),
+            ("alert.update_interval_s", self.alert.update_interval_s),
             ("output.stats_interval_s", self.output.stats_interval_s),
         ];
         for (key, value) in positive {
@@ -591,6 +635,10 @@ impl Config {
         }
         for (key, value) in [
             ("alert.max_alerts_per_s", self.alert.max_alerts_per_s),
+            (
+                "alert.flood_min_packets_per_s",
+                self.alert.flood_min_packets_per_s,
+            ),
             ("mqtt.outbox_max_mb", self.mqtt.outbox_max_mb),
         ] {
             if !(value.is_finite() && value > 0.0) {
@@ -605,10 +653,26 @@ impl Config {
             ("capture.queue_capacity", self.capture.queue_capacity),
             ("flow.max_flows", self.flow.max_flows),
             ("host.max_hosts", self.host.max_hosts),
-            ("alert.max_windows", self.alert.max_windows),
+            ("alert.max_incidents", self.alert.max_incidents),
             ("model.batch_size", self.model.batch_size),
         ];
         for (key, value) in nonzero {
+            if value == 0 {
+                return Err(invalid(key, "must be at least 1"));
+            }
+        }
+        for (key, value) in [
+            ("alert.scan_min_targets", self.alert.scan_min_targets),
+            (
+                "alert.bruteforce_min_sessions",
+                self.alert.bruteforce_min_sessions,
+            ),
+            ("alert.flood_min_flows", self.alert.flood_min_flows),
+            (
+                "alert.slowdos_min_connections",
+                self.alert.slowdos_min_connections,
+            ),
+        ] {
             if value == 0 {
                 return Err(invalid(key, "must be at least 1"));
             }
@@ -618,7 +682,7 @@ impl Config {
             ("flow.max_flows", self.flow.max_flows, MAX_TABLE),
             ("flow.max_fragments", self.flow.max_fragments, MAX_TABLE),
             ("host.max_hosts", self.host.max_hosts, MAX_TABLE),
-            ("alert.max_windows", self.alert.max_windows, MAX_TABLE),
+            ("alert.max_incidents", self.alert.max_incidents, MAX_TABLE),
             ("model.batch_size", self.model.batch_size, 65_536),
         ] {
             if value > max {

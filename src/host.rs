@@ -3,53 +3,27 @@
 //! The scorer updates it from flow events in their global order, so it is the same whatever the
 //! number of shards. Each window is two buckets (the current one and the one before), weighted
 //! as a sliding-window counter; distinct ports and hosts are counted with 128-bit linear-counting
-//! bitmaps, which are exact up to a few dozen values and saturate near 600. A host costs about
+//! bitmaps (`distinct`), which are exact up to a few dozen values and saturate near 600. A host costs about
 //! 350 bytes. This module knows nothing of features or models; see `features`.
 
 use std::net::IpAddr;
 use std::sync::OnceLock;
 
 use crate::config::HostConfig;
+use crate::distinct::{Distinct, estimate_of, ip_value};
 use crate::fasthash::FastMap;
 use crate::flow::{Flow, Outcome};
 use crate::packet::Micros;
 
-#[derive(Clone, Copy, Debug, Default)]
-struct Bitmap([u64; 2]);
+/// 128 bits a set: a host costs little, and the features need counts up to a few hundred.
+type Bitmap = Distinct<2>;
 
-impl Bitmap {
-    fn insert(&mut self, value: u64) {
-        let h = xxhash_rust::xxh3::xxh3_64(&value.to_le_bytes());
-        let bit = (h % 128) as usize;
-        self.0[bit / 64] |= 1 << (bit % 64);
-    }
-
-    fn union(self, other: Bitmap) -> Bitmap {
-        Bitmap([self.0[0] | other.0[0], self.0[1] | other.0[1]])
-    }
-
-    /// Linear-counting estimate of the distinct values inserted.
-    fn estimate(self) -> f32 {
-        // It depends only on the number of zero bits: computed once per count, not per call
-        // (the scorer asks for six estimates per evaluation).
-        static ESTIMATES: OnceLock<[f32; 129]> = OnceLock::new();
-        let table = ESTIMATES.get_or_init(|| std::array::from_fn(|z| estimate_of(z as u32)));
-        table[(self.0[0].count_zeros() + self.0[1].count_zeros()) as usize]
-    }
-}
-
-/// Linear-counting estimate of a 128-bit bitmap with `zeros` zero bits (0 to 128).
-fn estimate_of(zeros: u32) -> f32 {
-    let m = 128.0f32;
-    let zeros = zeros as f32;
-    if zeros == 0.0 {
-        m * m.ln()
-    } else {
-        // m·ln(m/zeros) rather than -m·ln(zeros/m): the same value, but an empty bitmap gives
-        // +0, not -0 (which a max(0.0) may or may not turn into +0, depending on the libm and
-        // the optimization level, and which the features CSV would print as "-0").
-        m * (m / zeros).ln()
-    }
+/// The estimate of a host bitmap, from a table: it depends only on the number of zero bits, and
+/// the scorer asks for six estimates per evaluation.
+fn estimate(b: Bitmap) -> f32 {
+    static ESTIMATES: OnceLock<[f32; 129]> = OnceLock::new();
+    let table = ESTIMATES.get_or_init(|| std::array::from_fn(|z| estimate_of(128, z as u32)));
+    table[b.zeros() as usize]
 }
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -241,16 +215,6 @@ impl HostTable {
     }
 }
 
-fn ip_value(ip: IpAddr) -> u64 {
-    match ip {
-        IpAddr::V4(v4) => u64::from(u32::from(v4)),
-        IpAddr::V6(v6) => {
-            let n = u128::from(v6);
-            (n as u64) ^ ((n >> 64) as u64)
-        }
-    }
-}
-
 fn view(w: &Window, now: Micros, len: Micros) -> HostView {
     let pw = w.prev_weight(now, len);
     let sum = |f: fn(&Bucket) -> u32| f(&w.cur) as f32 + f(&w.prev) as f32 * pw;
@@ -258,12 +222,12 @@ fn view(w: &Window, now: Micros, len: Micros) -> HostView {
     let secs = len as f32 / 1e6;
     HostView {
         flows_out_per_s: sum(|b| b.flows_out) / secs,
-        dst_ports: w.cur.dst_ports.union(w.prev.dst_ports).estimate(),
-        dst_hosts: w.cur.dst_hosts.union(w.prev.dst_hosts).estimate(),
+        dst_ports: estimate(w.cur.dst_ports.union(w.prev.dst_ports)),
+        dst_hosts: estimate(w.cur.dst_hosts.union(w.prev.dst_hosts)),
         tcp_failed_share: share(sum(|b| b.tcp_failed), sum(|b| b.tcp_attempts)),
         unanswered_share: share(sum(|b| b.other_unanswered), sum(|b| b.other_attempts)),
         flows_in_per_s: sum(|b| b.flows_in) / secs,
-        sources: w.cur.sources.union(w.prev.sources).estimate(),
+        sources: estimate(w.cur.sources.union(w.prev.sources)),
     }
 }
 
@@ -272,43 +236,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn empty_bitmap_estimates_positive_zero() {
-        let e = Bitmap::default().estimate();
-        assert_eq!(e, 0.0);
-        assert!(
-            e.is_sign_positive(),
-            "an empty set must estimate +0, got {e:?}"
-        );
-    }
-
-    #[test]
-    fn estimates_come_from_the_formula() {
+    fn the_estimate_table_is_the_formula() {
         let mut b = Bitmap::default();
+        assert!(estimate(b).is_sign_positive() && estimate(b) == 0.0);
         for v in 0..2000u64 {
-            let zeros = b.0[0].count_zeros() + b.0[1].count_zeros();
-            assert_eq!(b.estimate().to_bits(), estimate_of(zeros).to_bits());
+            assert_eq!(estimate(b).to_bits(), b.estimate().to_bits());
             b.insert(v);
         }
         assert_eq!(
-            b.estimate(),
+            estimate(b),
             128.0 * 128f32.ln(),
             "saturated after 2000 values"
         );
-    }
-
-    #[test]
-    fn bitmap_estimate_is_close_for_small_sets() {
-        let mut b = Bitmap::default();
-        for port in 0..20u64 {
-            b.insert(port);
-        }
-        let e = b.estimate();
-        assert!((17.0..=23.0).contains(&e), "estimate {e} for 20 values");
-        let mut full = Bitmap::default();
-        for v in 0..5000u64 {
-            full.insert(v);
-        }
-        assert!(full.estimate() > 500.0);
     }
 
     #[test]

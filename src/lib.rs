@@ -3,10 +3,12 @@
 //! Read the modules in pipeline order: `capture` (frames from a file or an interface) ->
 //! `parse` (frame -> `packet::PacketMeta`) -> `dispatch` (order, fragments, shards) -> `flow`
 //! (bidirectional flow table) -> `host` + `features` (the feature vector) -> `model` (tract
-//! scorer) -> `alert` (threshold, aggregation, rate limit) -> `sink` (JSON lines). `scoring`
-//! runs host context, features, model and alerts as one stage; `agent` wires the threads and
-//! queues; `config`, `stats` and `fasthash` (the tables' hasher) serve them all. `collector`
-//! (cargo feature `collector`) is the central side: MQTT ingest, storage, web UI and API.
+//! scorer) -> `incident` (threshold, behaviours, evidence, one alert per episode, rate limit)
+//! -> `alert` (the EVE record) -> `sink` (JSON lines). `scoring` runs host context, features,
+//! model and incidents as one stage; `agent` wires the threads and queues; `config`, `stats`,
+//! `distinct` (counting distinct values) and `fasthash` (the tables' hasher) serve them all.
+//! `collector` (cargo feature `collector`) is the central side: MQTT ingest, storage, web UI and
+//! API.
 
 pub mod agent;
 pub mod alert;
@@ -15,10 +17,12 @@ pub mod capture;
 pub mod collector;
 pub mod config;
 pub mod dispatch;
+pub mod distinct;
 pub mod fasthash;
 pub mod features;
 pub mod flow;
 pub mod host;
+pub mod incident;
 pub mod model;
 pub mod mqtt;
 pub mod packet;

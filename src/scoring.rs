@@ -6,10 +6,11 @@ use std::collections::VecDeque;
 use std::io::Write;
 use std::time::Instant;
 
-use crate::alert::{Alert, AlertEngine};
+use crate::alert::Alert;
 use crate::features::{FEATURE_COUNT, FEATURE_NAMES};
 use crate::flow::{EvalReason, Flow, FlowEvent, Order};
 use crate::host::HostTable;
+use crate::incident::AlertEngine;
 use crate::model::Scorer;
 use crate::packet::{Micros, proto_name};
 

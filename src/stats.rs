@@ -69,8 +69,10 @@ counters!(
     // alerts
     flows_above_threshold,
     alerts_emitted,
+    alert_updates,
     alerts_suppressed,
     flows_aggregated,
+    incidents_evicted,
     alerts_written,
 );
 

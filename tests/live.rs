@@ -355,7 +355,7 @@ fn ping_and_http(tag: &str, net: &str, capture: &str) -> (String, Vec<serde_json
     let agent = Agent::start(
         &mut lab,
         &format!(
-            "sensor_id = \"live-test\"\n[capture]\n{capture}\n[model]\nthreshold = 0.0\n\
+            "sensor_id = \"live-test\"\n[capture]\n{capture}\n[alert]\nmode = \"flow\"\n[model]\nthreshold = 0.0\n\
              [flow]\nprobe_eval_s = 0.2\n"
         ),
     );
@@ -384,7 +384,7 @@ fn ping_and_http(tag: &str, net: &str, capture: &str) -> (String, Vec<serde_json
     let (log, alerts) = agent.stop(&mut lab);
     let tcp = alerts.iter().find(|a| a["dest_port"] == 8080).unwrap();
     assert_eq!(tcp["src_ip"], format!("{net}.2"));
-    assert_eq!(tcp["sensor_id"], "live-test");
+    assert_eq!(tcp["host"], "live-test");
     assert!(summary(&log)[0] >= 10, "{log}");
     (log, alerts)
 }
@@ -457,7 +457,7 @@ fn tpacket_restores_vlan_tags_the_kernel_took_out() {
     let mut lab = Lab::new(&tag, "10.199.80");
     let agent = Agent::start(
         &mut lab,
-        "[capture]\nbackend = \"tpacket\"\n[model]\nthreshold = 0.0\n[flow]\nprobe_eval_s = 0.2\n",
+        "[capture]\nbackend = \"tpacket\"\n[alert]\nmode = \"flow\"\n[model]\nthreshold = 0.0\n[flow]\nprobe_eval_s = 0.2\n",
     );
     // The receiving kernel moves the tag out of the frame into the packet's metadata before
     // packet sockets see it; the ring hands it over beside the frame.
@@ -489,7 +489,7 @@ fn tpacket_fanout_spreads_flows_over_capture_threads() {
     let mut lab = Lab::new(&tag, "10.199.82");
     let agent = Agent::start(
         &mut lab,
-        "[capture]\nbackend = \"tpacket\"\nthreads = 2\n[model]\nthreshold = 0.0\n",
+        "[capture]\nbackend = \"tpacket\"\nthreads = 2\n[alert]\nmode = \"flow\"\n[model]\nthreshold = 0.0\n",
     );
     // 64 UDP flows of 5 packets each (to closed ports: each draws an ICMP port unreachable,
     // which belongs to its flow).
@@ -529,7 +529,7 @@ fn run_captures_as_nobody_holding_only_cap_net_raw() {
     let mut lab = Lab::new(&tag, "10.199.78");
     // Threshold 0: every flow is alerted, so the alerts list the flows the agent saw.
     let agent_files = Unprivileged::new(
-        "sensor_id = \"least-privilege\"\n[model]\nthreshold = 0.0\n[flow]\nprobe_eval_s = 0.2\n",
+        "sensor_id = \"least-privilege\"\n[alert]\nmode = \"flow\"\n[model]\nthreshold = 0.0\n[flow]\nprobe_eval_s = 0.2\n",
     );
     let mut args = as_nobody_with("+net_raw");
     let bin = agent_files.bin.as_str();
@@ -627,8 +627,7 @@ fn sighup_reloads_the_model_keeps_the_flows_and_refuses_a_broken_config() {
     let tag = format!("{}h", std::process::id() % 100_000);
     let net = "10.199.81";
     let mut lab = Lab::new(&tag, net);
-    let base =
-        "sensor_id = \"reload-test\"\n[flow]\nprobe_eval_s = 0.2\n[model]\nthreshold = 0.0\n";
+    let base = "sensor_id = \"reload-test\"\n[flow]\nprobe_eval_s = 0.2\n[alert]\nmode = \"flow\"\n[model]\nthreshold = 0.0\n";
     let agent = Agent::start(&mut lab, base);
     let hup = || sh(&["kill", "-HUP", &agent.pid.to_string()]);
     // One ICMP flow (one echo identifier) that lasts through both reloads: 50 echoes, 10 s.
@@ -638,7 +637,10 @@ fn sighup_reloads_the_model_keeps_the_flows_and_refuses_a_broken_config() {
         agent.alerts().iter().any(icmp)
     });
     let first = agent.alerts().into_iter().find(icmp).unwrap();
-    assert_eq!(first["alert"]["model"]["name"], "edgewatch-mlp");
+    assert_eq!(
+        first["alert"]["context"]["edgewatch"]["model"]["name"],
+        "edgewatch-mlp"
+    );
 
     // A broken config: the agent says why and runs on as before.
     agent.rewrite_config(&format!("{base}no_such_key = 1\n"));
@@ -657,11 +659,12 @@ fn sighup_reloads_the_model_keeps_the_flows_and_refuses_a_broken_config() {
     // Another model and a changed [flow] section: the model changes now, [flow] at the next start.
     let model = data("models/baseline.onnx");
     agent.rewrite_config(
-        &format!(
-            "{base}path = \"{}\"\n[alert]\nalert_window_s = 0.5\n",
-            model.display()
-        )
-        .replace("probe_eval_s = 0.2", "probe_eval_s = 0.3"),
+        &format!("{base}path = \"{}\"\n", model.display())
+            .replace("probe_eval_s = 0.2", "probe_eval_s = 0.3")
+            .replace(
+                "mode = \"flow\"",
+                "mode = \"flow\"\nupdate_interval_s = 5.0",
+            ),
     );
     hup();
     wait_for("the reload in the log", Duration::from_secs(10), || {
@@ -678,10 +681,10 @@ fn sighup_reloads_the_model_keeps_the_flows_and_refuses_a_broken_config() {
         "an alert by the reloaded model",
         Duration::from_secs(20),
         || {
-            agent
-                .alerts()
-                .iter()
-                .any(|a| icmp(a) && a["alert"]["model"]["name"] == "edgewatch-baseline")
+            agent.alerts().iter().any(|a| {
+                icmp(a)
+                    && a["alert"]["context"]["edgewatch"]["model"]["name"] == "edgewatch-baseline"
+            })
         },
     );
     // Let the long ping end, then stop: its flow, started before both reloads, is still there
@@ -692,7 +695,7 @@ fn sighup_reloads_the_model_keeps_the_flows_and_refuses_a_broken_config() {
         .iter()
         .filter(|a| {
             icmp(a)
-                && a["alert"]["model"]["name"] == "edgewatch-baseline"
+                && a["alert"]["context"]["edgewatch"]["model"]["name"] == "edgewatch-baseline"
                 && a["flow"]["start"] == first["flow"]["start"]
         })
         .map(|a| a["flow"]["pkts_toserver"].as_u64().unwrap())
@@ -714,7 +717,7 @@ fn run_stops_with_the_error_when_its_alerts_cannot_be_written() {
     // Threshold 0: the ping's flow is alerted, and the alert goes to a full disk.
     let agent = Agent::start_writing(
         &mut lab,
-        "[flow]\nprobe_eval_s = 0.2\n[model]\nthreshold = 0.0\n",
+        "[flow]\nprobe_eval_s = 0.2\n[alert]\nmode = \"flow\"\n[model]\nthreshold = 0.0\n",
         Some("/dev/full"),
     );
     lab.exec(1, &["ping", "-c", "3", "-i", "0.2", &format!("{net}.1")]);
@@ -780,7 +783,7 @@ fn run_captures_ip_packets_on_an_interface_without_a_link_header() {
     let agent = Agent::start_on(
         &mut lab,
         "ewtun0",
-        "[model]\nthreshold = 0.0\n[flow]\nprobe_eval_s = 0.2\n",
+        "[alert]\nmode = \"flow\"\n[model]\nthreshold = 0.0\n[flow]\nprobe_eval_s = 0.2\n",
         None,
     );
     use std::io::Write;

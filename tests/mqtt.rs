@@ -59,7 +59,7 @@ fn write_config(dir: &Path, sensor_id: &str, mqtt_extra: &str) -> PathBuf {
     let text = format!(
         "sensor_id = \"{sensor_id}\"\n\
          [model]\nthreshold = 0.0\n\
-         [alert]\nmax_alerts_per_s = 1000000.0\nalert_window_s = 0.001\n\
+         [alert]\nmode = \"flow\"\nmax_alerts_per_s = 1000000.0\n\
          [mqtt]\nreconnect_min_s = 0.2\nreconnect_max_s = 1.0\n{mqtt_extra}"
     );
     std::fs::write(&file, text).unwrap();

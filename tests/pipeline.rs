@@ -108,7 +108,7 @@ fn a_single_pair_flood_gives_the_same_output_for_any_worker_count() {
     std::fs::write(&capture, single_pair_flood(3_000)).unwrap();
     let cfg = config(
         dir.path(),
-        "[flow]\nmax_flows = 4096\n[model]\nthreshold = 0.0\n[alert]\nmax_alerts_per_s = 100000\nalert_window_s = 0.001\n",
+        "[flow]\nmax_flows = 4096\n[model]\nthreshold = 0.0\n[alert]\nmax_alerts_per_s = 100000\n",
     );
     let mut outputs = Vec::new();
     for workers in ["1", "2", "4", "8"] {
@@ -197,47 +197,88 @@ fn icmp_errors_about_flows_never_seen_make_no_flow() {
     }
 }
 
+fn validator(path: &str) -> jsonschema::Validator {
+    let text = std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(path))
+        .unwrap();
+    let schema: serde_json::Value = serde_json::from_str(&text).unwrap();
+    jsonschema::validator_for(&schema).expect("schema compiles")
+}
+
+fn edgewatch(alert: &serde_json::Value) -> &serde_json::Value {
+    &alert["alert"]["context"]["edgewatch"]
+}
+
 #[test]
-fn alerts_match_the_json_schema_and_the_design() {
-    let schema: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/docs/alert-schema.json"
-        ))
-        .unwrap(),
-    )
-    .unwrap();
-    let validator = jsonschema::validator_for(&schema).expect("schema compiles");
+fn alerts_match_our_schema_and_suricatas_and_name_each_episode_once() {
+    // docs/alert-schema.json, and Suricata's own EVE schema (tests/data/suricata/README.md).
+    let ours = validator("docs/alert-schema.json");
+    let suricata = validator("tests/data/suricata/eve-schema.json");
     let lines = replay_alerts("lab-mini.pcap", &[]);
-    let mut ids = std::collections::HashSet::new();
-    for line in &lines {
-        let alert: serde_json::Value = serde_json::from_str(line).unwrap();
-        let errors: Vec<String> = validator
-            .iter_errors(&alert)
-            .map(|e| e.to_string())
-            .collect();
-        assert!(errors.is_empty(), "{line}: {errors:?}");
-        assert!(
-            ids.insert(alert["alert_id"].as_str().unwrap().to_string()),
-            "alert_id unique"
-        );
-        if alert["count"] == 1 && alert["proto"] != "ICMP" {
-            assert!(
-                alert["community_id"].is_string() && alert["src_port"].is_u64(),
-                "{line}"
-            );
+    let alerts: Vec<serde_json::Value> = lines
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    for (line, alert) in lines.iter().zip(&alerts) {
+        for (name, v) in [("ours", &ours), ("suricata", &suricata)] {
+            let errors: Vec<String> = v.iter_errors(alert).map(|e| e.to_string()).collect();
+            assert!(errors.is_empty(), "{name}: {line}: {errors:?}");
         }
     }
-    // The SYN flood of the lab run (hping3 from 10.77.0.66 to port 22) is one aggregated alert per
-    // window, not one per flow.
-    let flood: Vec<serde_json::Value> = lines
+    // Each alert's records: update 0, 1, 2, ... with the same id, the last one final, and no
+    // record after it; one alert per (behaviour, attacker, victim) in this short capture.
+    let mut by_id: std::collections::BTreeMap<String, Vec<&serde_json::Value>> = Default::default();
+    for a in &alerts {
+        by_id
+            .entry(edgewatch(a)["alert_id"].as_str().unwrap().to_string())
+            .or_default()
+            .push(a);
+    }
+    let mut episodes = std::collections::HashSet::new();
+    for (id, records) in &by_id {
+        let updates: Vec<u64> = records
+            .iter()
+            .map(|a| edgewatch(a)["update"].as_u64().unwrap())
+            .collect();
+        assert_eq!(
+            updates,
+            (0..records.len() as u64).collect::<Vec<_>>(),
+            "{id}"
+        );
+        let finals: Vec<bool> = records
+            .iter()
+            .map(|a| edgewatch(a)["final"].as_bool().unwrap())
+            .collect();
+        assert_eq!(
+            finals.iter().filter(|f| **f).count(),
+            1,
+            "{id}: one final record"
+        );
+        assert!(
+            finals[finals.len() - 1],
+            "{id}: the final record is the last"
+        );
+        let first = records[0];
+        let key = (
+            edgewatch(first)["class"].as_str().unwrap().to_string(),
+            first["src_ip"].as_str().map(String::from),
+            first["dest_ip"].as_str().map(String::from),
+        );
+        assert!(episodes.insert(key.clone()), "{key:?} alerted twice");
+    }
+    // The hping3 SYN flood from 10.77.0.66 to port 22: one alert about its victim, evidence in
+    // numbers, thousands of flows covered.
+    let flood: Vec<&serde_json::Value> = alerts
         .iter()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .filter(|a| {
-            a["src_ip"] == "10.77.0.66" && a["dest_port"] == 22 && a["count"].as_u64().unwrap() > 1
-        })
+        .filter(|a| edgewatch(a)["class"] == "flood" && a["dest_ip"] == "10.77.0.10")
         .collect();
-    assert!(!flood.is_empty(), "the SYN flood is reported aggregated");
+    let last = flood.last().expect("the SYN flood is alerted");
+    let evidence = &edgewatch(last)["evidence"];
+    assert!(edgewatch(last)["count"].as_u64().unwrap() > 1000, "{last}");
+    assert!(
+        evidence["packets_per_s"].as_f64().unwrap() > 1000.0,
+        "{last}"
+    );
+    assert_eq!(evidence["top_sources"][0]["ip"], "10.77.0.66", "{last}");
     assert!(
         flood.iter().all(|a| a.get("src_port").is_none()),
         "varying source ports are omitted"
@@ -258,7 +299,16 @@ fn alerts_file_and_summary_line() {
     ]);
     assert!(o.status.success());
     assert!(o.stdout.is_empty(), "alerts went to the file");
-    let written = std::fs::read_to_string(&path).unwrap().lines().count();
+    // The summary counts alerts; the file also holds their updates.
+    let written = std::fs::read_to_string(&path)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let a: serde_json::Value = serde_json::from_str(l).unwrap();
+            edgewatch(&a)["alert_id"].as_str().unwrap().to_string()
+        })
+        .collect::<std::collections::HashSet<_>>()
+        .len();
     let err = stderr(&o);
     let summary = err
         .lines()
@@ -275,20 +325,21 @@ fn alerts_file_and_summary_line() {
 #[test]
 fn rate_limit_caps_alerts_and_threshold_override_applies() {
     let dir = tempfile::tempdir().unwrap();
-    // Threshold 0: every evaluation is above it; one alert per second at most.
+    // Threshold 0 and an alert per evaluation: every evaluation is an alert; one alert per
+    // second at most.
     let cfg = config(
         dir.path(),
-        "[model]\nthreshold = 0.0\n[alert]\nmax_alerts_per_s = 1.0\n",
+        "[model]\nthreshold = 0.0\n[alert]\nmode = \"flow\"\nmax_alerts_per_s = 1.0\n",
     );
     let limited = replay_alerts("lab-mini.pcap", &["--config", cfg.to_str().unwrap()]);
     let cfg = config(
         dir.path(),
-        "[model]\nthreshold = 0.0\n[alert]\nmax_alerts_per_s = 1000000.0\n",
+        "[model]\nthreshold = 0.0\n[alert]\nmode = \"flow\"\nmax_alerts_per_s = 1000000.0\n",
     );
     let all = replay_alerts("lab-mini.pcap", &["--config", cfg.to_str().unwrap()]);
     assert!(
         all.len() > 200,
-        "threshold 0 alerts on every flow group: {}",
+        "threshold 0 alerts on every evaluation: {}",
         all.len()
     );
     // The capture spans 58 s: one alert per second at most, after a burst of one.
@@ -377,16 +428,22 @@ fn int8_and_f32_models_raise_the_same_alerts_on_the_lab_capture() {
     let int8_alerts = replay_alerts("lab-mini.pcap", &["--model", int8]);
     // Flows alerted per (source, destination, signature): the same pairs and classes, and
     // counts within 1 % or one flow (a flow whose score sits right at the threshold may fall
-    // either way).
+    // either way). An alert's last record has its count.
     let flows = |alerts: &[String]| {
-        let mut m = std::collections::BTreeMap::<String, u64>::new();
+        let mut last = std::collections::BTreeMap::<String, (String, u64)>::new();
         for l in alerts {
             let a: serde_json::Value = serde_json::from_str(l).unwrap();
             let key = format!(
                 "{} {} {}",
                 a["src_ip"], a["dest_ip"], a["alert"]["signature"]
             );
-            *m.entry(key).or_default() += a["count"].as_u64().unwrap();
+            let e = edgewatch(&a);
+            let id = e["alert_id"].as_str().unwrap().to_string();
+            last.insert(id, (key, e["count"].as_u64().unwrap()));
+        }
+        let mut m = std::collections::BTreeMap::<String, u64>::new();
+        for (key, count) in last.into_values() {
+            *m.entry(key).or_default() += count;
         }
         m
     };

@@ -12,7 +12,8 @@
 use std::sync::Mutex;
 
 use crossbeam_channel::{Receiver, bounded};
-use edgewatch::alert::{Alert, AlertEngine};
+use edgewatch::alert::Alert;
+use edgewatch::incident::AlertEngine;
 use edgewatch::config::Config;
 use edgewatch::dispatch::{Batch, Dispatcher, WhenFull};
 use edgewatch::flow::{FlowTable, Order};

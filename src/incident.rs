@@ -1,0 +1,716 @@
+//! Incidents: scored flow evaluations become one alert per behaviour and episode.
+//!
+//! The model scores flows; a behaviour is seen across them. Each flow evaluation at or above
+//! the threshold counts towards the incident of its class, keyed by who behaves:
+//!
+//! | behaviour | incident of | alert when (`[alert]` settings) |
+//! |---|---|---|
+//! | scan | a source | `scan_min_targets` distinct (host, port) probed |
+//! | bruteforce | a source at one service (host, port) | `bruteforce_min_sessions` sessions that exchanged data |
+//! | flood | a victim, whoever sends | `flood_min_flows` flows at `flood_min_packets_per_s` or more |
+//! | slowdos | a victim's service | `slowdos_min_connections` connections |
+//! | anything else | a (source, victim) pair | its first flow |
+//!
+//! each also by protocol (an alert record has one). Until its evidence is enough an incident is
+//! a candidate and raises nothing: one flow the model finds odd is not an attack. Then it raises
+//! one alert, and updates it (the same `alert_id`, the next `update` number, the evidence so far)
+//! at most every `update_interval_s` while it goes on, and a last time (`final`) when it has been
+//! quiet for `incident_idle_s`. A flow counts once in an incident however often it is evaluated;
+//! its later evaluations add only what it sent since.
+//!
+//! Memory is bounded: `max_incidents` incidents and candidates, the least recently active one
+//! going first (a candidate dropped, an incident closed), and four times as many flows
+//! remembered as counted. It runs on packet time, so replay output does not depend on the wall
+//! clock. It builds records (`alert`); writing them is the sinks' job.
+//!
+//! With `mode = "flow"` every evaluation at or above the threshold is an alert of its own (for
+//! tests, model comparisons and receivers that group alerts themselves).
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::net::IpAddr;
+
+use crate::alert::{
+    Alert, AlertInfo, Context, Detail, Endpoint, Evidence, FlowInfo, ModelRef, TopSource,
+    community_id, eve_time, signature_of,
+};
+use crate::config::{AlertConfig, AlertMode};
+use crate::distinct::{Distinct, ip_value};
+use crate::fasthash::FastMap;
+use crate::flow::{EvalReason, Flow, Outcome};
+use crate::model::{ModelInfo, Score};
+use crate::packet::{Micros, PROTO_TCP, PROTO_UDP, proto_name};
+
+/// What an incident is about, from the model's class name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Behaviour {
+    Scan,
+    Flood,
+    Bruteforce,
+    SlowDos,
+    Other,
+}
+
+impl Behaviour {
+    fn of(class: &str) -> Behaviour {
+        match class {
+            "scan" => Behaviour::Scan,
+            "flood" | "dos" => Behaviour::Flood,
+            "bruteforce" => Behaviour::Bruteforce,
+            "slowdos" => Behaviour::SlowDos,
+            _ => Behaviour::Other,
+        }
+    }
+}
+
+/// Who an incident is about: the attacker, the victim and the victim's port, as the behaviour
+/// says (unused parts are `None` and 0). Ordered, so that incidents quiet at the same moment
+/// close in the same order on every run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+struct Key {
+    class: usize,
+    attacker: Option<IpAddr>,
+    victim: Option<IpAddr>,
+    port: u16,
+    proto: u8,
+}
+
+impl Key {
+    fn of(behaviour: Behaviour, class: usize, f: &Flow) -> Key {
+        let (attacker, victim, port) = match behaviour {
+            Behaviour::Scan => (Some(f.initiator), None, 0),
+            Behaviour::Bruteforce => (Some(f.initiator), Some(f.responder), f.responder_port),
+            Behaviour::Flood => (None, Some(f.responder), 0),
+            Behaviour::SlowDos => (None, Some(f.responder), f.responder_port),
+            Behaviour::Other => (Some(f.initiator), Some(f.responder), 0),
+        };
+        Key {
+            class,
+            attacker,
+            victim,
+            port,
+            proto: f.key.proto,
+        }
+    }
+}
+
+/// An alert raised for an incident.
+#[derive(Clone, Debug)]
+struct Raised {
+    alert_id: String,
+    update: u32,
+    at: Micros,
+    flows: u64,
+    packets: u64,
+}
+
+/// Sources tracked for a flood's `top_sources` (space-saving: the counts are estimates).
+const TOP_SOURCES: usize = 4;
+
+#[derive(Clone, Debug)]
+struct Incident {
+    behaviour: Behaviour,
+    key: Key,
+    /// The first flow counted: the record's `flow_id`, ports and VLAN come from it.
+    first: Flow,
+    raised: Option<Raised>,
+    /// First and last evaluation counted.
+    first_ts: Micros,
+    last_ts: Micros,
+    /// First and last packet of the flows counted.
+    start: Micros,
+    end: Micros,
+    flows: u64,
+    pkts: [u64; 2],
+    bytes: [u64; 2],
+    score: f32,
+    sources_vary: bool,
+    victims_vary: bool,
+    src_ports_vary: bool,
+    dst_ports_vary: bool,
+    targets: Distinct<8>,
+    hosts: Distinct<8>,
+    ports: Distinct<8>,
+    sources: Distinct<8>,
+    unanswered: u64,
+    sessions: u64,
+    /// Sum of the counted flows' durations.
+    duration: Micros,
+    top: [(Option<IpAddr>, u64); TOP_SOURCES],
+}
+
+/// What a counted flow has given its incident so far.
+#[derive(Clone, Copy, Debug)]
+struct Counted {
+    key: Key,
+    pkts: [u32; 2],
+    bytes: [u64; 2],
+    duration: Micros,
+    unanswered: bool,
+    session: bool,
+}
+
+impl Counted {
+    /// Nothing given yet.
+    fn none(key: Key) -> Counted {
+        Counted {
+            key,
+            pkts: [0; 2],
+            bytes: [0; 2],
+            duration: 0,
+            unanswered: false,
+            session: false,
+        }
+    }
+
+    fn of(key: Key, f: &Flow) -> Counted {
+        Counted::none(key).now(f)
+    }
+
+    /// What the flow says now (the numbers the incident should hold for it).
+    fn now(self, f: &Flow) -> Counted {
+        Counted {
+            pkts: [f.fwd.pkts, f.bwd.pkts],
+            bytes: [f.fwd.bytes, f.bwd.bytes],
+            duration: f.last.saturating_sub(f.start),
+            unanswered: !matches!(f.outcome(), Outcome::TcpEstablished | Outcome::Answered),
+            session: f.established && f.fwd.payload_bytes > 0 && f.bwd.payload_bytes > 0,
+            ..self
+        }
+    }
+}
+
+impl Incident {
+    fn new(behaviour: Behaviour, key: Key, ts: Micros, f: &Flow) -> Incident {
+        Incident {
+            behaviour,
+            key,
+            first: *f,
+            raised: None,
+            first_ts: ts,
+            last_ts: ts,
+            start: f.start,
+            end: f.last,
+            flows: 0,
+            pkts: [0; 2],
+            bytes: [0; 2],
+            score: 0.0,
+            sources_vary: false,
+            victims_vary: false,
+            src_ports_vary: false,
+            dst_ports_vary: false,
+            targets: Distinct::default(),
+            hosts: Distinct::default(),
+            ports: Distinct::default(),
+            sources: Distinct::default(),
+            unanswered: 0,
+            sessions: 0,
+            duration: 0,
+            top: [(None, 0); TOP_SOURCES],
+        }
+    }
+
+    /// Takes a flow's evaluation: `before` is what the flow gave so far (`None`: a new flow).
+    fn take(&mut self, ts: Micros, f: &Flow, score: f32, before: Option<Counted>, now: Counted) {
+        if before.is_none() {
+            self.flows += 1;
+            let first = &self.first;
+            self.sources_vary |= f.initiator != first.initiator;
+            self.victims_vary |= f.responder != first.responder;
+            self.src_ports_vary |= f.initiator_port != first.initiator_port;
+            self.dst_ports_vary |= f.responder_port != first.responder_port;
+            self.targets
+                .insert(ip_value(f.responder) ^ (u64::from(f.responder_port) << 48));
+            self.hosts.insert(ip_value(f.responder));
+            self.ports.insert(u64::from(f.responder_port));
+            self.sources.insert(ip_value(f.initiator));
+        }
+        self.last_ts = self.last_ts.max(ts);
+        self.first_ts = self.first_ts.min(ts);
+        self.start = self.start.min(f.start);
+        self.end = self.end.max(f.last);
+        self.score = self.score.max(score);
+        let before = before.unwrap_or(Counted::none(now.key));
+        let new_pkts = [0, 1].map(|d| u64::from(now.pkts[d].saturating_sub(before.pkts[d])));
+        for (d, new) in new_pkts.iter().enumerate() {
+            self.pkts[d] += new;
+            self.bytes[d] += now.bytes[d].saturating_sub(before.bytes[d]);
+        }
+        self.duration += now.duration.saturating_sub(before.duration);
+        // Outcomes can change between evaluations (a late answer): what counts is the latest.
+        self.unanswered = (self.unanswered + u64::from(now.unanswered))
+            .saturating_sub(u64::from(before.unanswered));
+        self.sessions =
+            (self.sessions + u64::from(now.session)).saturating_sub(u64::from(before.session));
+        self.count_source(f.initiator, new_pkts[0] + new_pkts[1]);
+    }
+
+    /// Space-saving count of the sources' packets.
+    fn count_source(&mut self, ip: IpAddr, packets: u64) {
+        if packets == 0 {
+            return;
+        }
+        if let Some(slot) = self.top.iter_mut().find(|(s, _)| *s == Some(ip)) {
+            slot.1 += packets;
+            return;
+        }
+        // The smallest (or an empty) slot takes it, with that slot's count as its floor.
+        if let Some(slot) = self.top.iter_mut().min_by_key(|(_, n)| *n) {
+            *slot = (Some(ip), slot.1 + packets);
+        }
+    }
+
+    fn window_s(&self) -> f64 {
+        self.end.saturating_sub(self.start) as f64 / 1e6
+    }
+
+    fn packets(&self) -> u64 {
+        self.pkts[0] + self.pkts[1]
+    }
+
+    /// Packets per second over the flows' time, at least a second of it.
+    fn packets_per_s(&self) -> f64 {
+        self.packets() as f64 / self.window_s().max(1.0)
+    }
+
+    /// Whether the evidence is enough to raise an alert.
+    fn enough(&self, cfg: &AlertConfig) -> bool {
+        match self.behaviour {
+            Behaviour::Scan => self.targets.estimate() >= cfg.scan_min_targets as f32 - 0.5,
+            Behaviour::Bruteforce => self.sessions >= cfg.bruteforce_min_sessions,
+            Behaviour::Flood => {
+                self.flows >= cfg.flood_min_flows
+                    && self.packets_per_s() >= cfg.flood_min_packets_per_s
+            }
+            Behaviour::SlowDos => self.flows >= cfg.slowdos_min_connections,
+            Behaviour::Other => self.flows >= 1,
+        }
+    }
+
+    fn evidence(&self) -> Evidence {
+        let count = |d: &Distinct<8>| d.estimate().round() as u64;
+        let window_s = round3(self.window_s());
+        let mut e = Evidence {
+            window_s,
+            flows: self.flows,
+            ..Evidence::default()
+        };
+        let per_flow = |total: f64| round3(total / self.flows.max(1) as f64);
+        match self.behaviour {
+            Behaviour::Scan => {
+                e.targets = Some(count(&self.targets));
+                e.hosts = Some(count(&self.hosts));
+                e.ports = Some(count(&self.ports));
+                e.unanswered = Some(self.unanswered);
+            }
+            Behaviour::Bruteforce => {
+                e.sessions = Some(self.sessions);
+                e.sessions_per_min = Some(round3(
+                    self.sessions as f64 * 60.0 / self.window_s().max(1.0),
+                ));
+            }
+            Behaviour::Flood => {
+                e.packets_per_s = Some(round3(self.packets_per_s()));
+                e.bytes_per_s = Some(round3(
+                    (self.bytes[0] + self.bytes[1]) as f64 / self.window_s().max(1.0),
+                ));
+                e.sources = Some(count(&self.sources));
+                e.top_sources = self.top_sources();
+            }
+            Behaviour::SlowDos => {
+                e.connections = Some(self.flows);
+                e.sources = Some(count(&self.sources));
+                // Per connection: its bytes over its time, on average.
+                let duration_s = self.duration as f64 / 1e6;
+                e.mean_duration_s = Some(per_flow(duration_s));
+                e.mean_bytes_per_s = Some(round3(
+                    (self.bytes[0] + self.bytes[1]) as f64 / duration_s.max(1.0),
+                ));
+            }
+            Behaviour::Other => {}
+        }
+        e
+    }
+
+    fn top_sources(&self) -> Vec<TopSource> {
+        let mut top: Vec<(IpAddr, u64)> = self
+            .top
+            .iter()
+            .filter_map(|(ip, n)| ip.map(|ip| (ip, *n)))
+            .collect();
+        top.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        top.into_iter()
+            .map(|(ip, packets)| TopSource {
+                ip: ip.to_string(),
+                packets,
+            })
+            .collect()
+    }
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AlertCounters {
+    pub flows_above_threshold: u64,
+    /// Alerts raised (each is one incident; its updates are not counted here).
+    pub alerts_emitted: u64,
+    /// Updates of raised alerts, the final ones included.
+    pub alert_updates: u64,
+    /// Records not written because of `max_alerts_per_s`.
+    pub alerts_suppressed: u64,
+    /// Flow evaluations counted into an incident that had already raised its alert.
+    pub flows_aggregated: u64,
+    /// Incidents and candidates dropped to stay within `max_incidents`.
+    pub incidents_evicted: u64,
+}
+
+pub struct AlertEngine {
+    cfg: AlertConfig,
+    sensor_id: String,
+    model: ModelRef,
+    classes: Vec<String>,
+    threshold: f32,
+    incidents: FastMap<Key, Incident>,
+    /// When each incident may have gone quiet: (deadline, key). Stale entries are skipped.
+    deadlines: BinaryHeap<Reverse<(Micros, Key)>>,
+    /// Flows counted in an incident, with what they gave (removed at their final evaluation).
+    counted: FastMap<u64, Counted>,
+    tokens: f64,
+    last_refill: Micros,
+    pub counters: AlertCounters,
+}
+
+impl AlertEngine {
+    pub fn new(
+        cfg: &AlertConfig,
+        sensor_id: String,
+        model: &ModelInfo,
+        threshold: f32,
+    ) -> AlertEngine {
+        let mut engine = AlertEngine {
+            cfg: cfg.clone(),
+            sensor_id,
+            model: ModelRef {
+                name: String::new(),
+                version: String::new(),
+            },
+            classes: Vec::new(),
+            threshold,
+            incidents: FastMap::default(),
+            deadlines: BinaryHeap::new(),
+            counted: FastMap::default(),
+            // A full bucket to start with.
+            tokens: cfg.max_alerts_per_s,
+            last_refill: 0,
+            counters: AlertCounters::default(),
+        };
+        engine.reconfigure(cfg, model, threshold);
+        engine
+    }
+
+    /// Takes a model, threshold and settings: at start, and on a reload (after
+    /// [`flush`](Self::flush)).
+    pub fn reconfigure(&mut self, cfg: &AlertConfig, model: &ModelInfo, threshold: f32) {
+        self.model = ModelRef {
+            name: model.name.clone(),
+            version: model.version.clone(),
+        };
+        self.classes = model.classes.clone();
+        self.threshold = threshold;
+        self.cfg = cfg.clone();
+        self.tokens = self.tokens.min(cfg.max_alerts_per_s.max(1.0));
+    }
+
+    pub fn threshold(&self) -> f32 {
+        self.threshold
+    }
+
+    fn idle(&self) -> Micros {
+        micros(self.cfg.incident_idle_s)
+    }
+
+    /// Offers one scored evaluation made at `ts`.
+    pub fn offer(
+        &mut self,
+        ts: Micros,
+        flow: &Flow,
+        reason: EvalReason,
+        score: Score,
+        out: &mut Vec<Alert>,
+    ) {
+        self.advance(ts, out);
+        let before = if reason.is_final() {
+            self.counted.remove(&flow.uid)
+        } else {
+            self.counted.get(&flow.uid).copied()
+        };
+        if score.anomaly < self.threshold {
+            return;
+        }
+        self.counters.flows_above_threshold += 1;
+        let class = score.class.unwrap_or(usize::MAX);
+        let class_name = self.class_name(class);
+        let behaviour = Behaviour::of(class_name);
+        let key = Key::of(behaviour, class, flow);
+        if self.cfg.mode == AlertMode::Flow {
+            let mut one = Incident::new(behaviour, key, ts, flow);
+            one.take(ts, flow, score.anomaly, None, Counted::of(key, flow));
+            let id = alert_id(&self.sensor_id, &key, flow.uid, ts);
+            one.raised = Some(Raised {
+                alert_id: id,
+                update: 0,
+                at: ts,
+                flows: 1,
+                packets: one.packets(),
+            });
+            if self.take_token(ts) {
+                self.counters.alerts_emitted += 1;
+                out.push(self.record(&one, ts, true));
+            }
+            return;
+        }
+        // A flow counts once per incident: a later evaluation adds what it sent since.
+        let before = before.filter(|c| c.key == key);
+        let now = Counted::of(key, flow);
+        if !self.incidents.contains_key(&key) {
+            self.make_room(ts, out);
+            self.incidents
+                .insert(key, Incident::new(behaviour, key, ts, flow));
+            self.deadlines.push(Reverse((ts + self.idle(), key)));
+        }
+        let Some(incident) = self.incidents.get_mut(&key) else {
+            return;
+        };
+        incident.take(ts, flow, score.anomaly, before, now);
+        if !reason.is_final() && self.counted.len() < self.cfg.max_incidents.saturating_mul(4) {
+            self.counted.insert(flow.uid, now);
+        }
+        match &incident.raised {
+            None if incident.enough(&self.cfg) => self.raise(key, ts, out),
+            None => {}
+            Some(r) => {
+                self.counters.flows_aggregated += 1;
+                let due = ts >= r.at + micros(self.cfg.update_interval_s);
+                let grew = incident.flows > r.flows || incident.packets() > r.packets;
+                if due && grew {
+                    self.update(key, ts, false, out);
+                }
+            }
+        }
+    }
+
+    /// Closes the incidents quiet for `incident_idle_s` at `now`, with a final update for those
+    /// that raised an alert.
+    pub fn advance(&mut self, now: Micros, out: &mut Vec<Alert>) {
+        let idle = self.idle();
+        while let Some(&Reverse((deadline, key))) = self.deadlines.peek() {
+            if deadline > now {
+                break;
+            }
+            self.deadlines.pop();
+            let Some(incident) = self.incidents.get(&key) else {
+                continue;
+            };
+            let quiet_at = incident.last_ts.saturating_add(idle);
+            if quiet_at > deadline {
+                // Active since: look again when it may have gone quiet.
+                self.deadlines.push(Reverse((quiet_at, key)));
+                continue;
+            }
+            self.close(key, quiet_at, out);
+        }
+    }
+
+    /// Ends every incident (end of input or shutdown), with a final update for each alert.
+    pub fn flush(&mut self, out: &mut Vec<Alert>) {
+        let mut keys: Vec<(Micros, Key)> = self
+            .incidents
+            .iter()
+            .map(|(k, i)| (i.last_ts, *k))
+            .collect();
+        keys.sort();
+        for (last_ts, key) in keys {
+            self.close(key, last_ts, out);
+        }
+        self.deadlines.clear();
+        self.counted.clear();
+    }
+
+    fn close(&mut self, key: Key, at: Micros, out: &mut Vec<Alert>) {
+        if self.incidents.get(&key).is_some_and(|i| i.raised.is_some()) {
+            self.update(key, at, true, out);
+        }
+        self.incidents.remove(&key);
+    }
+
+    /// Keeps the incidents within `max_incidents`: the least recently active one goes.
+    fn make_room(&mut self, now: Micros, out: &mut Vec<Alert>) {
+        while self.incidents.len() >= self.cfg.max_incidents.max(1) {
+            let Some(Reverse((_, key))) = self.deadlines.pop() else {
+                return;
+            };
+            if let Some(incident) = self.incidents.get(&key) {
+                let at = incident.last_ts.min(now);
+                self.counters.incidents_evicted += 1;
+                self.close(key, at, out);
+            }
+        }
+    }
+
+    fn raise(&mut self, key: Key, ts: Micros, out: &mut Vec<Alert>) {
+        if !self.take_token(ts) {
+            // Stays a candidate: it raises its alert at its next flow if a token is there.
+            return;
+        }
+        let Some(incident) = self.incidents.get_mut(&key) else {
+            return;
+        };
+        incident.raised = Some(Raised {
+            alert_id: alert_id(&self.sensor_id, &key, incident.first.uid, incident.first_ts),
+            update: 0,
+            at: ts,
+            flows: incident.flows,
+            packets: incident.packets(),
+        });
+        self.counters.alerts_emitted += 1;
+        let record = self.record(&self.incidents[&key], ts, false);
+        out.push(record);
+    }
+
+    fn update(&mut self, key: Key, ts: Micros, last: bool, out: &mut Vec<Alert>) {
+        // A final update always goes out (it closes the alert for its receivers); the ones
+        // before it only within the rate limit.
+        if !last && !self.take_token(ts) {
+            return;
+        }
+        let Some(incident) = self.incidents.get_mut(&key) else {
+            return;
+        };
+        let (flows, packets) = (incident.flows, incident.packets());
+        let Some(r) = &mut incident.raised else {
+            return;
+        };
+        r.update += 1;
+        r.at = ts;
+        r.flows = flows;
+        r.packets = packets;
+        self.counters.alert_updates += 1;
+        let record = self.record(&self.incidents[&key], ts, last);
+        out.push(record);
+    }
+
+    /// Token bucket on packet time.
+    fn take_token(&mut self, now: Micros) -> bool {
+        let rate = self.cfg.max_alerts_per_s;
+        if now > self.last_refill {
+            let elapsed = (now - self.last_refill) as f64 / 1e6;
+            self.tokens = (self.tokens + elapsed * rate).min(rate.max(1.0));
+            self.last_refill = now;
+        }
+        if self.tokens < 1.0 {
+            self.counters.alerts_suppressed += 1;
+            return false;
+        }
+        self.tokens -= 1.0;
+        true
+    }
+
+    fn class_name(&self, class: usize) -> &str {
+        self.classes.get(class).map_or("anomaly", String::as_str)
+    }
+
+    fn record(&self, i: &Incident, ts: Micros, last: bool) -> Alert {
+        let f = &i.first;
+        let class_name = self.class_name(i.key.class);
+        let (category, severity, signature, signature_id) = signature_of(class_name);
+        let has_ports = matches!(i.key.proto, PROTO_TCP | PROTO_UDP);
+        let attacker = i.key.attacker.or((!i.sources_vary).then_some(f.initiator));
+        let victim = i.key.victim.or((!i.victims_vary).then_some(f.responder));
+        let src_port = (has_ports && !i.src_ports_vary).then_some(f.initiator_port);
+        let dest_port =
+            (has_ports && (i.key.port != 0 || !i.dst_ports_vary)).then_some(f.responder_port);
+        let raised = i.raised.as_ref();
+        let mut vlan: Vec<u16> = f.key.vlan.iter().copied().filter(|&v| v != 0).collect();
+        vlan.truncate(2);
+        Alert {
+            timestamp: eve_time(ts),
+            event_type: "alert".to_string(),
+            host: self.sensor_id.clone(),
+            flow_id: f.uid & ((1 << 53) - 1),
+            community_id: (i.flows == 1).then(|| community_id(f)).flatten(),
+            src_ip: attacker.map(|ip| ip.to_string()),
+            src_port,
+            dest_ip: victim.map(|ip| ip.to_string()),
+            dest_port,
+            proto: proto_name(i.key.proto).to_string(),
+            vlan,
+            alert: AlertInfo {
+                action: "allowed".to_string(),
+                gid: 1,
+                signature_id,
+                rev: 1,
+                signature: signature.to_string(),
+                category: category.to_string(),
+                severity,
+                source: attacker.map(|ip| Endpoint {
+                    ip: ip.to_string(),
+                    port: None,
+                }),
+                target: victim.map(|ip| Endpoint {
+                    ip: ip.to_string(),
+                    port: dest_port,
+                }),
+                context: Context {
+                    edgewatch: Detail {
+                        sensor_id: self.sensor_id.clone(),
+                        alert_id: raised.map_or_else(String::new, |r| r.alert_id.clone()),
+                        update: raised.map_or(0, |r| r.update),
+                        last,
+                        class: class_name.to_string(),
+                        score: (i.score * 10_000.0).round() / 10_000.0,
+                        model: self.model.clone(),
+                        count: i.flows,
+                        first_seen: eve_time(i.first_ts),
+                        last_seen: eve_time(i.last_ts),
+                        evidence: i.evidence(),
+                    },
+                },
+            },
+            flow: FlowInfo {
+                pkts_toserver: i.pkts[0],
+                pkts_toclient: i.pkts[1],
+                bytes_toserver: i.bytes[0],
+                bytes_toclient: i.bytes[1],
+                start: eve_time(i.start),
+                end: eve_time(i.end),
+            },
+        }
+    }
+}
+
+/// Unique and stable: the sensor, the incident's key, its first flow and when it began.
+fn alert_id(sensor: &str, key: &Key, first_uid: u64, first_ts: Micros) -> String {
+    let mut input = Vec::with_capacity(96);
+    input.extend_from_slice(sensor.as_bytes());
+    input.push(0);
+    input.extend_from_slice(&(key.class as u64).to_le_bytes());
+    for ip in [key.attacker, key.victim] {
+        match ip {
+            Some(ip) => input.extend_from_slice(ip.to_string().as_bytes()),
+            None => input.push(b'*'),
+        }
+        input.push(0);
+    }
+    input.extend_from_slice(&key.port.to_le_bytes());
+    input.push(key.proto);
+    input.extend_from_slice(&first_uid.to_le_bytes());
+    input.extend_from_slice(&first_ts.to_le_bytes());
+    format!("{:032x}", xxhash_rust::xxh3::xxh3_128(&input))
+}
+
+fn micros(s: f64) -> Micros {
+    (s * 1e6) as Micros
+}
