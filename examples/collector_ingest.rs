@@ -17,7 +17,33 @@ use edgewatch::collector::store::{self, DbUrl};
 use edgewatch::collector::validate::{Message, Validator};
 use edgewatch::collector::{CollectorConfig, Metrics, web};
 
-const CATEGORIES: [&str; 5] = ["scan", "dos", "bruteforce", "exfiltration", "anomaly"];
+/// (class, signature_id, signature, category) of the four behaviours.
+const CLASSES: [(&str, u32, &str, &str); 4] = [
+    (
+        "scan",
+        9100001,
+        "EDGEWATCH Network scan",
+        "Detection of a Network Scan",
+    ),
+    (
+        "flood",
+        9100002,
+        "EDGEWATCH Flood",
+        "Detection of a Denial of Service Attack",
+    ),
+    (
+        "bruteforce",
+        9100003,
+        "EDGEWATCH Brute force",
+        "Attempted User Privilege Gain",
+    ),
+    (
+        "slowdos",
+        9100004,
+        "EDGEWATCH Slow denial of service",
+        "Detection of a Denial of Service Attack",
+    ),
+];
 
 fn alert(i: u64) -> String {
     let sensor = format!("router-{:03}", i % 100);
@@ -25,31 +51,43 @@ fn alert(i: u64) -> String {
     let (secs, micros) = (ts / 1_000_000, ts % 1_000_000);
     let t =
         humantime::format_rfc3339(std::time::UNIX_EPOCH + Duration::from_secs(secs)).to_string();
-    let timestamp = format!("{}.{micros:06}Z", t.trim_end_matches('Z'));
+    let timestamp = format!("{}.{micros:06}+0000", t.trim_end_matches('Z'));
+    let (class, sid, signature, category) = CLASSES[(i % 4) as usize];
+    let (src, dest) = (
+        format!("10.{}.{}.{}", i % 7, i % 251, i % 253),
+        format!("192.168.{}.{}", i % 3, i % 250),
+    );
     serde_json::json!({
         "timestamp": timestamp,
         "event_type": "alert",
-        "sensor_id": sensor,
-        "alert_id": format!("{:032x}", xxhash_rust::xxh3::xxh3_128(&i.to_le_bytes())),
+        "host": sensor,
         "flow_id": i,
         "community_id": "1:LQU9qZlK+B5F3KDmev6m5PMibrg=",
-        "src_ip": format!("10.{}.{}.{}", i % 7, i % 251, i % 253),
+        "src_ip": src,
         "src_port": 1024 + i % 60000,
-        "dest_ip": format!("192.168.{}.{}", i % 3, i % 250),
+        "dest_ip": dest,
         "dest_port": 443,
         "proto": "TCP",
         "alert": {
-            "category": CATEGORIES[(i % 5) as usize],
-            "signature": format!("edgewatch anomaly: {}", CATEGORIES[(i % 5) as usize]),
+            "action": "allowed", "gid": 1, "signature_id": sid, "rev": 1,
+            "signature": signature,
+            "category": category,
             "severity": 1 + i % 3,
-            "score": 0.93,
-            "model": {"name": "edgewatch-mlp", "version": "2024.05"}
+            "source": {"ip": src},
+            "target": {"ip": dest, "port": 443},
+            "context": {"edgewatch": {
+                "sensor_id": sensor,
+                "alert_id": format!("{:032x}", xxhash_rust::xxh3::xxh3_128(&i.to_le_bytes())),
+                "update": 0, "final": false, "class": class, "score": 0.93,
+                "model": {"name": "edgewatch-mlp", "version": "2024.05"},
+                "count": 1, "first_seen": timestamp, "last_seen": timestamp,
+                "evidence": {"window_s": 0.0, "flows": 1}
+            }}
         },
         "flow": {
             "pkts_toserver": 12, "pkts_toclient": 9, "bytes_toserver": 1804, "bytes_toclient": 5210,
             "start": timestamp, "end": timestamp
-        },
-        "count": 1
+        }
     })
     .to_string()
 }
@@ -183,8 +221,8 @@ fn api(db: &DbUrl) {
             "/api/alerts?sensor=router-042&limit=50",
         ),
         (
-            "one sensor + category + severity",
-            "/api/alerts?sensor=router-042&category=dos&severity=2&limit=50",
+            "one sensor + class + severity",
+            "/api/alerts?sensor=router-042&class=flood&severity=2&limit=50",
         ),
         ("source IP", "/api/alerts?src_ip=10.3.100.17&limit=50"),
         (

@@ -5,7 +5,7 @@
 //! stops them when done; every wait polls a condition up to a deadline.
 #![cfg(feature = "collector")]
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -295,8 +295,8 @@ impl Collector {
         self.json("/api/alerts?limit=1")["total"].as_u64().unwrap()
     }
 
-    /// Every stored alert id, through the paginated API.
-    fn all_ids(&self) -> Vec<String> {
+    /// Every stored alert's id and update, through the paginated API.
+    fn all_ids(&self) -> Vec<(String, u64)> {
         let mut ids = Vec::new();
         loop {
             let page = self.json(&format!("/api/alerts?limit=1000&offset={}", ids.len()));
@@ -304,11 +304,7 @@ impl Collector {
             if alerts.is_empty() {
                 break;
             }
-            ids.extend(
-                alerts
-                    .iter()
-                    .map(|a| a["alert_id"].as_str().unwrap().to_string()),
-            );
+            ids.extend(alerts.iter().map(id_and_update));
         }
         ids
     }
@@ -321,6 +317,15 @@ impl Drop for Collector {
             let _ = child.wait();
         }
     }
+}
+
+/// An alert record's `alert_id` and `update` (under `alert.context.edgewatch`).
+fn id_and_update(a: &serde_json::Value) -> (String, u64) {
+    let e = &a["alert"]["context"]["edgewatch"];
+    (
+        e["alert_id"].as_str().unwrap().to_string(),
+        e["update"].as_u64().unwrap(),
+    )
 }
 
 /// GET over HTTP/1.0: (status, body), or None when nothing answers.
@@ -349,13 +354,18 @@ fn metric(port: u16, name: &str) -> u64 {
 // ---------------------------------------------------------------------------------------------
 // sensors
 
-/// Every flow of lab-mini.pcap alerts (~1500 alerts), no aggregation, fast reconnects.
-fn write_config(dir: &Path, sensor_id: &str) -> PathBuf {
+/// `every_flow`: every flow of lab-mini.pcap alerts (~1500 alerts, one record each), no
+/// incidents. Otherwise the default incidents: 4 alerts in 9 records (updates, final updates).
+/// Fast reconnects either way.
+fn write_config(dir: &Path, sensor_id: &str, every_flow: bool) -> PathBuf {
     let file = dir.join(format!("{sensor_id}.toml"));
+    let alerts = if every_flow {
+        "[model]\nthreshold = 0.0\n[alert]\nmode = \"flow\"\nmax_alerts_per_s = 1000000.0\n"
+    } else {
+        ""
+    };
     let text = format!(
-        "sensor_id = \"{sensor_id}\"\n\
-         [model]\nthreshold = 0.0\n\
-         [alert]\nmax_alerts_per_s = 1000000.0\nalert_window_s = 0.001\n\
+        "sensor_id = \"{sensor_id}\"\n{alerts}\
          [mqtt]\nreconnect_min_s = 0.2\nreconnect_max_s = 1.0\n"
     );
     std::fs::write(&file, text).unwrap();
@@ -368,8 +378,8 @@ struct Agent {
 }
 
 impl Agent {
-    fn start(dir: &Path, broker: &Broker, sensor_id: &str) -> Agent {
-        let config = write_config(dir, sensor_id);
+    fn start(dir: &Path, broker: &Broker, sensor_id: &str, every_flow: bool) -> Agent {
+        let config = write_config(dir, sensor_id, every_flow);
         let alerts = dir.join(format!("{sensor_id}.jsonl"));
         let state = dir.join(format!("{sensor_id}-state"));
         let child = Command::new(agent_bin())
@@ -389,8 +399,9 @@ impl Agent {
         Agent { alerts, child }
     }
 
-    /// Waits for a clean exit (every alert acknowledged by the broker); the alert ids written.
-    fn finish(mut self) -> Vec<String> {
+    /// Waits for a clean exit (every record acknowledged by the broker); each record's alert id
+    /// and update, in the order written.
+    fn finish(mut self) -> Vec<(String, u64)> {
         let mut err = String::new();
         self.child
             .stderr
@@ -400,27 +411,43 @@ impl Agent {
             .unwrap();
         let status = self.child.wait().unwrap();
         assert!(status.success(), "replay failed: {err}");
-        std::fs::read_to_string(&self.alerts)
-            .unwrap()
-            .lines()
-            .filter(|l| !l.is_empty())
-            .map(|l| {
-                let v: serde_json::Value = serde_json::from_str(l).unwrap();
-                v["alert_id"].as_str().unwrap().to_string()
-            })
-            .collect()
+        records(&self.alerts)
     }
 }
 
-/// Asserts that the store holds exactly `expected`, each once.
-fn assert_exactly(c: &Collector, expected: &HashSet<String>) {
+fn records(alerts: &Path) -> Vec<(String, u64)> {
+    std::fs::read_to_string(alerts)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(|l| id_and_update(&serde_json::from_str(l).unwrap()))
+        .collect()
+}
+
+fn read_records(dir: &Path, sensor_id: &str) -> Vec<(String, u64)> {
+    records(&dir.join(format!("{sensor_id}.jsonl")))
+}
+
+/// alert_id -> the highest update written: what the store must hold.
+fn newest(records: &[(String, u64)]) -> HashMap<String, u64> {
+    let mut m = HashMap::new();
+    for (id, update) in records {
+        let u = m.entry(id.clone()).or_insert(*update);
+        *u = (*u).max(*update);
+    }
+    m
+}
+
+/// Asserts that the store holds exactly the alerts of `expected`, each once, each as its
+/// newest update.
+fn assert_exactly(c: &Collector, expected: &HashMap<String, u64>) {
     wait_for(
         &format!("{} alerts in the store", expected.len()),
         DEADLINE,
         || c.total() >= expected.len() as u64,
     );
     let ids = c.all_ids();
-    let stored: HashSet<String> = ids.iter().cloned().collect();
+    let stored: HashMap<String, u64> = ids.iter().cloned().collect();
     assert_eq!(ids.len(), stored.len(), "an alert stored twice");
     assert_eq!(
         stored.len(),
@@ -430,9 +457,11 @@ fn assert_exactly(c: &Collector, expected: &HashSet<String>) {
         expected.len()
     );
     assert!(
-        stored == *expected,
+        stored.keys().collect::<HashSet<_>>() == expected.keys().collect::<HashSet<_>>(),
         "the stored alerts are the ones written"
     );
+    let stale = expected.iter().filter(|(id, u)| stored[*id] != **u).count();
+    assert_eq!(stale, 0, "every alert stored as its newest update");
     assert_eq!(c.total(), expected.len() as u64);
 }
 
@@ -442,27 +471,36 @@ fn two_collectors_store_each_alert_once(dir: &Path, db: &str) -> (Collector, Col
     let broker = Broker::start(dir);
     let a = Collector::start(dir, &broker, db, "ca");
     let b = Collector::start(dir, &broker, db, "cb");
-    let s1 = Agent::start(dir, &broker, "s1");
-    let s2 = Agent::start(dir, &broker, "s2");
-    let mut expected: HashSet<String> = s1.finish().into_iter().collect();
-    let from_s2 = s2.finish();
-    let written = expected.len() + from_s2.len();
-    expected.extend(from_s2);
-    assert_eq!(
-        expected.len(),
-        written,
-        "alert ids are unique across sensors"
+    let s1 = Agent::start(dir, &broker, "s1", true);
+    let s2 = Agent::start(dir, &broker, "s2", true);
+    let s3 = Agent::start(dir, &broker, "s3", false);
+    let mut records = s1.finish();
+    records.extend(s2.finish());
+    let from_s3 = s3.finish();
+    assert!(
+        from_s3.iter().any(|(_, update)| *update > 0),
+        "s3's incidents are updated: {from_s3:?}"
     );
+    records.extend(from_s3);
+    let expected = newest(&records);
+    let written = expected.len();
+    let per_sensor: usize = ["s1", "s2", "s3"]
+        .iter()
+        .map(|s| newest(&read_records(dir, s)).len())
+        .sum();
+    assert_eq!(written, per_sensor, "alert ids are unique across sensors");
     assert!(
         written > 1000,
         "lab-mini.pcap gives ~1500 alerts per sensor"
     );
     assert_exactly(&a, &expected);
     let (ia, ib) = (a.metric("alerts_ingested"), b.metric("alerts_ingested"));
+    let updated = a.metric("alerts_updated") + b.metric("alerts_updated");
     let dup = a.metric("alerts_duplicate") + b.metric("alerts_duplicate");
     println!(
-        "{db}: sensors wrote {written} alerts; collector a stored {ia}, b {ib}, duplicates {dup}; \
-         /api/alerts total {}",
+        "{db}: sensors wrote {} records of {written} alerts; collector a stored {ia}, b {ib}, \
+         updates {updated}, duplicates {dup}; /api/alerts total {}",
+        records.len(),
         a.total()
     );
     assert_eq!(
@@ -470,12 +508,22 @@ fn two_collectors_store_each_alert_once(dir: &Path, db: &str) -> (Collector, Col
         written as u64,
         "each alert stored once between the two"
     );
+    assert_eq!(
+        ia + ib + updated + dup,
+        records.len() as u64,
+        "every record counted once"
+    );
+    // The two collectors share the topic: an update can reach one of them after a later
+    // update of the same alert reached the other, and then changes nothing. Only updates can.
+    assert!(
+        dup <= (records.len() - written) as u64,
+        "no record delivered to both collectors"
+    );
     assert!(ia > 0 && ib > 0, "the shared subscription split the load");
-    assert_eq!(dup, 0, "no alert delivered to both collectors");
-    wait_for("both sensors' stats and status", DEADLINE, || {
+    wait_for("the sensors' stats and status", DEADLINE, || {
         let sensors = a.json("/api/sensors");
         let s = sensors["sensors"].as_array().unwrap();
-        s.len() == 2
+        s.len() == 3
             && s.iter()
                 .all(|s| s["packets"].as_i64() > Some(0) && s["status"] == "offline")
     });
@@ -489,7 +537,7 @@ fn sqlite_two_collectors_store_each_alert_once_and_the_ui_shows_them() {
     let dir = tempfile::tempdir().unwrap();
     let db = format!("sqlite:{}", path(&dir.path().join("alerts.db")));
     let (a, _b) = two_collectors_store_each_alert_once(dir.path(), &db);
-    ui_shows_alerts_sensors_and_filters(dir.path(), &a);
+    ui_shows_incidents_alerts_sensors_and_filters(dir.path(), &a);
 }
 
 /// The two agents publish while collector "ca" is SIGKILLed, then restarted with the same
@@ -498,16 +546,17 @@ fn kill_and_restart_misses_nothing(dir: &Path, db: &str) {
     let broker = Broker::start(dir);
     let mut a = Collector::start(dir, &broker, db, "ca");
     let b = Collector::start(dir, &broker, db, "cb");
-    let s1 = Agent::start(dir, &broker, "s1");
-    let s2 = Agent::start(dir, &broker, "s2");
+    let s1 = Agent::start(dir, &broker, "s1", true);
+    let s2 = Agent::start(dir, &broker, "s2", true);
     wait_for("collector a to store some alerts", DEADLINE, || {
         a.metric("alerts_ingested") > 0
     });
     let before = a.metric("alerts_ingested");
     a.sigkill();
     let killed_at = b.total();
-    let mut expected: HashSet<String> = s1.finish().into_iter().collect();
-    expected.extend(s2.finish());
+    let mut records = s1.finish();
+    records.extend(s2.finish());
+    let expected = newest(&records);
     a.spawn();
     assert_exactly(&b, &expected);
     println!(
@@ -561,7 +610,7 @@ fn invalid_wrong_schema_and_oversized_messages_are_counted_and_skipped() {
     let broker = Broker::start(dir.path());
     let db = format!("sqlite:{}", path(&dir.path().join("alerts.db")));
     let c = Collector::start(dir.path(), &broker, &db, "ca");
-    let good = r#"{"timestamp":"2024-05-01T12:00:00.000001Z","event_type":"alert","sensor_id":"r1","alert_id":"0123456789abcdef0123456789abcdef","flow_id":7,"src_ip":"10.0.0.1","src_port":1234,"dest_ip":"10.0.0.2","dest_port":80,"proto":"TCP","alert":{"category":"scan","signature":"edgewatch anomaly: scan","severity":2,"score":0.9,"model":{"name":"m","version":"1"}},"flow":{"pkts_toserver":1,"pkts_toclient":0,"bytes_toserver":60,"bytes_toclient":0,"start":"a","end":"b"},"count":1}"#;
+    let good = r#"{"timestamp":"2024-05-01T12:00:00.000001+0000","event_type":"alert","host":"r1","flow_id":7,"src_ip":"10.0.0.1","src_port":1234,"dest_ip":"10.0.0.2","dest_port":80,"proto":"TCP","alert":{"action":"allowed","gid":1,"signature_id":9100001,"rev":1,"signature":"EDGEWATCH Network scan","category":"Detection of a Network Scan","severity":2,"source":{"ip":"10.0.0.1"},"target":{"ip":"10.0.0.2"},"context":{"edgewatch":{"sensor_id":"r1","alert_id":"0123456789abcdef0123456789abcdef","update":0,"final":false,"class":"scan","score":0.9,"model":{"name":"m","version":"1"},"count":8,"first_seen":"2024-05-01T12:00:00.000000+0000","last_seen":"2024-05-01T12:00:00.000001+0000","evidence":{"window_s":0.5,"flows":8,"targets":8,"hosts":1,"ports":8,"unanswered":8}}}},"flow":{"pkts_toserver":1,"pkts_toclient":0,"bytes_toserver":60,"bytes_toclient":0,"start":"2024-05-01T12:00:00.000000+0000","end":"2024-05-01T12:00:00.000001+0000"}}"#;
     let wrong_schema = good
         .replace("\"severity\":2", "\"severity\":\"high\"")
         .replace(
@@ -655,16 +704,84 @@ fn attr_values(dom: &str, attr: &str) -> Vec<String> {
         .collect()
 }
 
-fn ui_shows_alerts_sensors_and_filters(dir: &Path, c: &Collector) {
+fn ui_shows_incidents_alerts_sensors_and_filters(dir: &Path, c: &Collector) {
     let base = format!("http://127.0.0.1:{}", c.port);
+
+    // Incidents: one row per attacker, victim and class.
+    let api = c.json("/api/incidents?limit=200");
+    let incidents = api["incidents"].as_array().unwrap();
+    let total = api["total"].as_u64().unwrap();
+    let alerts_in_incidents: i64 = incidents
+        .iter()
+        .map(|i| i["alerts"].as_i64().unwrap())
+        .sum();
+    assert!(
+        total > 0 && total < c.total(),
+        "{total} incidents of {} alerts",
+        c.total()
+    );
+    if total <= 200 {
+        assert_eq!(
+            alerts_in_incidents as u64,
+            c.total(),
+            "each alert in one incident"
+        );
+    }
     let dom = chromium(dir, &["--dump-dom"], &format!("{base}/"));
+    let rows = attr_values(&dom, "data-incident");
+    assert_eq!(
+        rows.len() as u64,
+        total.min(50),
+        "the first page of incidents is shown"
+    );
+    assert!(
+        dom.contains(&format!("{total} incidents")),
+        "the total is shown"
+    );
+    assert!(dom.contains("<rect"), "the chart is drawn");
+    assert!(
+        attr_values(&dom, "data-alert-id").is_empty(),
+        "no incident is open"
+    );
+
+    // An incident opened from the URL lists its alerts inside it.
+    let big = incidents
+        .iter()
+        .max_by_key(|i| i["alerts"].as_i64())
+        .unwrap();
+    let key = format!(
+        "{}/{}/{}",
+        big["src_ip"].as_str().unwrap(),
+        big["dest_ip"].as_str().unwrap(),
+        big["class"].as_str().unwrap()
+    );
+    let dom = chromium(
+        dir,
+        &["--dump-dom"],
+        &format!(
+            "{base}/?open={}",
+            key.replace('/', "%2F").replace('*', "%2A")
+        ),
+    );
+    let inside = attr_values(&dom, "data-alert-id");
+    let n = big["alerts"].as_u64().unwrap();
+    assert_eq!(inside.len() as u64, n.min(50), "incident {key}: its alerts");
+    for id in big["alert_ids"].as_array().unwrap() {
+        assert!(inside.contains(&id.as_str().unwrap().to_string()));
+    }
+    println!(
+        "UI: {total} incidents; the largest ({key}) opens with {} of {n} alerts",
+        inside.len()
+    );
+
+    // The alerts page.
+    let dom = chromium(dir, &["--dump-dom"], &format!("{base}/alerts"));
     let rows = attr_values(&dom, "data-alert-id");
     assert_eq!(rows.len(), 50, "the first page of alerts is shown");
     assert!(
         dom.contains(&format!("{} alerts", c.total())),
         "the total is shown"
     );
-    assert!(dom.contains("<rect"), "the chart is drawn");
 
     // A filter from the URL: only sensor s2's alerts of one category.
     let first: serde_json::Value =
@@ -677,7 +794,7 @@ fn ui_shows_alerts_sensors_and_filters(dir: &Path, c: &Collector) {
     let matching = api["total"].as_u64().unwrap();
     assert!(matching > 0);
     let url = format!(
-        "{base}/?sensor=s2&category={}",
+        "{base}/alerts?sensor=s2&category={}",
         category.replace(' ', "%20")
     );
     let dom = chromium(dir, &["--dump-dom"], &url);
@@ -696,7 +813,7 @@ fn ui_shows_alerts_sensors_and_filters(dir: &Path, c: &Collector) {
     );
 
     let dom = chromium(dir, &["--dump-dom"], &format!("{base}/sensors"));
-    assert_eq!(attr_values(&dom, "data-sensor-id"), ["s1", "s2"]);
+    assert_eq!(attr_values(&dom, "data-sensor-id"), ["s1", "s2", "s3"]);
     let dom = chromium(dir, &["--dump-dom"], &format!("{base}/alerts/{}", rows[0]));
     assert!(dom.contains("alert-detail") && dom.contains(&rows[0]));
 

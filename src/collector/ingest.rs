@@ -6,8 +6,8 @@
 //! plain subscriptions, so every collector subscribes to `<prefix>/+/status` itself (a status
 //! stored twice is the same row). A message is acknowledged (PUBACK) only after the transaction
 //! holding it committed: a collector that dies before that gets it again from the broker, and
-//! the `alert_id` makes the second insert a no-op. The broker sends at most `receive_maximum`
-//! unacknowledged messages, which bounds every queue here.
+//! the record's `alert_id` and `update` make the second store a no-op. The broker sends at most
+//! `receive_maximum` unacknowledged messages, which bounds every queue here.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -314,6 +314,7 @@ impl Writer {
         }
         Metrics::add(&m.messages_received, batch.len() as u64);
         Metrics::add(&m.alerts_ingested, done.new);
+        Metrics::add(&m.alerts_updated, done.updated);
         Metrics::add(&m.alerts_duplicate, done.duplicate);
         Metrics::add(&m.messages_invalid, invalid);
         Metrics::add(&m.messages_oversized, oversized);

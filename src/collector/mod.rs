@@ -182,9 +182,12 @@ impl CollectorConfig {
 #[derive(Default)]
 pub struct Metrics {
     pub messages_received: AtomicU64,
-    /// Alerts stored (new `alert_id`).
+    /// Alert records of a new `alert_id`: alerts stored.
     pub alerts_ingested: AtomicU64,
-    /// Alerts whose `alert_id` was already stored (a resend after a lost PUBACK, a replay).
+    /// Alert records with a higher `update` than the stored one, which they replaced.
+    pub alerts_updated: AtomicU64,
+    /// Alert records whose `update` was stored already or is older than the stored one (a
+    /// resend after a lost PUBACK, a replay, an update overtaken by a later one).
     pub alerts_duplicate: AtomicU64,
     /// Messages that are not JSON or do not match the alert schema, or status/stats that are
     /// not JSON objects, or topics the collector does not know.
@@ -211,17 +214,26 @@ impl Metrics {
 
     /// The Prometheus text format.
     pub fn prometheus(&self) -> String {
-        let rows: [(&str, &AtomicU64, &str); 13] = [
+        let rows: [(&str, &AtomicU64, &str); 14] = [
             (
                 "messages_received",
                 &self.messages_received,
                 "MQTT messages received",
             ),
-            ("alerts_ingested", &self.alerts_ingested, "Alerts stored"),
+            (
+                "alerts_ingested",
+                &self.alerts_ingested,
+                "Alerts stored (records of a new alert_id)",
+            ),
+            (
+                "alerts_updated",
+                &self.alerts_updated,
+                "Alert updates stored (records with a higher update than the stored one)",
+            ),
             (
                 "alerts_duplicate",
                 &self.alerts_duplicate,
-                "Alerts already stored (same alert_id)",
+                "Alert records that changed nothing (update stored already, or older)",
             ),
             (
                 "messages_invalid",

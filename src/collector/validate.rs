@@ -17,7 +17,8 @@ pub enum Message {
     Alert(AlertRow),
     Sensor(SensorUpdate),
     Oversized,
-    /// Not JSON, not the schema, or a topic that is not `<prefix>/<id>/alert|status|stats`.
+    /// Not JSON, not the schema, a topic that is not `<prefix>/<id>/alert|status|stats`, or
+    /// (the JSON pointer of) an alert field whose value cannot be stored.
     Invalid(&'static str),
 }
 
@@ -73,9 +74,9 @@ impl Validator {
                     return Message::Invalid("schema");
                 }
                 match alert_row(&value, text, received_us) {
-                    Some(row) if row.sensor_id == sensor => Message::Alert(row),
-                    Some(_) => Message::Invalid("sensor_id differs from the topic"),
-                    None => Message::Invalid("schema"),
+                    Ok(row) if row.sensor_id == sensor => Message::Alert(row),
+                    Ok(_) => Message::Invalid("sensor_id differs from the topic"),
+                    Err(field) => Message::Invalid(field),
                 }
             }
             _ => {
@@ -129,33 +130,87 @@ impl Validator {
     }
 }
 
-/// Microseconds since the Unix epoch of an RFC 3339 time ("2024-05-01T12:00:00.000001Z").
+/// Microseconds since the Unix epoch of an RFC 3339 UTC time: "2024-05-01T12:00:00.000001Z",
+/// or with the offset written `+0000` (as EVE does) or `+00:00`.
 pub fn parse_time_us(text: &str) -> Option<i64> {
-    let t = humantime::parse_rfc3339_weak(text.trim_end_matches('Z')).ok()?;
+    let utc = ["Z", "+0000", "+00:00"]
+        .iter()
+        .find_map(|suffix| text.strip_suffix(suffix))
+        .unwrap_or(text);
+    let t = humantime::parse_rfc3339_weak(utc).ok()?;
     let d = t.duration_since(std::time::UNIX_EPOCH).ok()?;
     i64::try_from(d.as_micros()).ok()
 }
 
-/// The columns of a schema-valid alert.
-fn alert_row(v: &Value, body: &str, received_us: i64) -> Option<AlertRow> {
-    let s = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
-    let port = |k: &str| v.get(k).and_then(Value::as_i64);
-    let alert = v.get("alert")?;
-    Some(AlertRow {
-        alert_id: s("alert_id")?,
-        ts_us: parse_time_us(v.get("timestamp")?.as_str()?)?,
+/// The JSON pointer of one of edgewatch's own fields in an alert (`alert.context.edgewatch`).
+macro_rules! ew {
+    ($field:literal) => {
+        concat!("/alert/context/edgewatch/", $field)
+    };
+}
+
+/// Why a schema-valid alert has no columns: the JSON pointer of the field that does not fit
+/// (a time the pattern admits but the calendar does not, a number beyond i64).
+type Field = &'static str;
+
+fn text(v: &Value, pointer: Field) -> Result<String, Field> {
+    v.pointer(pointer)
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .ok_or(pointer)
+}
+
+/// An optional string: absent is None, present must be a string.
+fn optional_text(v: &Value, pointer: Field) -> Result<Option<String>, Field> {
+    v.pointer(pointer).map(|_| text(v, pointer)).transpose()
+}
+
+fn int(v: &Value, pointer: Field) -> Result<i64, Field> {
+    v.pointer(pointer).and_then(Value::as_i64).ok_or(pointer)
+}
+
+fn optional_int(v: &Value, pointer: Field) -> Result<Option<i64>, Field> {
+    v.pointer(pointer).map(|_| int(v, pointer)).transpose()
+}
+
+fn number(v: &Value, pointer: Field) -> Result<f64, Field> {
+    v.pointer(pointer).and_then(Value::as_f64).ok_or(pointer)
+}
+
+fn boolean(v: &Value, pointer: Field) -> Result<bool, Field> {
+    v.pointer(pointer).and_then(Value::as_bool).ok_or(pointer)
+}
+
+fn time_us(v: &Value, pointer: Field) -> Result<i64, Field> {
+    v.pointer(pointer)
+        .and_then(Value::as_str)
+        .and_then(parse_time_us)
+        .ok_or(pointer)
+}
+
+/// The columns of a schema-valid alert (docs/alert-schema.json): the attacker and victim at the
+/// top level (either may be absent), the rest in `alert` and `alert.context.edgewatch`.
+fn alert_row(v: &Value, body: &str, received_us: i64) -> Result<AlertRow, Field> {
+    Ok(AlertRow {
+        alert_id: text(v, ew!("alert_id"))?,
+        update: int(v, ew!("update"))?,
+        is_final: boolean(v, ew!("final"))?,
+        ts_us: time_us(v, "/timestamp")?,
         received_us,
-        sensor_id: s("sensor_id")?,
-        category: alert.get("category")?.as_str()?.to_string(),
-        signature: alert.get("signature")?.as_str()?.to_string(),
-        severity: alert.get("severity")?.as_i64()?,
-        score: alert.get("score")?.as_f64()?,
-        src_ip: s("src_ip")?,
-        src_port: port("src_port"),
-        dest_ip: s("dest_ip")?,
-        dest_port: port("dest_port"),
-        proto: s("proto")?,
-        count: v.get("count")?.as_i64()?,
+        sensor_id: text(v, ew!("sensor_id"))?,
+        category: text(v, "/alert/category")?,
+        signature: text(v, "/alert/signature")?,
+        class: text(v, ew!("class"))?,
+        severity: int(v, "/alert/severity")?,
+        score: number(v, ew!("score"))?,
+        src_ip: optional_text(v, "/src_ip")?,
+        src_port: optional_int(v, "/src_port")?,
+        dest_ip: optional_text(v, "/dest_ip")?,
+        dest_port: optional_int(v, "/dest_port")?,
+        proto: text(v, "/proto")?,
+        count: int(v, ew!("count"))?,
+        first_us: time_us(v, ew!("first_seen"))?,
+        last_us: time_us(v, ew!("last_seen"))?,
         body: body.to_string(),
     })
 }
@@ -164,7 +219,9 @@ fn alert_row(v: &Value, body: &str, received_us: i64) -> Option<AlertRow> {
 mod tests {
     use super::*;
 
-    const ALERT: &str = r#"{"timestamp":"2024-05-01T12:00:00.000001Z","event_type":"alert","sensor_id":"r1","alert_id":"0123456789abcdef0123456789abcdef","flow_id":7,"src_ip":"10.0.0.1","src_port":1234,"dest_ip":"10.0.0.2","dest_port":80,"proto":"TCP","alert":{"category":"scan","signature":"edgewatch anomaly: scan","severity":2,"score":0.9,"model":{"name":"m","version":"1"}},"flow":{"pkts_toserver":1,"pkts_toclient":0,"bytes_toserver":60,"bytes_toclient":0,"start":"a","end":"b"},"count":1}"#;
+    /// A record of `edgewatch replay tests/data/lab-mini.pcap` with sensor_id "r1": the last
+    /// record (update 1, final) of the SYN flood.
+    const ALERT: &str = r#"{"timestamp":"2026-11-23T20:54:53.852193+0000","event_type":"alert","host":"r1","flow_id":5742114205574508,"src_ip":"10.77.0.66","dest_ip":"10.77.0.10","dest_port":22,"proto":"TCP","alert":{"action":"allowed","gid":1,"signature_id":9100002,"rev":1,"signature":"EDGEWATCH Flood","category":"Detection of a Denial of Service Attack","severity":1,"source":{"ip":"10.77.0.66"},"target":{"ip":"10.77.0.10","port":22},"context":{"edgewatch":{"sensor_id":"r1","alert_id":"05046746423150033f1811004f45ada9","update":1,"final":true,"class":"flood","score":1.0,"model":{"name":"edgewatch-mlp","version":"mlp-6.1-int8"},"count":1492,"first_seen":"2026-11-23T20:54:52.979544+0000","last_seen":"2026-11-23T20:54:53.852193+0000","evidence":{"window_s":0.873,"flows":1492,"packets_per_s":4476.0,"bytes_per_s":208880.0,"sources":1,"top_sources":[{"ip":"10.77.0.66","packets":4476}]}}}},"flow":{"pkts_toserver":2984,"pkts_toclient":1492,"bytes_toserver":143232,"bytes_toclient":65648,"start":"2026-11-23T20:54:52.979522+0000","end":"2026-11-23T20:54:53.852193+0000"}}"#;
 
     #[test]
     fn alerts_are_checked_against_the_schema_and_the_topic() {
@@ -178,12 +235,63 @@ mod tests {
         ) else {
             panic!("a valid alert");
         };
-        assert_eq!(row.ts_us, 1_714_564_800_000_001);
+        assert_eq!(row.ts_us, 1_795_467_293_852_193);
         assert_eq!(
-            (row.src_port, row.severity, row.body.as_str()),
-            (Some(1234), 2, ALERT)
+            (row.first_us, row.last_us),
+            (1_795_467_292_979_544, 1_795_467_293_852_193)
         );
-        let wrong = ALERT.replace("\"severity\":2", "\"severity\":9");
+        assert_eq!(row.alert_id, "05046746423150033f1811004f45ada9");
+        assert_eq!(
+            (row.update, row.is_final, row.class.as_str(), row.count),
+            (1, true, "flood", 1492)
+        );
+        assert_eq!(
+            (row.src_ip.as_deref(), row.src_port, row.dest_ip.as_deref()),
+            (Some("10.77.0.66"), None, Some("10.77.0.10"))
+        );
+        assert_eq!(
+            (row.dest_port, row.severity, row.score, row.body.as_str()),
+            (Some(22), 1, 1.0, ALERT)
+        );
+        // A flood from many sources names no attacker.
+        let many = ALERT
+            .replace(r#""src_ip":"10.77.0.66","#, "")
+            .replace(r#""source":{"ip":"10.77.0.66"},"#, "");
+        match v.classify(
+            "edgewatch/v1",
+            "edgewatch/v1/r1/alert",
+            many.as_bytes(),
+            65536,
+            5,
+        ) {
+            Message::Alert(row) => assert_eq!(row.src_ip, None),
+            other => panic!("{other:?}"),
+        }
+        // The pattern admits a 13th month; the columns do not.
+        let month = ALERT.replace("2026-11-23T20:54:52.979544", "2026-13-23T20:54:52.979544");
+        assert_eq!(
+            v.classify(
+                "edgewatch/v1",
+                "edgewatch/v1/r1/alert",
+                month.as_bytes(),
+                65536,
+                5
+            ),
+            Message::Invalid("/alert/context/edgewatch/first_seen")
+        );
+        // A record of the version 1 layout is refused.
+        let v1 = ALERT.replace(r#""host":"r1","#, r#""sensor_id":"r1","#);
+        assert_eq!(
+            v.classify(
+                "edgewatch/v1",
+                "edgewatch/v1/r1/alert",
+                v1.as_bytes(),
+                65536,
+                5
+            ),
+            Message::Invalid("schema")
+        );
+        let wrong = ALERT.replace("\"severity\":1", "\"severity\":9");
         assert_eq!(
             v.classify(
                 "edgewatch/v1",

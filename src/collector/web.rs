@@ -9,7 +9,7 @@ use std::thread::JoinHandle;
 use serde::Serialize;
 use tiny_http::{Header, Request, Response};
 
-use super::store::{self, DbUrl, Filter, Store};
+use super::store::{self, AddrFilter, DbUrl, Filter, Store};
 use super::validate::parse_time_us;
 use super::{CollectorConfig, CollectorError, Metrics};
 
@@ -17,9 +17,11 @@ const INDEX_HTML: &str = include_str!("ui/index.html");
 const APP_JS: &str = include_str!("ui/app.js");
 const STYLE_CSS: &str = include_str!("ui/style.css");
 
-/// Alerts per page when `limit` is not given, and the most a page may hold.
+/// Alerts or incidents per page when `limit` is not given, and the most a page may hold.
 const DEFAULT_LIMIT: u64 = 50;
 const MAX_LIMIT: u64 = 1000;
+/// Each incident of a page costs one more query (its newest alert ids): fewer per page.
+const MAX_INCIDENT_LIMIT: u64 = 200;
 
 pub struct Server {
     http: Arc<tiny_http::Server>,
@@ -179,7 +181,9 @@ fn route(
     metrics: &Metrics,
 ) -> Reply {
     match path {
-        "/" | "/sensors" => return Reply::new(200, "text/html; charset=utf-8", INDEX_HTML),
+        "/" | "/alerts" | "/sensors" => {
+            return Reply::new(200, "text/html; charset=utf-8", INDEX_HTML);
+        }
         p if p.starts_with("/alerts/") => {
             return Reply::new(200, "text/html; charset=utf-8", INDEX_HTML);
         }
@@ -233,10 +237,7 @@ fn api(path: &str, query: &HashMap<String, String>, s: &mut dyn Store) -> Result
         }
         "/api/alerts" => {
             let filter = filter(query)?;
-            let limit = number(query, "limit")?
-                .unwrap_or(DEFAULT_LIMIT)
-                .min(MAX_LIMIT);
-            let offset = number(query, "offset")?.unwrap_or(0);
+            let (limit, offset) = page(query, MAX_LIMIT)?;
             let page = s.alerts(&filter, limit, offset)?;
             // The stored bodies are the alerts' JSON as the sensors sent it: pasted, not re-encoded.
             let mut body = format!(
@@ -251,6 +252,17 @@ fn api(path: &str, query: &HashMap<String, String>, s: &mut dyn Store) -> Result
             }
             body.push_str("]}");
             Ok(Reply::new(200, "application/json", body))
+        }
+        "/api/incidents" => {
+            let filter = filter(query)?;
+            let (limit, offset) = page(query, MAX_INCIDENT_LIMIT)?;
+            let page = s.incidents(&filter, limit, offset)?;
+            Ok(Reply::json(&serde_json::json!({
+                "total": page.total,
+                "limit": limit,
+                "offset": offset,
+                "incidents": page.incidents,
+            })))
         }
         "/api/sensors" => Ok(Reply::json(&serde_json::json!({ "sensors": s.sensors()? }))),
         "/api/timeline" => {
@@ -281,6 +293,12 @@ fn api(path: &str, query: &HashMap<String, String>, s: &mut dyn Store) -> Result
     }
 }
 
+/// `limit` (default [`DEFAULT_LIMIT`], at most `max`) and `offset` (default 0).
+fn page(query: &HashMap<String, String>, max: u64) -> Result<(u64, u64), ApiError> {
+    let limit = number(query, "limit")?.unwrap_or(DEFAULT_LIMIT).min(max);
+    Ok((limit, number(query, "offset")?.unwrap_or(0)))
+}
+
 fn number(query: &HashMap<String, String>, key: &str) -> Result<Option<u64>, ApiError> {
     match query.get(key).map(String::as_str) {
         None | Some("") => Ok(None),
@@ -291,9 +309,11 @@ fn number(query: &HashMap<String, String>, key: &str) -> Result<Option<u64>, Api
     }
 }
 
-/// The alert filters of a query string; empty values mean "any".
+/// The alert filters of a query string; empty values mean "any", and `*` as an address means
+/// "none" (the alerts about many sources or many hosts).
 fn filter(query: &HashMap<String, String>) -> Result<Filter, ApiError> {
     let text = |k: &str| query.get(k).filter(|v| !v.is_empty()).cloned();
+    let addr = |k: &str| text(k).map(|v| AddrFilter::parse(&v));
     let time = |k: &str| -> Result<Option<i64>, ApiError> {
         match query.get(k).map(String::as_str) {
             None | Some("") => Ok(None),
@@ -314,9 +334,10 @@ fn filter(query: &HashMap<String, String>) -> Result<Filter, ApiError> {
     Ok(Filter {
         sensor: text("sensor"),
         category: text("category"),
+        class: text("class"),
         severity,
-        src_ip: text("src_ip"),
-        dest_ip: text("dest_ip"),
+        src_ip: addr("src_ip"),
+        dest_ip: addr("dest_ip"),
         since_us: time("since")?,
         until_us: time("until")?,
     })
