@@ -1,248 +1,353 @@
 #!/usr/bin/env python3
-"""Evaluates a model on a labeled capture: replays it through `edgewatch replay` and scores the
-alerts against the flows of `edgewatch features`, labeled with the attack episodes.
+"""Evaluates edgewatch's alerts, per source of captures, the way an operator would judge them.
 
-Flows: the rows of `edgewatch features` grouped by flow_uid (span = earliest start .. latest end),
-labeled as in models/label.py (an endpoint is the episode's attacker and the span overlaps the
-episode window + 1 s grace). An alert covers a flow when the protocol matches, the endpoints match
-(either direction; an alert without ports covers every port between the two hosts) and the alert's
-timestamp lies within the flow's span +-1 s.
+An alert (one `alert_id`, whatever its updates) is TRUE when it names an attack episode: its
+class is the episode's, it names the episode's attacker (src_ip, alert.source or a flood's
+top_sources) or, for a flood or slow DoS from many sources, the episode's victim, and its time
+([first_seen, last_seen]) overlaps the episode ([start - 1 s, end + 5 s]; a public capture's
+episode spans the whole capture). The first true alert of an episode detects it; a second one is
+a DUPLICATE and counts as false, like every alert that names no episode, or names one with the
+wrong class.
 
-Per attack class: episodes detected (>= 1 covered flow), flow recall, time from episode start to the
-first alert covering one of its flows (median and worst over detected episodes), and the share of
-those alerts whose class (signature) is the episode's class. Benign: benign flows alerted / benign
-flows (FPR), the same for the attackers' own benign flows (an endpoint is an attacker of the run),
-and the alerted benign flows (start_s: seconds after the run's first episode); precision = covered
-attack flows / all covered flows, and alerts covering at least one attack flow / all alerts.
+Per source (a lab setting, or a repository of public captures):
+  flows              flows in the source's captures (edgewatch's count)
+  benign_flows       flows of the captures that hold no attack, plus, in lab runs, the flows
+                     that do not involve an attacker during its episode (labelled by label.py)
+  alerts             distinct alerts
+  false_per_1k       false alerts per 1,000 benign flows
+  benign_fpr         flows covered by false alerts / benign flows (lab runs)
+  episodes, detected recall of episodes with the right class
+  precision          true alerts / all alerts (duplicates and wrong classes count against it)
+  first_alert_s      median and worst delay from episode start to the raising of its first true
+                     alert (lab)
 
-Usage: python3 models/evaluate.py CAPTURE ATTACKS_JSON [--model FILE] [--binary PATH] [--json OUT]
-Needs: numpy (models/requirements.txt) and an edgewatch binary ($EDGEWATCH or target/*/edgewatch).
+Usage:
+  python3 models/evaluate.py [lab] CAPTURE ATTACKS_JSON [--name SETTING] [--json OUT]
+  python3 models/evaluate.py public DIR --labels models/public/labels.csv [--role eval|train|all]
+      [--json OUT] [--jobs N]
+      DIR holds the corpus as <owner>+<repo>/<path> (bench/README.md, "Captures in the wild");
+      labels.csv names every capture that holds an attack, and which captures are left out.
+  python3 models/evaluate.py table RESULT.json [RESULT.json ...]
+  common options: --model FILE --config FILE --binary PATH (default: $EDGEWATCH or target/*/edgewatch)
+Standard library only (lab mode uses label.py, which needs numpy).
 """
 
 import argparse
+import concurrent.futures
+import csv
 import datetime
 import json
 import os
+import re
+import statistics
 import subprocess
 import sys
 import tempfile
-from collections import defaultdict
-
-import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
-import label as lab_label  # noqa: E402
+ROOT = os.path.dirname(HERE)
+GRACE_BEFORE = 1.0
+GRACE_AFTER = 5.0
+SUMMARY = re.compile(r"^replay: (\d+) packets, (\d+) flows, (\d+) alerts", re.M)
 
-CLASSES = lab_label.CLASSES
-SLACK = 1.0
+
+def find_binary(explicit=None):
+    if explicit:
+        return explicit
+    if os.environ.get("EDGEWATCH"):
+        return os.environ["EDGEWATCH"]
+    found = [os.path.join(ROOT, "target", p, "edgewatch") for p in ("release", "debug")]
+    found = [p for p in found if os.path.exists(p)]
+    if not found:
+        sys.exit("no edgewatch binary: build it (cargo build --release) or pass --binary")
+    return max(found, key=os.path.getmtime)
 
 
 def ts_of(s):
     return datetime.datetime.fromisoformat(s.replace("Z", "+00:00")).timestamp()
 
 
-def flows_of(features_csv, episodes):
-    _, _, meta, _, _ = lab_label.load_features(features_csv)
-    by_uid = {}
-    for i, uid in enumerate(meta["flow_uid"]):
-        s, e = float(meta["start"][i]), float(meta["end"][i])
-        f = by_uid.get(uid)
-        if f is None:
-            by_uid[uid] = [meta["src_ip"][i], meta["src_port"][i], meta["dest_ip"][i], meta["dest_port"][i], meta["proto"][i], s, e]
-        else:
-            f[5], f[6] = min(f[5], s), max(f[6], e)
-    rows = list(by_uid.values())
-    fm = {
-        "src_ip": [lab_label.norm_ip(r[0]) for r in rows], "src_port": [r[1] for r in rows],
-        "dest_ip": [lab_label.norm_ip(r[2]) for r in rows], "dest_port": [r[3] for r in rows],
-        "proto": [r[4] for r in rows], "start": [r[5] for r in rows], "end": [r[6] for r in rows],
-    }
-    label, cls, episode = lab_label.label_rows(fm, episodes)
-    return fm, label, cls, episode
-
-
-def port(p):
-    try:
-        return int(p)
-    except (TypeError, ValueError):
-        return -1
-
-
-def coverage(fm, alerts):
-    """covered[i] = True when an alert covers flow i; first[i] = earliest covering alert time;
-    alert_hits[j] = indices of the flows alert j covers."""
-    n = len(fm["start"])
-    groups = defaultdict(list)
-    for i in range(n):
-        key = (fm["proto"][i], frozenset((fm["src_ip"][i], fm["dest_ip"][i])))
-        groups[key].append(i)
-    garr = {}
-    for key, idx in groups.items():
-        idx = np.array(idx)
-        garr[key] = (
-            idx,
-            np.array([fm["start"][i] for i in idx]), np.array([fm["end"][i] for i in idx]),
-            np.array([fm["src_ip"][i] for i in idx], dtype=object),
-            np.array([port(fm["src_port"][i]) for i in idx]), np.array([port(fm["dest_port"][i]) for i in idx]),
-        )
-    covered = np.zeros(n, bool)
-    first = np.full(n, np.inf)
-    alert_hits = []
-    for a in alerts:
-        src, dst = lab_label.norm_ip(a["src_ip"]), lab_label.norm_ip(a["dest_ip"])
-        key = (a["proto"], frozenset((src, dst)))
-        if key not in garr:
-            alert_hits.append(np.array([], int))
-            continue
-        idx, st, en, fsrc, sp, dp = garr[key]
-        t = a["_ts"]
-        m = (st - SLACK <= t) & (t <= en + SLACK)
-        if "src_port" in a or "dest_port" in a:
-            same = fsrc == src
-            asp, adp = a.get("src_port"), a.get("dest_port")
-            fwd = same & ((asp is None) | (sp == (asp if asp is not None else -2))) & ((adp is None) | (dp == (adp if adp is not None else -2)))
-            rev = ~same & ((asp is None) | (dp == (asp if asp is not None else -2))) & ((adp is None) | (sp == (adp if adp is not None else -2)))
-            m &= fwd | rev
-        hit = idx[m]
-        covered[hit] = True
-        first[hit] = np.minimum(first[hit], t)
-        alert_hits.append(hit)
-    return covered, first, alert_hits
-
-
-def alert_class(a):
-    sig = a.get("alert", {}).get("signature", "")
-    return sig.rsplit(":", 1)[-1].strip() if ":" in sig else ""
-
-
-def evaluate(capture, attacks_path, model=None, binary=None, workdir=None, features_csv=None, config=None):
-    binary = lab_label.find_binary(binary)
-    episodes = lab_label.load_attacks(attacks_path)
-    work = workdir or tempfile.mkdtemp(prefix="ew-eval-")
-    if not features_csv:
-        features_csv = os.path.join(work, "features.csv")
-        subprocess.run([binary, "features", capture, "-o", features_csv] + (["--config", config] if config else []),
-                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    alerts_path = os.path.join(work, "alerts.jsonl")
-    cmd = [binary, "replay", capture, "--alerts", alerts_path]
-    if model:
-        cmd += ["--model", model]
-    if config:
-        cmd += ["--config", config]
-    r = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    if r.returncode != 0:
-        sys.exit(f"{' '.join(cmd)} failed:\n{r.stderr}")
-    summary_line = [l for l in r.stderr.splitlines() if l.strip()][-1:] or [""]
-    alerts = []
-    with open(alerts_path) as f:
-        for line in f:
-            if line.strip():
+def replay(binary, capture, model=None, config=None, timeout=600):
+    """Runs `edgewatch replay`; returns (flows, alerts as {alert_id: last record}, error)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "alerts.jsonl")
+        cmd = [binary, "replay", capture, "--alerts", out, "--workers", "1"]
+        if model:
+            cmd += ["--model", model]
+        if config:
+            cmd += ["--config", config]
+        try:
+            p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return 0, {}, "timeout"
+        m = SUMMARY.search(p.stderr)
+        if p.returncode != 0 or not m:
+            return 0, {}, (p.stderr.strip().splitlines() or ["exit %d" % p.returncode])[-1]
+        alerts = {}
+        if os.path.exists(out):
+            for line in open(out):
                 a = json.loads(line)
-                a["_ts"] = ts_of(a["timestamp"])
-                alerts.append(a)
-    fm, label, cls, episode = flows_of(features_csv, episodes)
-    covered, first, alert_hits = coverage(fm, alerts)
+                d = a["alert"]["context"]["edgewatch"]
+                # Records come in order: the last one stays, with when the alert was raised.
+                a["raised"] = alerts[d["alert_id"]]["raised"] if d["alert_id"] in alerts else a["timestamp"]
+                alerts[d["alert_id"]] = a
+        return int(m.group(2)), alerts, None
 
-    out = {"capture": capture, "model": model or "embedded", "flows": int(len(label)), "alerts": len(alerts),
-           "replay_summary": summary_line[0], "classes": {}, "episodes": []}
-    first_alert_of_ep = {}
-    class_ok_of_ep = {}
-    for j, a in enumerate(alerts):
-        eps = set(episode[alert_hits[j]].tolist()) - {-1}
-        for e in eps:
-            if a["_ts"] < first_alert_of_ep.get(e, np.inf):
-                first_alert_of_ep[e] = a["_ts"]
-            class_ok_of_ep.setdefault(e, []).append(alert_class(a))
-    for e in episodes:
-        m = episode == e["id"]
-        det = bool(covered[m].any())
-        delay = first_alert_of_ep.get(e["id"], np.inf) - e["start"] if det else None
-        oks = class_ok_of_ep.get(e["id"], [])
-        out["episodes"].append({
-            "id": e["id"], "class": e["class"], "attack": e.get("attack", e.get("tool")), "flows": int(m.sum()),
-            "covered": int(covered[m].sum()), "detected": det, "first_alert_s": None if delay is None else round(float(delay), 3),
-            "alert_class_ok": round(sum(c == e["class"] for c in oks) / len(oks), 3) if oks else None,
-        })
-    for c in CLASSES:
-        eps = [x for x in out["episodes"] if x["class"] == c]
-        m = cls == c
-        delays = [x["first_alert_s"] for x in eps if x["first_alert_s"] is not None]
-        oks = [x["alert_class_ok"] for x in eps if x["alert_class_ok"] is not None]
-        out["classes"][c] = {
-            "episodes": len(eps), "detected": sum(x["detected"] for x in eps),
-            "flows": int(m.sum()), "covered": int(covered[m].sum()),
-            "recall": float(covered[m].mean()) if m.any() else None,
-            "first_alert_median_s": float(np.median(delays)) if delays else None,
-            "first_alert_max_s": float(np.max(delays)) if delays else None,
-            "alert_class_ok": float(np.mean(oks)) if oks else None,
-        }
-    ben = label == 0
-    att_cov = int((covered & ~ben).sum())
-    ben_cov = int((covered & ben).sum())
-    out["benign"] = {"flows": int(ben.sum()), "alerted": ben_cov, "fpr": float(ben_cov / max(ben.sum(), 1))}
-    # The attackers' own benign flows (an endpoint is an attacker of the run): the hard negatives.
-    att_ben = ben & (lab_label.attacker_rows(fm, episodes) == 1)
-    out["benign"]["attacker_flows"] = int(att_ben.sum())
-    out["benign"]["attacker_alerted"] = int((covered & att_ben).sum())
-    t0 = min((e["start"] for e in episodes), default=0.0)
-    out["benign"]["alerted_flows"] = [
-        {"src_ip": fm["src_ip"][i], "src_port": fm["src_port"][i], "dest_ip": fm["dest_ip"][i], "dest_port": fm["dest_port"][i],
-         "proto": fm["proto"][i], "start_s": round(fm["start"][i] - t0, 2), "attacker": bool(att_ben[i])}
-        for i in np.where(covered & ben)[0][:100]]
-    out["precision_flows"] = float(att_cov / max(att_cov + ben_cov, 1))
-    useful = sum(1 for h in alert_hits if len(h) and (label[h] == 1).any())
-    out["precision_alerts"] = float(useful / max(len(alerts), 1))
-    out["alerts_covering_nothing"] = sum(1 for h in alert_hits if len(h) == 0)
-    all_eps = out["episodes"]
-    delays = [x["first_alert_s"] for x in all_eps if x["first_alert_s"] is not None]
-    rec = [v["recall"] for v in out["classes"].values() if v["recall"] is not None]
-    out["targets"] = {
-        "every_episode_detected": all(x["detected"] for x in all_eps),
-        "recall_ge_0.9_every_class": bool(rec) and min(rec) >= 0.9,
-        "benign_fpr_le_1pct": out["benign"]["fpr"] <= 0.01,
-        "first_alert_within_2s": bool(delays) and len(delays) == len(all_eps) and max(delays) <= 2.0,
-    }
+
+def detail(a):
+    return a["alert"]["context"]["edgewatch"]
+
+
+def named(a):
+    """The hosts an alert names as attackers."""
+    hosts = {a.get("src_ip")} | {s["ip"] for s in detail(a)["evidence"].get("top_sources", [])}
+    return hosts - {None}
+
+
+def span(a):
+    d = detail(a)
+    return ts_of(d["first_seen"]), ts_of(d["last_seen"])
+
+
+def matches(a, ep):
+    """Whether alert `a` names episode `ep` (class aside)."""
+    attackers = set(ep["attackers"])
+    if "*" in attackers:
+        names = a.get("dest_ip") in ep["victims"]
+    else:
+        names = bool(named(a) & attackers) or (
+            detail(a)["class"] in ("flood", "slowdos") and "src_ip" not in a
+            and a.get("dest_ip") in ep["victims"])
+    if not names:
+        return False
+    if ep.get("start") is None:
+        return True
+    first, last = span(a)
+    return first <= ep["end"] + GRACE_AFTER and last >= ep["start"] - GRACE_BEFORE
+
+
+def judge(alerts, episodes):
+    """Splits alerts into true and false; returns (true ids, per-episode first true alert)."""
+    true_ids, first = set(), {}
+    for aid, a in sorted(alerts.items(), key=lambda kv: span(kv[1])[0]):
+        for i, ep in enumerate(episodes):
+            if not matches(a, ep):
+                continue
+            if detail(a)["class"] == ep["class"] and i not in first:
+                first[i] = a
+                true_ids.add(aid)
+                break
+    return true_ids, first
+
+
+def new_result(name):
+    return {"source": name, "captures": 0, "failed": 0, "flows": 0, "benign_flows": 0,
+            "alerts": 0, "false_alerts": 0, "false_flows": 0, "episodes": 0, "detected": 0,
+            "delays": [], "per_class": {}, "false_examples": [], "missed": []}
+
+
+def add_capture(res, flows, benign_flows, alerts, episodes, name):
+    res["captures"] += 1
+    res["flows"] += flows
+    res["benign_flows"] += benign_flows
+    true_ids, first = judge(alerts, episodes)
+    res["alerts"] += len(alerts)
+    for aid, a in alerts.items():
+        if aid not in true_ids:
+            res["false_alerts"] += 1
+            res["false_flows"] += detail(a)["count"]
+            if len(res["false_examples"]) < 30:
+                res["false_examples"].append(
+                    f"{name}: {detail(a)['class']} {a.get('src_ip', '*')} -> {a.get('dest_ip', '*')} "
+                    f"{a['proto']} flows={detail(a)['count']} score={detail(a)['score']}")
+    for i, ep in enumerate(episodes):
+        pc = res["per_class"].setdefault(ep["class"], {"episodes": 0, "detected": 0})
+        pc["episodes"] += 1
+        res["episodes"] += 1
+        if i in first:
+            pc["detected"] += 1
+            res["detected"] += 1
+            if ep.get("start") is not None:
+                delay = round(ts_of(first[i]["raised"]) - ep["start"], 3)
+                res["delays"].append(delay)
+                pc["first_alert_max_s"] = max(pc.get("first_alert_max_s", delay), delay)
+        else:
+            res["missed"].append(f"{name}: {ep['class']} {' '.join(ep['attackers'])} -> "
+                                 f"{' '.join(ep['victims'])}")
+
+
+def finish(res):
+    r = dict(res)
+    b = max(r["benign_flows"], 1)
+    r["false_per_1k"] = round(1000.0 * r["false_alerts"] / b, 2)
+    r["benign_fpr"] = round(r["false_flows"] / b, 5)
+    r["recall"] = round(r["detected"] / r["episodes"], 4) if r["episodes"] else None
+    r["precision"] = round((r["alerts"] - r["false_alerts"]) / r["alerts"], 4) if r["alerts"] else None
+    d = r.pop("delays")
+    r["first_alert_median_s"] = statistics.median(d) if d else None
+    r["first_alert_max_s"] = max(d) if d else None
+    return r
+
+
+# ---- lab runs ---------------------------------------------------------------------------------
+
+def lab(args, binary):
+    sys.path.insert(0, HERE)
+    import label as lab_label  # numpy
+    episodes_raw = lab_label.load_attacks(args.attacks)
+    episodes = []
+    for e in episodes_raw:
+        at_capture = e.get("attacker_ips_at_capture") or e.get("attacker_ips") or [e["attacker"]]
+        victims = e.get("victim_ips_at_capture") or [e["victim"]]
+        episodes.append({"class": e["class"], "attackers": at_capture, "victims": victims,
+                         "start": float(e["start"]), "end": float(e["end"])})
+    flows, alerts, err = replay(binary, args.capture, args.model, args.config)
+    if err:
+        sys.exit(f"replay failed: {err}")
+    with tempfile.TemporaryDirectory() as tmp:
+        feats = os.path.join(tmp, "features.csv")
+        cmd = [binary, "features", args.capture, "-o", feats]
+        if args.config:
+            cmd += ["--config", args.config]
+        subprocess.run(cmd, check=True, capture_output=True)
+        _, _, meta, _, _ = lab_label.load_features(feats)
+        label, _, _ = lab_label.label_rows(meta, episodes_raw)
+        uids = {}
+        for i, uid in enumerate(meta["flow_uid"]):
+            uids[uid] = uids.get(uid, 0) | int(label[i])
+    benign = sum(1 for v in uids.values() if v == 0)
+    res = new_result(args.name or os.path.basename(os.path.dirname(os.path.abspath(args.capture))))
+    add_capture(res, flows, benign, alerts, episodes, os.path.basename(args.capture))
+    return finish(res)
+
+
+# ---- public captures --------------------------------------------------------------------------
+
+def load_labels(path):
+    """labels.csv: repo,path,role,class,attackers,victims,notes. role: attack (an episode of
+    class with those attackers and victims), exclude (left out: not ordinary traffic, or an attack
+    we do not detect), benign (said explicitly; everything not listed is benign)."""
+    labels = {}
+    with open(path, newline="") as f:
+        for row in csv.DictReader(r for r in f if not r.startswith("#")):
+            key = f"{row['repo']}/{row['path']}"
+            labels.setdefault(key, []).append(row)
+    return labels
+
+
+def public(args, binary):
+    labels = load_labels(args.labels)
+    training = set(args.training_sources.split(","))
+    files = []
+    for repo in sorted(os.listdir(args.dir)):
+        if args.role == "eval" and repo in training:
+            continue
+        if args.role == "train" and repo not in training:
+            continue
+        for dirpath, _, names in os.walk(os.path.join(args.dir, repo)):
+            for n in sorted(names):
+                full = os.path.join(dirpath, n)
+                rel = os.path.relpath(full, os.path.join(args.dir, repo))
+                files.append((repo, rel, full))
+    results = {}
+
+    def one(item):
+        repo, rel, full = item
+        rows = labels.get(f"{repo}/{rel}", [])
+        if any(r["role"] == "exclude" for r in rows):
+            return repo, rel, None
+        flows, alerts, err = replay(binary, full, args.model, args.config, timeout=120)
+        return repo, rel, (flows, alerts, err, rows)
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        for repo, rel, out in pool.map(one, files):
+            res = results.setdefault(repo, new_result(repo))
+            if out is None:
+                continue
+            flows, alerts, err, rows = out
+            if err:
+                res["failed"] += 1
+                continue
+            episodes = [{"class": r["class"], "attackers": r["attackers"].split(),
+                         "victims": r["victims"].split(), "start": None}
+                        for r in rows if r["role"] == "attack"]
+            benign = 0 if episodes else flows
+            add_capture(res, flows, benign, alerts, episodes, rel)
+    out = [finish(r) for r in results.values()]
+    total = new_result("all")
+    for r in results.values():
+        for k in ("captures", "failed", "flows", "benign_flows", "alerts", "false_alerts",
+                  "false_flows", "episodes", "detected"):
+            total[k] += r[k]
+        total["delays"] += r["delays"]
+    out.append(finish(total))
     return out
 
 
-def fmt(v, spec):
-    return "-" if v is None else format(v, spec)
+# ---- output -----------------------------------------------------------------------------------
+
+COLUMNS = [("source", "{}"), ("captures", "{}"), ("flows", "{}"), ("benign_flows", "{}"),
+           ("alerts", "{}"), ("false_alerts", "{}"), ("false_per_1k", "{:.2f}"),
+           ("benign_fpr", "{:.4f}"), ("episodes", "{}"), ("detected", "{}"),
+           ("precision", "{:.3f}"), ("first_alert_max_s", "{:.2f}")]
 
 
-def table(res):
-    lines = [f"model: {res['model']}   flows: {res['flows']}   alerts: {res['alerts']}",
-             f"{'class':<11} {'episodes':>9} {'flows':>7} {'recall':>7} {'1st alert median/max s':>23} {'class ok':>9}"]
-    for c, v in res["classes"].items():
-        lines.append(f"{c:<11} {v['detected']:>4}/{v['episodes']:<4} {v['flows']:>7} {fmt(v['recall'], '.3f'):>7} "
-                     f"{fmt(v['first_alert_median_s'], '.2f'):>11}/{fmt(v['first_alert_max_s'], '.2f'):<11} {fmt(v['alert_class_ok'], '.2f'):>9}")
-    b = res["benign"]
-    lines.append(f"benign: {b['alerted']}/{b['flows']} flows alerted, FPR {b['fpr']:.4f}; "
-                 f"precision {res['precision_flows']:.3f} (flows), {res['precision_alerts']:.3f} (alerts)")
-    if "attacker_flows" in b:
-        lines.append(f"benign flows of the attackers: {b['attacker_alerted']}/{b['attacker_flows']} alerted")
-    lines.append("episodes: " + "; ".join(
-        f"{e['id']} {e['attack']} {e['covered']}/{e['flows']} {fmt(e['first_alert_s'], '.2f')}s" for e in res["episodes"]))
-    lines.append("targets: " + ", ".join(f"{k} {'yes' if v else 'NO'}" for k, v in res["targets"].items()))
+def table(rows):
+    lines = ["| " + " | ".join(c for c, _ in COLUMNS) + " |",
+             "|" + "|".join("---" for _ in COLUMNS) + "|"]
+    for r in rows:
+        cells = []
+        for c, f in COLUMNS:
+            v = r.get(c)
+            cells.append("-" if v is None else f.format(v))
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("capture")
-    ap.add_argument("attacks")
-    ap.add_argument("--model", help="ONNX model (default: the binary's embedded model)")
-    ap.add_argument("--binary", help="edgewatch binary (default: $EDGEWATCH or target/*/edgewatch)")
-    ap.add_argument("--json", help="also write the results as JSON here")
-    ap.add_argument("--config", help="edgewatch config file for replay and features")
-    ap.add_argument("--features", help="reuse an existing `edgewatch features` CSV of this capture")
-    args = ap.parse_args()
-    res = evaluate(args.capture, args.attacks, args.model, args.binary, features_csv=args.features, config=args.config)
-    print(table(res))
+    sub = ap.add_subparsers(dest="mode", required=True)
+    for name in ("lab", "public"):
+        p = sub.add_parser(name)
+        p.add_argument("--model")
+        p.add_argument("--config")
+        p.add_argument("--binary")
+        p.add_argument("--json")
+        if name == "lab":
+            p.add_argument("capture")
+            p.add_argument("attacks")
+            p.add_argument("--name", help="the source's name (default: the capture's folder)")
+        else:
+            p.add_argument("dir")
+            p.add_argument("--labels", required=True)
+            p.add_argument("--role", choices=["eval", "train", "all"], default="all")
+            p.add_argument("--training-sources", default="ntop+nDPI,nfstream+nfstream,zeek+zeek,the-tcpdump-group+tcpdump",
+                           help="repositories whose captures may be trained on (kept out with --role eval)")
+            p.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
+    p = sub.add_parser("table")
+    p.add_argument("results", nargs="+")
+    argv = sys.argv[1:]
+    if argv and argv[0] not in ("lab", "public", "table", "-h", "--help"):
+        argv = ["lab"] + argv  # the older form: evaluate.py CAPTURE ATTACKS_JSON [options]
+    args = ap.parse_args(argv)
+    if args.mode == "table":
+        rows = []
+        for path in args.results:
+            data = json.load(open(path))
+            rows += data if isinstance(data, list) else [data]
+        print(table(rows))
+        return
+    binary = find_binary(args.binary)
+    res = lab(args, binary) if args.mode == "lab" else public(args, binary)
+    rows = res if isinstance(res, list) else [res]
+    print(table(rows))
+    for r in rows:
+        for k in ("missed", "false_examples"):
+            for line in r[k][:10]:
+                print(f"  {r['source']} {k}: {line}")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump(res, f, indent=2)
-        print(f"wrote {args.json}")
+            json.dump(res, f, indent=1)
 
 
 if __name__ == "__main__":

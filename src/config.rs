@@ -150,8 +150,11 @@ pub struct AlertConfig {
     pub incident_idle_s: f64,
     pub update_interval_s: f64,
     pub scan_min_targets: u64,
+    pub scan_min_targets_per_s: f64,
     pub bruteforce_min_sessions: u64,
+    pub bruteforce_min_sessions_per_min: f64,
     pub flood_min_flows: u64,
+    pub flood_min_packets: u64,
     pub flood_min_packets_per_s: f64,
     pub slowdos_min_connections: u64,
 }
@@ -305,10 +308,13 @@ impl Default for AlertConfig {
             incident_idle_s: 30.0,
             update_interval_s: 10.0,
             scan_min_targets: 8,
+            scan_min_targets_per_s: 1.0,
             bruteforce_min_sessions: 4,
+            bruteforce_min_sessions_per_min: 20.0,
             flood_min_flows: 8,
+            flood_min_packets: 1000,
             flood_min_packets_per_s: 100.0,
-            slowdos_min_connections: 6,
+            slowdos_min_connections: 16,
         }
     }
 }
@@ -511,16 +517,24 @@ max_incidents = 8192
 incident_idle_s = 30.0
 # An alert is updated at most this often while its incident grows.
 update_interval_s = 10.0
-# A scan is alerted once its source has probed this many distinct (host, port) targets.
+# A scan is alerted once its source has probed this many distinct (host, port) targets, ...
 scan_min_targets = 8
-# A brute force: this many sessions from one source to one service that exchanged data.
+# ... at this many targets per second or more (over their time, at least a second). Targets
+# must also form a grid: many ports of few hosts, few ports of many hosts, or many of both
+# (peers each reached on a port of its own are not a scan).
+scan_min_targets_per_s = 1.0
+# A brute force: this many sessions from one source to one service that exchanged data, ...
 bruteforce_min_sessions = 4
+# ... at this many sessions per minute or more (over their time, at least a second).
+bruteforce_min_sessions_per_min = 20.0
 # A flood: this many flows against one victim, ...
 flood_min_flows = 8
+# ... or this many UDP or ICMP packets in fewer flows (one 5-tuple can carry a flood), ...
+flood_min_packets = 1000
 # ... at this many packets per second or more (over their time, at least a second).
 flood_min_packets_per_s = 100.0
-# A slow DoS: this many connections held against one service.
-slowdos_min_connections = 6
+# A slow DoS: this many TCP connections held against one service.
+slowdos_min_connections = 16
 
 [output]
 # Where alerts go as JSON lines: "-" for standard output, or a file path (appended).
@@ -639,6 +653,14 @@ impl Config {
                 "alert.flood_min_packets_per_s",
                 self.alert.flood_min_packets_per_s,
             ),
+            (
+                "alert.scan_min_targets_per_s",
+                self.alert.scan_min_targets_per_s,
+            ),
+            (
+                "alert.bruteforce_min_sessions_per_min",
+                self.alert.bruteforce_min_sessions_per_min,
+            ),
             ("mqtt.outbox_max_mb", self.mqtt.outbox_max_mb),
         ] {
             if !(value.is_finite() && value > 0.0) {
@@ -668,6 +690,7 @@ impl Config {
                 self.alert.bruteforce_min_sessions,
             ),
             ("alert.flood_min_flows", self.alert.flood_min_flows),
+            ("alert.flood_min_packets", self.alert.flood_min_packets),
             (
                 "alert.slowdos_min_connections",
                 self.alert.slowdos_min_connections,

@@ -5,10 +5,10 @@
 //!
 //! | behaviour | incident of | alert when (`[alert]` settings) |
 //! |---|---|---|
-//! | scan | a source | `scan_min_targets` distinct (host, port) probed |
-//! | bruteforce | a source at one service (host, port) | `bruteforce_min_sessions` sessions that exchanged data |
-//! | flood | a victim, whoever sends | `flood_min_flows` flows at `flood_min_packets_per_s` or more |
-//! | slowdos | a victim's service | `slowdos_min_connections` connections |
+//! | scan | a source | `scan_min_targets` distinct (host, port) probed at `scan_min_targets_per_s`, as a grid (few hosts or few ports, or hosts x ports) |
+//! | bruteforce | a source at one service (host, port) | `bruteforce_min_sessions` sessions that exchanged data at `bruteforce_min_sessions_per_min` |
+//! | flood | a victim, whoever sends | `flood_min_flows` flows (or `flood_min_packets` packets of UDP/ICMP), at `flood_min_packets_per_s` or more |
+//! | slowdos | a victim's TCP service | `slowdos_min_connections` connections |
 //! | anything else | a (source, victim) pair | its first flow |
 //!
 //! each also by protocol (an alert record has one). Until its evidence is enough an incident is
@@ -189,8 +189,9 @@ impl Incident {
             raised: None,
             first_ts: ts,
             last_ts: ts,
-            start: f.start,
-            end: f.last,
+            // Set by the first `take`.
+            start: Micros::MAX,
+            end: 0,
             flows: 0,
             pkts: [0; 2],
             bytes: [0; 2],
@@ -210,9 +211,18 @@ impl Incident {
         }
     }
 
-    /// Takes a flow's evaluation: `before` is what the flow gave so far (`None`: a new flow).
-    fn take(&mut self, ts: Micros, f: &Flow, score: f32, before: Option<Counted>, now: Counted) {
-        if before.is_none() {
+    /// Takes a flow's evaluation: `before` is what the flow gave so far (`None`: a new flow);
+    /// `fresh`: the incident was just made, so the flow is new to it either way.
+    fn take(
+        &mut self,
+        ts: Micros,
+        f: &Flow,
+        score: f32,
+        before: Option<Counted>,
+        now: Counted,
+        fresh: bool,
+    ) {
+        if before.is_none() || fresh {
             self.flows += 1;
             let first = &self.first;
             self.sources_vary |= f.initiator != first.initiator;
@@ -227,7 +237,10 @@ impl Incident {
         }
         self.last_ts = self.last_ts.max(ts);
         self.first_ts = self.first_ts.min(ts);
-        self.start = self.start.min(f.start);
+        // A flow counted before (in an incident of this key that has closed since) takes part
+        // from its previous evaluation on, so an old flow does not stretch a new episode.
+        let since = before.map_or(f.start, |b| f.start.saturating_add(b.duration));
+        self.start = self.start.min(since);
         self.end = self.end.max(f.last);
         self.score = self.score.max(score);
         let before = before.unwrap_or(Counted::none(now.key));
@@ -276,13 +289,31 @@ impl Incident {
     /// Whether the evidence is enough to raise an alert.
     fn enough(&self, cfg: &AlertConfig) -> bool {
         match self.behaviour {
-            Behaviour::Scan => self.targets.estimate() >= cfg.scan_min_targets as f32 - 0.5,
-            Behaviour::Bruteforce => self.sessions >= cfg.bruteforce_min_sessions,
-            Behaviour::Flood => {
-                self.flows >= cfg.flood_min_flows
-                    && self.packets_per_s() >= cfg.flood_min_packets_per_s
+            Behaviour::Scan => {
+                let targets = f64::from(self.targets.estimate());
+                let fewest = f64::from(self.hosts.estimate().min(self.ports.estimate()));
+                targets >= cfg.scan_min_targets as f64 - 0.5
+                    && targets / self.window_s().max(1.0) >= cfg.scan_min_targets_per_s
+                    // A grid of hosts x ports, not one port per host: P2P and discovery
+                    // clients reach many peers, each on a port of its own.
+                    && (fewest <= 2.5 || fewest * 4.0 <= targets)
             }
-            Behaviour::SlowDos => self.flows >= cfg.slowdos_min_connections,
+            Behaviour::Bruteforce => {
+                self.sessions >= cfg.bruteforce_min_sessions
+                    && self.sessions as f64 * 60.0 / self.window_s().max(1.0)
+                        >= cfg.bruteforce_min_sessions_per_min
+            }
+            Behaviour::Flood => {
+                // One UDP or ICMP 5-tuple can carry a flood; one TCP connection that much
+                // traffic is a transfer its receiver accepted.
+                let many = self.flows >= cfg.flood_min_flows
+                    || (self.key.proto != PROTO_TCP && self.packets() >= cfg.flood_min_packets);
+                many && self.packets_per_s() >= cfg.flood_min_packets_per_s
+            }
+            // Holding connections open is a TCP attack; UDP "connections" are datagrams.
+            Behaviour::SlowDos => {
+                self.key.proto == PROTO_TCP && self.flows >= cfg.slowdos_min_connections
+            }
             Behaviour::Other => self.flows >= 1,
         }
     }
@@ -457,7 +488,7 @@ impl AlertEngine {
         let key = Key::of(behaviour, class, flow);
         if self.cfg.mode == AlertMode::Flow {
             let mut one = Incident::new(behaviour, key, ts, flow);
-            one.take(ts, flow, score.anomaly, None, Counted::of(key, flow));
+            one.take(ts, flow, score.anomaly, None, Counted::of(key, flow), true);
             let id = alert_id(&self.sensor_id, &key, flow.uid, ts);
             one.raised = Some(Raised {
                 alert_id: id,
@@ -475,7 +506,10 @@ impl AlertEngine {
         // A flow counts once per incident: a later evaluation adds what it sent since.
         let before = before.filter(|c| c.key == key);
         let now = Counted::of(key, flow);
-        if !self.incidents.contains_key(&key) {
+        // A new incident of a key seen before (the last one went quiet and closed): the flow
+        // is one of its flows, with what it sent since its last evaluation.
+        let fresh = !self.incidents.contains_key(&key);
+        if fresh {
             self.make_room(ts, out);
             self.incidents
                 .insert(key, Incident::new(behaviour, key, ts, flow));
@@ -484,7 +518,7 @@ impl AlertEngine {
         let Some(incident) = self.incidents.get_mut(&key) else {
             return;
         };
-        incident.take(ts, flow, score.anomaly, before, now);
+        incident.take(ts, flow, score.anomaly, before, now, fresh);
         if !reason.is_final() && self.counted.len() < self.cfg.max_incidents.saturating_mul(4) {
             self.counted.insert(flow.uid, now);
         }
@@ -713,4 +747,276 @@ fn alert_id(sensor: &str, key: &Key, first_uid: u64, first_ts: Micros) -> String
 
 fn micros(s: f64) -> Micros {
     (s * 1e6) as Micros
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::AlertConfig;
+    use crate::flow::{DirStats, FlowKey};
+    use crate::model::ModelInfo;
+    use crate::packet::PROTO_UDP;
+    use std::collections::HashSet;
+    use std::net::Ipv4Addr;
+
+    const SCAN: usize = 1;
+    const BRUTE: usize = 2;
+    const SLOW: usize = 4;
+
+    fn engine(cfg: &AlertConfig) -> AlertEngine {
+        let model = ModelInfo {
+            origin: "test".into(),
+            name: "m".into(),
+            version: "1".into(),
+            schema: "s".into(),
+            classes: ["benign", "scan", "bruteforce", "flood", "slowdos"]
+                .map(String::from)
+                .to_vec(),
+            threshold: 0.5,
+        };
+        AlertEngine::new(cfg, "t".into(), &model, 0.5)
+    }
+
+    fn ip(last: u8) -> IpAddr {
+        IpAddr::V4(Ipv4Addr::new(10, 0, 0, last))
+    }
+
+    /// A flow from `src` to `dst:dport` over [start, start + len] (µs): a probe left
+    /// unanswered, or (`session`) a TCP connection that exchanged data both ways.
+    fn flow(proto: u8, src: u8, dst: u8, dport: u16, start: Micros, session: bool) -> Flow {
+        let (a, b) = (ip(src), ip(dst));
+        let dir = |pkts: u32, payload: u64| DirStats {
+            pkts,
+            bytes: 60 * u64::from(pkts) + payload,
+            payload_bytes: payload,
+            ..DirStats::default()
+        };
+        Flow {
+            key: FlowKey {
+                lo: a.min(b),
+                hi: a.max(b),
+                lo_port: 40000,
+                hi_port: dport,
+                proto,
+                vlan: [0; 2],
+            },
+            uid: u64::from(src) << 40 | u64::from(dst) << 32 | u64::from(dport) << 16 | start,
+            initiator: a,
+            responder: b,
+            initiator_port: 40000,
+            responder_port: dport,
+            start,
+            last: start + 100_000,
+            fwd: dir(if session { 8 } else { 1 }, if session { 300 } else { 0 }),
+            bwd: dir(if session { 6 } else { 0 }, if session { 200 } else { 0 }),
+            first_sizes: [0; 8],
+            syn_seen: proto == PROTO_TCP,
+            synack_seen: session,
+            established: session,
+            closed: session,
+            icmp_error: false,
+            icmp_type: 0,
+            icmp_code: 0,
+            evals: 0,
+            last_active_eval: start,
+        }
+    }
+
+    /// Offers each flow once at its end, scored as `class`; then ends every incident.
+    fn run(cfg: &AlertConfig, class: usize, flows: &[Flow]) -> Vec<Alert> {
+        let mut e = engine(cfg);
+        let mut out = Vec::new();
+        for f in flows {
+            let score = Score {
+                anomaly: 0.99,
+                class: Some(class),
+            };
+            e.offer(f.last, f, EvalReason::Idle, score, &mut out);
+        }
+        e.flush(&mut out);
+        out
+    }
+
+    fn detail(a: &Alert) -> &Detail {
+        &a.alert.context.edgewatch
+    }
+
+    #[test]
+    fn a_fast_port_sweep_is_one_scan_alert_with_its_final_update() {
+        // 20 ports of one host, 0.1 s apart.
+        let flows: Vec<Flow> = (0..20)
+            .map(|i| flow(PROTO_TCP, 9, 1, 1000 + i, u64::from(i) * 100_000, false))
+            .collect();
+        let out = run(&AlertConfig::default(), SCAN, &flows);
+        let ids: Vec<(&str, u32, bool)> = out
+            .iter()
+            .map(|a| {
+                (
+                    detail(a).alert_id.as_str(),
+                    detail(a).update,
+                    detail(a).last,
+                )
+            })
+            .collect();
+        assert!(out.len() >= 2, "{ids:?}");
+        assert!(
+            ids.iter().all(|(id, ..)| *id == ids[0].0),
+            "one alert: {ids:?}"
+        );
+        assert_eq!((ids[0].1, ids[0].2), (0, false));
+        assert!(ids.last().unwrap().2, "the last record is final");
+        let last = detail(out.last().unwrap());
+        assert_eq!(last.class, "scan");
+        assert_eq!(last.count, 20);
+        assert_eq!(last.evidence.hosts, Some(1));
+        assert_eq!(last.evidence.ports, Some(20));
+        assert_eq!(last.evidence.unanswered, Some(20));
+        assert_eq!(out[0].src_ip.as_deref(), Some("10.0.0.9"));
+    }
+
+    #[test]
+    fn peers_each_on_a_port_of_their_own_are_not_a_scan() {
+        // 30 hosts, each on its own port (P2P), as fast as the sweep above.
+        let flows: Vec<Flow> = (0..30)
+            .map(|i| {
+                flow(
+                    PROTO_UDP,
+                    9,
+                    100 + i as u8,
+                    20000 + i,
+                    u64::from(i) * 100_000,
+                    false,
+                )
+            })
+            .collect();
+        assert!(run(&AlertConfig::default(), SCAN, &flows).is_empty());
+        // The same hosts on one port is a sweep.
+        let sweep: Vec<Flow> = (0..30u16)
+            .map(|i| {
+                flow(
+                    PROTO_UDP,
+                    9,
+                    100 + i as u8,
+                    161,
+                    u64::from(i) * 100_000,
+                    false,
+                )
+            })
+            .collect();
+        assert!(!run(&AlertConfig::default(), SCAN, &sweep).is_empty());
+    }
+
+    #[test]
+    fn a_slow_trickle_of_probes_is_not_a_scan() {
+        // 12 ports of one host, one every 5 s: 0.2 targets per second.
+        let flows: Vec<Flow> = (0..12)
+            .map(|i| flow(PROTO_TCP, 9, 1, 1000 + i, u64::from(i) * 5_000_000, false))
+            .collect();
+        let cfg = AlertConfig {
+            incident_idle_s: 60.0,
+            ..AlertConfig::default()
+        };
+        assert!(run(&cfg, SCAN, &flows).is_empty());
+    }
+
+    #[test]
+    fn brute_force_needs_sessions_at_a_pace() {
+        let cfg = AlertConfig {
+            incident_idle_s: 120.0,
+            ..AlertConfig::default()
+        };
+        // 10 sessions to ssh, 0.2 s apart.
+        let fast: Vec<Flow> = (0..10u16)
+            .map(|i| flow(PROTO_TCP, 9, 1, 22, u64::from(i) * 200_000, true))
+            .collect();
+        let out = run(&cfg, BRUTE, &fast);
+        assert!(!out.is_empty());
+        assert_eq!(detail(&out[0]).evidence.sessions, Some(4));
+        // 10 sessions, 10 s apart: 6 per minute.
+        let slow: Vec<Flow> = (0..10u16)
+            .map(|i| flow(PROTO_TCP, 9, 1, 22, u64::from(i) * 10_000_000, true))
+            .collect();
+        assert!(run(&cfg, BRUTE, &slow).is_empty());
+        // Probes that never got a session are not login attempts.
+        let probes: Vec<Flow> = (0..10u16)
+            .map(|i| flow(PROTO_TCP, 9, 1, 22, u64::from(i) * 200_000, false))
+            .collect();
+        assert!(run(&cfg, BRUTE, &probes).is_empty());
+    }
+
+    #[test]
+    fn a_slow_dos_holds_tcp_connections() {
+        let held = |proto| -> Vec<Flow> {
+            (0..20u16)
+                .map(|i| flow(proto, 9, 1, 80, u64::from(i) * 10_000, true))
+                .collect()
+        };
+        let out = run(&AlertConfig::default(), SLOW, &held(PROTO_TCP));
+        assert!(!out.is_empty());
+        assert_eq!(detail(&out[0]).evidence.connections, Some(16));
+        assert!(run(&AlertConfig::default(), SLOW, &held(PROTO_UDP)).is_empty());
+    }
+
+    #[test]
+    fn a_flow_evaluated_again_counts_once() {
+        let mut e = engine(&AlertConfig::default());
+        let mut out = Vec::new();
+        let score = Score {
+            anomaly: 0.99,
+            class: Some(SLOW),
+        };
+        let f = flow(PROTO_TCP, 9, 1, 80, 0, true);
+        for reason in [EvalReason::Probe, EvalReason::Early, EvalReason::Active] {
+            e.offer(f.last, &f, reason, score, &mut out);
+        }
+        e.flush(&mut out);
+        assert!(out.is_empty(), "one connection is not a slow DoS");
+    }
+
+    #[test]
+    fn one_udp_flow_can_flood_one_tcp_connection_cannot() {
+        let one = |proto| {
+            let mut f = flow(proto, 9, 1, 67, 0, proto == PROTO_TCP);
+            f.fwd.pkts = 5000;
+            f.last = 2_000_000;
+            f
+        };
+        let out = run(&AlertConfig::default(), 3, &[one(PROTO_UDP)]);
+        assert!(!out.is_empty());
+        assert_eq!(detail(&out[0]).class, "flood");
+        assert!(run(&AlertConfig::default(), 3, &[one(PROTO_TCP)]).is_empty());
+    }
+
+    #[test]
+    fn a_long_flow_counts_in_the_next_incident_after_the_last_one_closed() {
+        let mut e = engine(&AlertConfig::default());
+        let mut out = Vec::new();
+        let score = Score {
+            anomaly: 0.99,
+            class: Some(3),
+        };
+        // A UDP flood in one flow: 5,000 packets in its first second, evaluated then...
+        let mut f = flow(PROTO_UDP, 9, 1, 53, 0, false);
+        f.fwd.pkts = 5000;
+        f.last = 1_000_000;
+        e.offer(f.last, &f, EvalReason::Early, score, &mut out);
+        // ... and next at its active timeout, 120 s on, 60,000 packets later: the first
+        // incident went quiet (no evaluation for 30 s) and closed in between.
+        f.fwd.pkts += 60_000;
+        f.last = 121_000_000;
+        e.offer(f.last, &f, EvalReason::Active, score, &mut out);
+        e.flush(&mut out);
+        let alerts: Vec<(&str, u64, Option<f64>)> = out
+            .iter()
+            .map(|a| {
+                let d = detail(a);
+                (d.alert_id.as_str(), d.count, d.evidence.packets_per_s)
+            })
+            .collect();
+        let ids: HashSet<&str> = alerts.iter().map(|a| a.0).collect();
+        assert_eq!(ids.len(), 2, "two episodes: {alerts:?}");
+        assert!(alerts.iter().all(|a| a.1 == 1), "one flow each: {alerts:?}");
+        // The second one's rate is its 60,000 packets over the 120 s since the first.
+        assert_eq!(alerts.last().unwrap().2, Some(500.0), "{alerts:?}");
+    }
 }
