@@ -212,3 +212,363 @@ impl Dispatcher {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::packet::{Fragment, PROTO_UDP};
+    use crossbeam_channel::{Receiver, unbounded};
+    use std::net::Ipv4Addr;
+
+    /// A dispatcher over `shards` unbounded test channels (the test drains them synchronously).
+    fn dispatcher(
+        shards: usize,
+        batch_size: usize,
+        max_fragments: usize,
+    ) -> (Dispatcher, Vec<Receiver<Batch>>) {
+        let (txs, rxs): (Vec<_>, Vec<_>) = (0..shards).map(|_| unbounded()).unzip();
+        let d = Dispatcher::new(txs, batch_size, max_fragments, WhenFull::Block);
+        (d, rxs)
+    }
+
+    /// Every batch each shard has received so far, in the order it received them.
+    fn drain(rxs: &[Receiver<Batch>]) -> Vec<Vec<Batch>> {
+        rxs.iter().map(|rx| rx.try_iter().collect()).collect()
+    }
+
+    fn udp(ts: Micros, src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16) -> PacketMeta {
+        PacketMeta {
+            ts,
+            seq: 0,
+            vlan: [0; 2],
+            src: IpAddr::V4(Ipv4Addr::from(src)),
+            dst: IpAddr::V4(Ipv4Addr::from(dst)),
+            sport,
+            dport,
+            proto: PROTO_UDP,
+            ip_len: 1500,
+            payload_len: 1472,
+            tcp_flags: 0,
+            tcp_window: 0,
+            ttl: 64,
+            icmp_type: 0,
+            icmp_code: 0,
+            kind: PacketKind::Normal,
+            fragment: None,
+        }
+    }
+
+    /// The first fragment of datagram `id`: it carries the ports.
+    fn first_fragment(
+        ts: Micros,
+        src: [u8; 4],
+        sport: u16,
+        dst: [u8; 4],
+        dport: u16,
+        id: u32,
+    ) -> PacketMeta {
+        PacketMeta {
+            fragment: Some(Fragment { id, more: true }),
+            ..udp(ts, src, sport, dst, dport)
+        }
+    }
+
+    /// A later fragment of datagram `id`, as the parser makes it: no ports.
+    fn later_fragment(ts: Micros, src: [u8; 4], dst: [u8; 4], id: u32, more: bool) -> PacketMeta {
+        PacketMeta {
+            kind: PacketKind::LaterFragment,
+            fragment: Some(Fragment { id, more }),
+            ..udp(ts, src, 0, dst, 0)
+        }
+    }
+
+    const A: [u8; 4] = [192, 0, 2, 1];
+    const B: [u8; 4] = [198, 51, 100, 7];
+
+    /// (shard, seq, ts, sport, dport, kind) of every packet dispatched, by packet number.
+    fn dispatched(batches: &[Vec<Batch>]) -> Vec<(usize, u64, Micros, u16, u16, PacketKind)> {
+        let mut all: Vec<_> = batches
+            .iter()
+            .enumerate()
+            .flat_map(|(shard, bs)| {
+                bs.iter().flat_map(move |b| {
+                    b.packets
+                        .iter()
+                        .map(move |p| (shard, p.seq, p.ts, p.sport, p.dport, p.kind))
+                })
+            })
+            .collect();
+        all.sort_by_key(|&(_, seq, ..)| seq);
+        all
+    }
+
+    /// Source ports 1.. of UDP flows from A to B: the first one whose flow lands on `shard`.
+    fn port_on_shard(shard: usize, shards: usize) -> u16 {
+        (1..)
+            .find(|&port| shard_of(&udp(0, A, port, B, 53), shards) == shard)
+            .expect("some port lands on every shard")
+    }
+
+    #[test]
+    fn clock_going_backwards_is_counted_and_held_at_the_last_time() {
+        let (mut d, rxs) = dispatcher(1, 100, 16);
+        for ts in [1_000, 2_000, 1_500, 500, 2_000, 3_000, 2_999] {
+            d.push(udp(ts, A, 1000, B, 53));
+        }
+        d.flush();
+        let times: Vec<Micros> = dispatched(&drain(&rxs)).iter().map(|p| p.2).collect();
+        assert_eq!(times, [1_000, 2_000, 2_000, 2_000, 2_000, 3_000, 3_000]);
+        // 1_500, 500 and 2_999 went back; the repeated 2_000 did not.
+        assert_eq!(d.counters.time_backwards, 3);
+        assert_eq!(d.counters.packets, 7);
+        assert_eq!(d.reached().ts, 3_000);
+    }
+
+    #[test]
+    fn tick_moves_the_clock_and_later_packets_cannot_go_behind_it() {
+        let (mut d, rxs) = dispatcher(2, 100, 16);
+        d.push(udp(1_000, A, 1000, B, 53));
+        d.tick(5_000);
+        // A tick that goes back does not move the clock back, and is not a packet.
+        d.tick(4_000);
+        assert_eq!(d.reached().ts, 5_000);
+        d.push(udp(4_500, A, 1000, B, 53));
+        d.flush();
+        let packets = dispatched(&drain(&rxs));
+        assert_eq!(
+            packets.iter().map(|p| p.2).collect::<Vec<_>>(),
+            [1_000, 5_000]
+        );
+        assert_eq!(d.counters.time_backwards, 1);
+    }
+
+    #[test]
+    fn timestamps_beyond_max_ts_are_clamped() {
+        let (mut d, rxs) = dispatcher(1, 100, 16);
+        d.push(udp(u64::MAX, A, 1000, B, 53));
+        d.push(udp(MAX_TS + 1, A, 1000, B, 53));
+        d.flush();
+        let times: Vec<Micros> = dispatched(&drain(&rxs)).iter().map(|p| p.2).collect();
+        assert_eq!(times, [MAX_TS, MAX_TS]);
+        assert_eq!(d.counters.time_backwards, 0);
+    }
+
+    #[test]
+    fn packets_are_numbered_from_one_without_gaps() {
+        let (mut d, rxs) = dispatcher(3, 2, 16);
+        for i in 0..20u16 {
+            d.push(udp(u64::from(i) * 10, A, 1000 + i, B, 53));
+        }
+        d.flush();
+        let seqs: Vec<u64> = dispatched(&drain(&rxs)).iter().map(|p| p.1).collect();
+        assert_eq!(seqs, (1..=20).collect::<Vec<u64>>());
+        assert_eq!(d.reached().a, 20);
+    }
+
+    #[test]
+    fn both_directions_of_a_flow_go_to_one_shard() {
+        let shards = 4;
+        let (mut d, rxs) = dispatcher(shards, 1, 16);
+        let mut ts = 0;
+        for sport in 1000..1064u16 {
+            ts += 1;
+            d.push(udp(ts, A, sport, B, 53));
+            ts += 1;
+            d.push(udp(ts, B, 53, A, sport));
+        }
+        d.flush();
+        let batches = drain(&rxs);
+        let mut shard_of_flow = std::collections::HashMap::new();
+        for &(shard, _, _, sport, dport, _) in &dispatched(&batches) {
+            let client_port = if dport == 53 { sport } else { dport };
+            let first = *shard_of_flow.entry(client_port).or_insert(shard);
+            assert_eq!(
+                first, shard,
+                "flow from port {client_port} split over shards"
+            );
+        }
+        assert_eq!(shard_of_flow.len(), 64);
+        // And the flows do spread: every shard holds some.
+        for shard in 0..shards {
+            assert!(
+                shard_of_flow.values().any(|&s| s == shard),
+                "no flow on shard {shard}"
+            );
+        }
+    }
+
+    #[test]
+    fn later_fragments_go_to_the_shard_of_their_first_fragment_with_its_ports() {
+        let shards = 4;
+        let (mut d, rxs) = dispatcher(shards, 100, 16);
+        // Datagrams whose flows land on different shards, their fragments interleaved.
+        let flows: Vec<(u16, u32)> = (0..shards)
+            .map(|s| (port_on_shard(s, shards), 7 + s as u32))
+            .collect();
+        let mut ts = 0;
+        for &(port, id) in &flows {
+            ts += 1;
+            d.push(first_fragment(ts, A, port, B, 53, id));
+        }
+        for &(_, id) in &flows {
+            ts += 1;
+            d.push(later_fragment(ts, A, B, id, true));
+        }
+        for &(_, id) in flows.iter().rev() {
+            ts += 1;
+            d.push(later_fragment(ts, A, B, id, false));
+        }
+        d.flush();
+        let packets = dispatched(&drain(&rxs));
+        assert_eq!(packets.len(), 3 * shards);
+        assert_eq!(d.counters.fragments_unattributed, 0);
+        for &(shard, _, _, sport, dport, kind) in &packets {
+            let want = flows.iter().position(|&(port, _)| port == sport);
+            assert_eq!(
+                want,
+                Some(shard),
+                "fragment with port {sport} on shard {shard}"
+            );
+            assert_eq!(dport, 53);
+            assert_eq!(kind, PacketKind::Normal);
+        }
+    }
+
+    #[test]
+    fn fragments_before_their_first_fragment_are_dropped_and_counted() {
+        let (mut d, rxs) = dispatcher(2, 100, 16);
+        // Datagram 1: later fragments first (not held: dropped), then its first fragment.
+        d.push(later_fragment(1_000, A, B, 1, true));
+        d.push(later_fragment(1_100, A, B, 1, false));
+        d.push(first_fragment(1_200, A, 4000, B, 53, 1));
+        // Same id but another source: a different datagram, not attributed.
+        d.push(later_fragment(1_300, B, A, 1, false));
+        // Datagram 1's last fragment ends it: a duplicate of it is not attributed any more.
+        d.push(later_fragment(1_400, A, B, 1, false));
+        d.push(later_fragment(1_500, A, B, 1, false));
+        d.flush();
+        let packets = dispatched(&drain(&rxs));
+        assert_eq!(d.counters.fragments_unattributed, 4);
+        assert_eq!(d.counters.packets, 2);
+        // Dropped packets take no number: the two sent are 1 and 2, with their own times.
+        let kept: Vec<_> = packets.iter().map(|p| (p.1, p.2, p.3, p.4)).collect();
+        assert_eq!(kept, [(1, 1_200, 4000, 53), (2, 1_400, 4000, 53)]);
+        // The clock still moved with the dropped packets.
+        assert_eq!(d.reached().ts, 1_500);
+    }
+
+    #[test]
+    fn a_full_fragment_table_is_swept_for_expired_datagrams_at_most_once_per_interval() {
+        let (mut d, rxs) = dispatcher(1, 100, 2);
+        d.push(first_fragment(0, A, 1, B, 53, 1));
+        d.push(first_fragment(10, A, 2, B, 53, 2));
+        // Full: the sweep drops datagram 1 (older than the TTL) and keeps 2.
+        d.push(first_fragment(FRAGMENT_TTL + 1, A, 3, B, 53, 3));
+        d.push(later_fragment(FRAGMENT_TTL + 2, A, B, 1, false));
+        assert_eq!(d.counters.fragments_unattributed, 1);
+        // Datagram 2 has expired too, but the last sweep was less than an interval ago: no
+        // sweep, so 4's ports are not kept and 2's still are.
+        d.push(first_fragment(FRAGMENT_TTL + 20, A, 4, B, 53, 4));
+        d.push(later_fragment(FRAGMENT_TTL + 20, A, B, 4, false));
+        assert_eq!(d.counters.fragments_unattributed, 2);
+        d.push(later_fragment(FRAGMENT_TTL + 20, A, B, 2, true));
+        assert_eq!(d.counters.fragments_unattributed, 2);
+        // An interval later the next sweep drops 2 and keeps 3.
+        let t = FRAGMENT_TTL + 1 + FRAGMENT_SWEEP;
+        d.push(first_fragment(t, A, 5, B, 53, 5));
+        d.push(later_fragment(t, A, B, 5, false));
+        d.push(later_fragment(t, A, B, 2, false));
+        d.push(later_fragment(t, A, B, 3, false));
+        assert_eq!(d.counters.fragments_unattributed, 3);
+        d.flush();
+        let ports: Vec<u16> = dispatched(&drain(&rxs)).iter().map(|p| p.3).collect();
+        assert_eq!(ports, [1, 2, 3, 4, 2, 5, 5, 3]);
+    }
+
+    #[test]
+    fn every_shard_gets_a_batch_with_the_position_every_batch_size_times_shards_packets() {
+        let shards = 3;
+        let batch_size = 4;
+        let (mut d, rxs) = dispatcher(shards, batch_size, 16);
+        // All packets of one flow: they land on one shard, the others get nothing but batches.
+        let busy = shard_of(&udp(0, A, 1000, B, 53), shards);
+        for ts in 1..=(batch_size * shards) as u64 {
+            d.push(udp(ts, A, 1000, B, 53));
+        }
+        let batches = drain(&rxs);
+        let want = Order {
+            ts: (batch_size * shards) as u64,
+            class: 1,
+            a: (batch_size * shards) as u64,
+            b: u64::MAX,
+        };
+        for (shard, bs) in batches.iter().enumerate() {
+            let last = bs.last().expect("every shard got a batch");
+            assert_eq!(last.reached, want, "shard {shard}");
+            if shard == busy {
+                // Full batches of `batch_size`, then the flush's empty one.
+                let sizes: Vec<usize> = bs.iter().map(|b| b.packets.len()).collect();
+                assert_eq!(sizes, [4, 4, 4, 0]);
+                // Each full batch's position is that of its last packet.
+                for b in bs.iter().filter(|b| !b.packets.is_empty()) {
+                    assert_eq!(b.reached.a, b.packets.last().map_or(0, |p| p.seq));
+                }
+            } else {
+                assert_eq!(bs.len(), 1, "shard {shard}");
+                assert!(last.packets.is_empty());
+            }
+        }
+        // Fewer packets than that: no batch yet (nothing is flushed early).
+        d.push(udp(100, A, 1000, B, 53));
+        assert!(drain(&rxs).iter().all(Vec::is_empty));
+    }
+
+    #[test]
+    fn a_tick_sends_every_shard_an_empty_batch_with_the_new_time() {
+        let (mut d, rxs) = dispatcher(3, 10, 16);
+        d.push(udp(1_000, A, 1000, B, 53));
+        d.tick(9_000);
+        let batches = drain(&rxs);
+        for bs in &batches {
+            assert_eq!(bs.len(), 1);
+            assert_eq!(
+                bs[0].reached,
+                Order {
+                    ts: 9_000,
+                    class: 1,
+                    a: 1,
+                    b: u64::MAX
+                }
+            );
+        }
+        assert_eq!(
+            batches.iter().map(|bs| bs[0].packets.len()).sum::<usize>(),
+            1
+        );
+        // A quiet link: ticks alone still carry the position forward, to every shard.
+        d.tick(10_000);
+        for bs in drain(&rxs) {
+            assert_eq!(bs.len(), 1);
+            assert!(bs[0].packets.is_empty());
+            assert_eq!((bs[0].reached.ts, bs[0].reached.a), (10_000, 1));
+        }
+    }
+
+    #[test]
+    fn drop_newest_counts_the_packets_of_a_batch_that_does_not_fit() {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let mut d = Dispatcher::new(vec![tx], 2, 16, WhenFull::DropNewest);
+        for ts in 1..=6 {
+            d.push(udp(ts, A, 1000, B, 53));
+        }
+        // The first batch fits the queue; the next two (2 packets each) are dropped.
+        assert_eq!(d.counters.queue_drops, 4);
+        assert_eq!(d.counters.packets, 6);
+        let got: Vec<Batch> = rx.try_iter().collect();
+        assert_eq!(got.len(), 1);
+        assert_eq!(
+            got[0].packets.iter().map(|p| p.seq).collect::<Vec<_>>(),
+            [1, 2]
+        );
+    }
+}

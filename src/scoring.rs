@@ -358,3 +358,351 @@ fn write_row(csv: &mut dyn Write, p: &Pending, features: &[f32]) -> std::io::Res
     writeln!(csv)?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flow::{DirStats, FlowKey};
+    use crate::packet::PROTO_UDP;
+    use proptest::prelude::*;
+    use std::net::{IpAddr, Ipv4Addr};
+
+    /// A flow event with the given order; `uid` tells events with equal orders apart.
+    fn event(order: Order, uid: u64) -> FlowEvent {
+        let (a, b) = (
+            IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)),
+            IpAddr::V4(Ipv4Addr::new(198, 51, 100, 7)),
+        );
+        let flow = Flow {
+            key: FlowKey {
+                lo: a,
+                hi: b,
+                lo_port: 4000,
+                hi_port: 53,
+                proto: PROTO_UDP,
+                vlan: [0; 2],
+            },
+            uid,
+            initiator: a,
+            responder: b,
+            initiator_port: 4000,
+            responder_port: 53,
+            start: order.ts,
+            last: order.ts,
+            fwd: DirStats::default(),
+            bwd: DirStats::default(),
+            first_sizes: [0; 8],
+            syn_seen: false,
+            synack_seen: false,
+            established: false,
+            closed: false,
+            icmp_error: false,
+            icmp_type: 0,
+            icmp_code: 0,
+            evals: 0,
+            last_active_eval: order.ts,
+        };
+        FlowEvent::Start { order, flow }
+    }
+
+    /// The event of packet `seq` (time `seq` × 100), as a flow table orders it.
+    fn packet(seq: u64) -> FlowEvent {
+        event(
+            Order {
+                ts: seq * 100,
+                class: 1,
+                a: seq,
+                b: 0,
+            },
+            seq,
+        )
+    }
+
+    /// An end-of-input flush event at time `ts` of a flow that started at `start`.
+    fn flushed(ts: Micros, start: u64, uid: u64) -> FlowEvent {
+        event(
+            Order {
+                ts,
+                class: 2,
+                a: start,
+                b: uid,
+            },
+            uid,
+        )
+    }
+
+    /// The position the dispatcher reports after packet `seq` (its `reached`).
+    fn reached(seq: u64) -> Order {
+        Order {
+            ts: seq * 100,
+            class: 1,
+            a: seq,
+            b: u64::MAX,
+        }
+    }
+
+    fn uid(e: &FlowEvent) -> u64 {
+        match e {
+            FlowEvent::Start { flow, .. } | FlowEvent::Eval { flow, .. } => flow.uid,
+        }
+    }
+
+    fn uids(events: &[FlowEvent]) -> Vec<u64> {
+        events.iter().map(uid).collect()
+    }
+
+    /// Pushes one report and returns what it released.
+    fn push(m: &mut Merger, shard: usize, events: Vec<FlowEvent>, watermark: Order) -> Vec<u64> {
+        let mut out = Vec::new();
+        m.push(shard, events, watermark, &mut out);
+        uids(&out)
+    }
+
+    #[test]
+    fn shards_out_of_step_are_released_in_one_order_once_every_watermark_passed() {
+        // Packets 1..=11: shard 0 gets the odd ones and runs far ahead, shard 1 gets 2, 6 and 10
+        // and lags, shard 2 gets no packet at all, only empty batches that move its watermark.
+        let mut m = Merger::new(3);
+        let ahead = [1, 3, 5, 7, 9, 11].map(packet).to_vec();
+        assert_eq!(push(&mut m, 0, ahead, reached(12)), [0u64; 0]);
+        assert_eq!(push(&mut m, 1, vec![packet(2)], reached(4)), [0u64; 0]);
+        // Shards 0 and 1 are past packet 4, but shard 2 has not said anything yet.
+        assert_eq!(m.low_watermark(), Order::ZERO);
+        assert_eq!(m.held(), 7);
+        // An empty batch from the idle shard releases everything up to the lowest watermark.
+        assert_eq!(push(&mut m, 2, Vec::new(), reached(4)), [1, 2, 3]);
+        assert_eq!(m.held(), 4);
+        // The idle shard moves on; shard 1 still holds everything after packet 4 back.
+        assert_eq!(push(&mut m, 2, Vec::new(), reached(12)), [0u64; 0]);
+        assert_eq!(m.low_watermark(), reached(4));
+        assert_eq!(
+            push(&mut m, 1, vec![packet(6), packet(10)], reached(12)),
+            [5, 6, 7, 9, 10, 11]
+        );
+        assert_eq!(m.held(), 0);
+
+        // End of input: the shards flush their tables in chunks whose watermark is the chunk's
+        // last event, then send the end. Flush events sort after every packet at their time.
+        let end = 1200;
+        assert_eq!(
+            push(
+                &mut m,
+                0,
+                vec![flushed(end, 50, 100)],
+                flushed(end, 50, 100).order()
+            ),
+            [0u64; 0]
+        );
+        assert_eq!(
+            push(
+                &mut m,
+                0,
+                vec![flushed(end, 70, 101)],
+                flushed(end, 70, 101).order()
+            ),
+            [0u64; 0]
+        );
+        assert_eq!(push(&mut m, 0, Vec::new(), Order::END), [0u64; 0]);
+        assert_eq!(
+            push(
+                &mut m,
+                1,
+                vec![flushed(end, 60, 102)],
+                flushed(end, 60, 102).order()
+            ),
+            [0u64; 0]
+        );
+        // Shard 2 ends: shard 1's watermark is now the lowest and equals its last event, so
+        // that event goes too; shard 0's later one waits for shard 1's end.
+        assert_eq!(push(&mut m, 2, Vec::new(), Order::END), [100, 102]);
+        assert_eq!(m.held(), 1);
+        assert_eq!(push(&mut m, 1, Vec::new(), Order::END), [101]);
+        assert_eq!(m.held(), 0);
+        assert_eq!(m.low_watermark(), Order::END);
+    }
+
+    #[test]
+    fn equal_orders_from_two_shards_go_lowest_shard_first_whatever_came_first() {
+        let order = Order {
+            ts: 500,
+            class: 0,
+            a: 42,
+            b: 0,
+        };
+        for first in [0, 1] {
+            let mut m = Merger::new(2);
+            let uid_of = |shard: usize| 10 + shard as u64;
+            let second = 1 - first;
+            let mut out = Vec::new();
+            m.push(first, vec![event(order, uid_of(first))], order, &mut out);
+            assert!(out.is_empty());
+            m.push(second, vec![event(order, uid_of(second))], order, &mut out);
+            assert_eq!(uids(&out), [10, 11], "shard {first} reported first");
+        }
+    }
+
+    #[test]
+    fn a_watermark_never_goes_back() {
+        let mut m = Merger::new(2);
+        assert_eq!(
+            push(&mut m, 0, vec![packet(1), packet(3)], reached(5)),
+            [0u64; 0]
+        );
+        assert_eq!(push(&mut m, 1, Vec::new(), reached(2)), [1]);
+        // An empty flush chunk reports Order::ZERO as its watermark: it must not hold shard 1
+        // back again, nor let anything of shard 0 out early.
+        assert_eq!(push(&mut m, 1, Vec::new(), Order::ZERO), [0u64; 0]);
+        assert_eq!(m.low_watermark(), reached(2));
+        assert_eq!(push(&mut m, 1, vec![packet(4)], reached(5)), [3, 4]);
+    }
+
+    #[test]
+    fn one_shard_passes_events_through_up_to_its_watermark() {
+        let mut m = Merger::new(1);
+        assert_eq!(
+            push(&mut m, 0, vec![packet(1), packet(2)], reached(2)),
+            [1, 2]
+        );
+        // A report reaching past its watermark (not one the shards send, but possible): the
+        // rest waits.
+        assert_eq!(push(&mut m, 0, vec![packet(3), packet(4)], reached(3)), [3]);
+        assert_eq!(m.held(), 1);
+        assert_eq!(push(&mut m, 0, vec![packet(5)], Order::END), [4, 5]);
+        assert_eq!(m.held(), 0);
+    }
+
+    #[test]
+    fn released_events_are_appended_to_those_not_yet_handled() {
+        for shards in [1, 2] {
+            let mut m = Merger::new(shards);
+            let mut out = vec![packet(1)];
+            m.push(0, vec![packet(2), packet(3)], Order::END, &mut out);
+            for shard in 1..shards {
+                m.push(shard, Vec::new(), Order::END, &mut out);
+            }
+            assert_eq!(uids(&out), [1, 2, 3], "{shards} shards");
+        }
+    }
+
+    /// One shard's reports: events and watermark, in the order the shard sends them.
+    type Reports = Vec<(Vec<FlowEvent>, Order)>;
+
+    /// Scripts every shard's reports as the shard workers make them: packet events up to each
+    /// batch, the batch's position as watermark (or, for a flood's 256-event chunks, the last
+    /// event's order), then the flush in chunks, then the end.
+    fn script(
+        shards: usize,
+        packets: &[(usize, bool, u8)],
+        flush_starts: &[Vec<u64>],
+    ) -> Vec<Reports> {
+        let mut reports: Vec<Reports> = vec![Vec::new(); shards];
+        let mut pending: Vec<Vec<FlowEvent>> = vec![Vec::new(); shards];
+        let last = packets.len() as u64;
+        for (i, &(shard, two_events, batch_ends)) in packets.iter().enumerate() {
+            let seq = i as u64 + 1;
+            let shard = shard % shards;
+            pending[shard].push(event(
+                Order {
+                    ts: seq * 100,
+                    class: 1,
+                    a: seq,
+                    b: 0,
+                },
+                seq * 2,
+            ));
+            if two_events {
+                pending[shard].push(event(
+                    Order {
+                        ts: seq * 100,
+                        class: 1,
+                        a: seq,
+                        b: 1,
+                    },
+                    seq * 2 + 1,
+                ));
+            }
+            // Bit 7: the shard reports a chunk ending at this event.
+            if batch_ends & 0x80 != 0 {
+                let order = pending[shard].last().map(FlowEvent::order);
+                if let Some(order) = order {
+                    reports[shard].push((std::mem::take(&mut pending[shard]), order));
+                }
+            }
+            // Bit s: shard s gets a batch (maybe empty) ending at this packet.
+            for (s, pending) in pending.iter_mut().enumerate() {
+                if batch_ends & (1 << s) != 0 {
+                    reports[s].push((std::mem::take(pending), reached(seq)));
+                }
+            }
+        }
+        for (s, starts) in flush_starts.iter().enumerate().take(shards) {
+            reports[s].push((std::mem::take(&mut pending[s]), reached(last)));
+            let mut flush: Vec<FlowEvent> = starts
+                .iter()
+                .enumerate()
+                .map(|(i, &start)| flushed(last * 100, start, 1_000_000 + (s * 1000 + i) as u64))
+                .collect();
+            flush.sort_by_key(FlowEvent::order);
+            for chunk in flush.chunks(2) {
+                let watermark = chunk.last().map_or(Order::ZERO, FlowEvent::order);
+                reports[s].push((chunk.to_vec(), watermark));
+            }
+            reports[s].push((Vec::new(), Order::END));
+        }
+        reports
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(500))]
+
+        /// Whatever the shards' reports and however they interleave, the merger releases every
+        /// event exactly once, in the one global order, each as soon as (and not before) every
+        /// shard's watermark has passed it.
+        #[test]
+        fn any_interleaving_releases_everything_once_in_order_and_only_when_safe(
+            shards in 1usize..=4,
+            packets in proptest::collection::vec((0usize..4, any::<bool>(), any::<u8>()), 0..80),
+            flush_starts in proptest::collection::vec(proptest::collection::vec(0u64..50, 0..6), 4),
+            picks in proptest::collection::vec(any::<u8>(), 0..400),
+        ) {
+            let mut reports: Vec<std::collections::VecDeque<(Vec<FlowEvent>, Order)>> =
+                script(shards, &packets, &flush_starts).into_iter().map(Into::into).collect();
+            let mut all: Vec<(Order, u64)> = reports
+                .iter()
+                .flatten()
+                .flat_map(|(events, _)| events.iter().map(|e| (e.order(), uid(e))))
+                .collect();
+            all.sort();
+
+            let mut m = Merger::new(shards);
+            let mut delivered: Vec<(Order, u64)> = Vec::new();
+            let mut released: Vec<(Order, u64)> = Vec::new();
+            let mut picks = picks.into_iter();
+            loop {
+                let waiting: Vec<usize> = (0..shards).filter(|&s| !reports[s].is_empty()).collect();
+                if waiting.is_empty() {
+                    break;
+                }
+                let shard = waiting[usize::from(picks.next().unwrap_or(0)) % waiting.len()];
+                let Some((events, watermark)) = reports[shard].pop_front() else { break };
+                delivered.extend(events.iter().map(|e| (e.order(), uid(e))));
+                let mut out = Vec::new();
+                m.push(shard, events, watermark, &mut out);
+                released.extend(out.iter().map(|e| (e.order(), uid(e))));
+
+                let low = m.low_watermark();
+                // In order, and never anything a shard could still send an earlier event before.
+                prop_assert!(released.windows(2).all(|w| w[0] < w[1]), "out of order or twice");
+                prop_assert!(released.iter().all(|&(o, _)| o <= low), "released past {low:?}");
+                // Nothing safe is held back.
+                let safe = delivered.iter().filter(|&&(o, _)| o <= low).count();
+                prop_assert_eq!(released.len(), safe);
+                prop_assert_eq!(m.held(), delivered.len() - released.len());
+            }
+            // End of input: every shard sent Order::END, so everything is out.
+            prop_assert_eq!(m.low_watermark(), Order::END);
+            prop_assert_eq!(m.held(), 0);
+            prop_assert_eq!(released, all);
+        }
+    }
+}
