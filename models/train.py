@@ -328,7 +328,7 @@ def build_int8_layers(g, norm, params, act_scales):
     its own in tract (Round, or QuantizeLinear: a scalar loop), each about as long as the four
     int8 layers together; a uint8 grid, where adding 0.5 before the Cast rounds, is what needed
     the conversion above. Measured on the data, the truncation moves the score about as much as the
-    uint8 grid did (models/README.md, "`mlp-6.1`").
+    uint8 grid did (docs/history.md, "`mlp-6.1`").
 
     Every hidden dense layer with its ReLU is one QLinearConv with a 1-wide kernel over [N, C, 1]
     (QLinearConv is the standard ONNX integer operator with an int32 bias): int8 weights (max |w| /

@@ -82,7 +82,7 @@ const REPLAY_BATCH_SCALE: usize = 4;
 /// Replay's shard queues hold `capture.queue_capacity` divided by this many of its larger
 /// batches: twice the packets of live capture's queues. With the reports' queue as long as live
 /// capture's, this lets the stages wait on each other less (replay 7 % faster, half the context
-/// switches; bench/README.md, "the seventh round") for 3 MiB more at the flood's peak.
+/// switches; docs/history.md, "replay, the seventh round") for 3 MiB more at the flood's peak.
 const REPLAY_QUEUE_DIVISOR: usize = 2;
 
 impl Pipeline {
