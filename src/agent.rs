@@ -1,5 +1,5 @@
-//! The one place where threads and queues are made: capture -> dispatcher -> flow shards ->
-//! scoring -> sinks.
+//! Where the pipeline's threads and queues are made: capture -> dispatcher -> flow shards ->
+//! scoring -> sinks (the MQTT publisher starts its own thread, `mqtt::publisher`).
 //!
 //! Every queue is a bounded crossbeam channel whose policy is named where it is created. The
 //! stages themselves are plain structs (`Dispatcher`, `FlowTable`, `ScoringStage`, sinks) that
@@ -63,6 +63,9 @@ pub struct Pipeline {
     threads: Vec<JoinHandle<Result<(), AgentError>>>,
     /// Hands a reloaded model and settings to the scoring stage.
     reload_tx: Sender<Reload>,
+    /// Batches the capture threads dropped at the dispatcher's queue, in packets (live only):
+    /// part of `queue_drops` with the dispatcher's own.
+    capture_queue_drops: u64,
 }
 
 /// Queue of scorer reports and of alert batches, in messages.
@@ -194,6 +197,7 @@ impl Pipeline {
             stats,
             threads,
             reload_tx,
+            capture_queue_drops: 0,
         })
     }
 
@@ -216,7 +220,10 @@ impl Pipeline {
         Stats::set(&self.stats.packets, c.packets);
         Stats::set(&self.stats.time_backwards, c.time_backwards);
         Stats::set(&self.stats.fragments_unattributed, c.fragments_unattributed);
-        Stats::set(&self.stats.queue_drops, c.queue_drops);
+        Stats::set(
+            &self.stats.queue_drops,
+            c.queue_drops.saturating_add(self.capture_queue_drops),
+        );
     }
 
     /// Drains everything: flushes the flows, scores them, closes the alert windows and waits for
@@ -229,6 +236,7 @@ impl Pipeline {
             stats,
             threads,
             reload_tx: _,
+            capture_queue_drops: _,
         } = self;
         drop(dispatcher); // closes the shard queues: the workers flush and stop
         let mut result = Ok(());
@@ -696,7 +704,7 @@ pub fn run_live(
                 .tick(clock.now().saturating_sub(TICK_LAG.as_micros() as u64)),
             Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
         }
-        publish_live(&pipeline, &counters);
+        publish_live(&mut pipeline, &counters);
         if pipeline.broken() {
             // Nothing would come of the packets: stop, and let `finish` say why.
             stop.store(true, Ordering::Relaxed);
@@ -727,11 +735,11 @@ pub fn run_live(
     for handle in captures {
         let _ = handle.join();
     }
-    publish_live(&pipeline, &counters);
+    publish_live(&mut pipeline, &counters);
     pipeline.finish()
 }
 
-fn publish_live(pipeline: &Pipeline, counters: &[Arc<CaptureCounters>]) {
+fn publish_live(pipeline: &mut Pipeline, counters: &[Arc<CaptureCounters>]) {
     let sum = |f: fn(&CaptureCounters) -> &std::sync::atomic::AtomicU64| {
         counters
             .iter()
@@ -749,8 +757,8 @@ fn publish_live(pipeline: &Pipeline, counters: &[Arc<CaptureCounters>]) {
                 .sum(),
         );
     }
+    pipeline.capture_queue_drops = sum(|c| &c.queue_drops);
     pipeline.publish_dispatch();
-    Stats::add(&pipeline.stats.queue_drops, sum(|c| &c.queue_drops));
     Stats::set(&pipeline.stats.kernel_packets, sum(|c| &c.kernel_packets));
     Stats::set(&pipeline.stats.kernel_drops, sum(|c| &c.kernel_drops));
     Stats::set(&pipeline.stats.kernel_freezes, sum(|c| &c.kernel_freezes));

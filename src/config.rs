@@ -443,7 +443,7 @@ batch_size = 128
 queue_capacity = 16
 
 [flow]
-# Flow worker threads; flows are sharded over them by IP pair. 0: one per CPU, at most 4.
+# Flow worker threads; flows are sharded over them by their 5-tuple. 0: one per CPU, at most 4.
 workers = 0
 # Most flows held at once (over all workers). When full, the flow closest to its timeout is
 # evaluated and evicted (counted as flows_evicted).
@@ -466,7 +466,7 @@ early_eval_packets = 8
 # Evaluate a flow that has not been evaluated yet this long after its first packet
 # (so single-packet probes and floods are scored within about half a second).
 probe_eval_s = 0.5
-# Evaluations per flow at most (early, probe and active ones; the final one always happens).
+# Evaluations per flow at most, the final one included (it always happens).
 max_evals_per_flow = 4
 # IP datagrams whose later fragments are waiting to be attributed to a flow, at most.
 max_fragments = 1024

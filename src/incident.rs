@@ -582,15 +582,24 @@ impl AlertEngine {
 
     /// Keeps the incidents within `max_incidents`: the least recently active one goes.
     fn make_room(&mut self, now: Micros, out: &mut Vec<Alert>) {
+        let idle = self.idle();
         while self.incidents.len() >= self.cfg.max_incidents.max(1) {
-            let Some(Reverse((_, key))) = self.deadlines.pop() else {
+            let Some(Reverse((deadline, key))) = self.deadlines.pop() else {
                 return;
             };
-            if let Some(incident) = self.incidents.get(&key) {
-                let at = incident.last_ts.min(now);
-                self.counters.incidents_evicted += 1;
-                self.close(key, at, out);
+            let Some(incident) = self.incidents.get(&key) else {
+                continue;
+            };
+            // Deadlines are refreshed lazily: one that is out of date goes back with its
+            // incident's real one, so the top is the incident quiet for longest.
+            let quiet_at = incident.last_ts.saturating_add(idle);
+            if quiet_at > deadline {
+                self.deadlines.push(Reverse((quiet_at, key)));
+                continue;
             }
+            let at = incident.last_ts.min(now);
+            self.counters.incidents_evicted += 1;
+            self.close(key, at, out);
         }
     }
 
@@ -1018,5 +1027,23 @@ mod tests {
         assert!(alerts.iter().all(|a| a.1 == 1), "one flow each: {alerts:?}");
         // The second one's rate is its 60,000 packets over the 120 s since the first.
         assert_eq!(alerts.last().unwrap().2, Some(500.0), "{alerts:?}");
+    }
+
+    #[test]
+    fn a_full_table_closes_the_incident_quiet_for_longest() {
+        let cfg = AlertConfig {
+            max_incidents: 2,
+            ..AlertConfig::default()
+        };
+        let probe = |src, port, at| flow(PROTO_TCP, src, 1, port, at, false);
+        // 9 starts first and keeps probing; 8 probes once; then 7 needs room.
+        let mut flows = vec![probe(9, 1000, 0), probe(8, 1000, 50_000)];
+        flows.extend((1..6).map(|i| probe(9, 1000 + i, u64::from(i) * 100_000)));
+        flows.push(probe(7, 1000, 600_000));
+        flows.extend((6..10).map(|i| probe(9, 1000 + i, u64::from(i) * 100_000)));
+        let out = run(&cfg, SCAN, &flows);
+        let last = out.last().expect("9's scan is alerted");
+        assert_eq!(last.src_ip.as_deref(), Some("10.0.0.9"));
+        assert_eq!(detail(last).count, 10, "9's incident kept all its probes");
     }
 }

@@ -365,7 +365,9 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             let scorer = load_model(&config, model.as_ref())?;
             let mut names = config.capture.interfaces.clone();
             names.extend(interfaces);
-            names.dedup();
+            // Each interface once, in the order given.
+            let mut seen = std::collections::HashSet::new();
+            names.retain(|n| seen.insert(n.clone()));
             if names.is_empty() {
                 return Err(bad(anyhow::anyhow!(
                     "no interface to capture on: give --interface IF or set capture.interfaces in the config"

@@ -50,7 +50,7 @@ pub struct Fragment {
     pub more: bool,
 }
 
-/// Everything the pipeline needs from one packet. `Copy`, about 80 bytes.
+/// Everything the pipeline needs from one packet. `Copy`, 96 bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PacketMeta {
     pub ts: Micros,
