@@ -46,6 +46,9 @@ TEST_UID = 4077
 TEST_PASSWORD = "Edg3watch-lab-pass!"
 PIDFILE = "/tmp/ewlab-lab.pid"
 HERE = os.path.dirname(os.path.abspath(__file__))
+# --wan: the namespace of the WAN emulator between the server and the bridge, and its program
+WAN_NS = "ewlab-wan"
+WANEM_BIN = os.path.join(HERE, "wanem", "target", "release", "wanem")
 SNAPLEN = 128
 CLASSES = ("scan", "flood", "bruteforce", "slowdos")
 
@@ -287,6 +290,11 @@ class Lab:
         self.created_ns: list[str] = []
         self.cleaned = False
         self.capture_start = self.capture_end = None
+        self.wan = getattr(args, "wan", None)  # --wan PRESET, or None: no WAN emulator (as before)
+        self.wan_links: dict = {}
+        self.wan_config: dict = {}
+        self.wan_stats: dict = {}
+        self.wanem: subprocess.Popen | None = None
 
     # ---------------------------------------------------------------- setup
     def prepare_dirs(self) -> None:
@@ -338,11 +346,16 @@ class Lab:
             sh(brx + ["sysctl", "-qw", f"net.ipv6.conf.{k}.disable_ipv6=1"])
         sh(["ip", "-n", BR_NS, "link", "add", BRIDGE, "type", "bridge", "stp_state", "0", "forward_delay", "0"])
         sh(["ip", "-n", BR_NS, "link", "set", BRIDGE, "up"])
+        if self.wan:
+            self.setup_wan_ns()
         for h in self.hosts:
             hx = ["ip", "netns", "exec", h.ns]
             for k in ("all", "default"):
                 sh(hx + ["sysctl", "-qw", f"net.ipv6.conf.{k}.accept_dad=0"])
                 sh(hx + ["sysctl", "-qw", f"net.ipv6.conf.{k}.accept_ra=0"])
+            if self.wan and h is self.server:
+                self.link_server_through_wan(h)
+                continue
             # both veth ends are created straight inside lab namespaces: nothing in the host namespace
             sh(["ip", "-n", BR_NS, "link", "add", h.port, "type", "veth", "peer", "name", "eth0", "netns", h.ns])
             sh(["ip", "-n", BR_NS, "link", "set", h.port, "master", BRIDGE])
@@ -356,12 +369,117 @@ class Lab:
                         "gro", "off"], check=False)
             sh(["ip", "-n", BR_NS, "link", "set", h.port, "up"])
             sh(["ip", "-n", h.ns, "link", "set", "eth0", "up"])
+        if self.wan:
+            self.wan_static_neighbours()
         # sanity: no namespace has a route out of the lab subnet
         for h in self.hosts:
             routes = sh(["ip", "-n", h.ns, "route", "show", "default"]).stdout.strip()
             routes6 = sh(["ip", "-n", h.ns, "-6", "route", "show", "default"]).stdout.strip()
             if routes or routes6:
                 raise RuntimeError(f"unexpected default route in {h.ns}: {routes} {routes6}")
+
+    # ---------------------------------------------------------------- --wan: WAN emulator in front of the server
+    # server eth0 --veth-- w-srv [wanem in ewlab-wan] w-br --veth-- v-srv (bridge port, tcpdump) -- br0 -- clients
+    # tcpdump stays on v-srv, the clients' side of wanem: what a sensor on the clients' router sees.
+    def setup_wan_ns(self) -> None:
+        sh(["ip", "netns", "add", WAN_NS])
+        self.created_ns.append(WAN_NS)
+        sh(["ip", "-n", WAN_NS, "link", "set", "lo", "up"])
+        for k in ("all", "default"):  # pure L2 like the bridge: wanem's namespace sends nothing of its own
+            sh(["ip", "netns", "exec", WAN_NS, "sysctl", "-qw", f"net.ipv6.conf.{k}.disable_ipv6=1"])
+
+    def link_server_through_wan(self, h: Host) -> None:
+        sh(["ip", "-n", WAN_NS, "link", "add", "w-srv", "type", "veth", "peer", "name", "eth0", "netns", h.ns])
+        sh(["ip", "-n", BR_NS, "link", "add", h.port, "type", "veth", "peer", "name", "w-br", "netns", WAN_NS])
+        sh(["ip", "-n", BR_NS, "link", "set", h.port, "master", BRIDGE])
+        sh(["ip", "-n", h.ns, "link", "set", "eth0", "address", h.mac])
+        sh(["ip", "-n", h.ns, "addr", "add", f"{h.ip4}/24", "dev", "eth0"])
+        sh(["ip", "-n", h.ns, "addr", "add", f"{h.ip6}/64", "dev", "eth0", "nodad"])
+        # wanem reads and writes whole frames: no offloads anywhere on the path (wanem drops
+        # frames over the MTU), the same as the other ports when ethtool exists
+        for ns, dev in ((h.ns, "eth0"), (BR_NS, h.port), (WAN_NS, "w-srv"), (WAN_NS, "w-br")):
+            if self.have["ethtool"]:
+                sh(["ip", "netns", "exec", ns, "ethtool", "-K", dev, "tx", "off", "tso", "off", "gso", "off",
+                    "gro", "off"], check=False)
+        for ns, dev in ((WAN_NS, "w-srv"), (WAN_NS, "w-br"), (BR_NS, h.port), (h.ns, "eth0")):
+            sh(["ip", "-n", ns, "link", "set", dev, "up"])
+
+    def wan_static_neighbours(self) -> None:
+        """Permanent ARP/ND entries between the server and every host: address resolution is a
+        local-link matter (a real host resolves its router, never a server across the Internet),
+        so it must not take a WAN round trip (up to 800 ms, with loss) before each host's first packet."""
+        srv = self.server
+        for h in self.clients + self.attackers:
+            for ns, peer in ((srv.ns, h), (h.ns, srv)):
+                for addr in (peer.ip4, peer.ip6):
+                    sh(["ip", "-n", ns, "neigh", "replace", addr, "lladdr", peer.mac, "dev", "eth0", "nud", "permanent"])
+
+    def start_wan(self) -> None:
+        """Draws the links (seeded) and starts wanem: one path per client/attacker address."""
+        import links  # models/lab/links.py
+        remotes = [(h.name, [f"{h.ip4}/32", f"{h.ip6}/128"]) for h in self.clients + self.attackers]
+        self.wan_links = links.draw(self.wan, self.seed, remotes)
+        self.wan_config = links.lab_wanem_config(self.wan_links, self.seed, inner="w-srv", outer="w-br")
+        cfgp = os.path.join(self.run_dir, "wanem.json")
+        with open(cfgp, "w") as f:
+            json.dump(self.wan_config, f, indent=1)
+            f.write("\n")
+        out = open(os.path.join(self.run_dir, "wanem.log"), "w")
+        self.wanem = self.procs.spawn([WANEM_BIN, "--config", cfgp, "--stats-file",
+                                       os.path.join(self.run_dir, "wanem-stats.json")], ns=WAN_NS, out=out)
+        out.close()
+        for _ in range(40):
+            time.sleep(0.05)
+            if self.wanem.poll() is not None:
+                raise RuntimeError("wanem exited: " + open(os.path.join(self.run_dir, "wanem.log")).read())
+            if "wanem: w-srv <-> w-br" in open(os.path.join(self.run_dir, "wanem.log")).read():
+                break
+        else:
+            raise RuntimeError("wanem did not start")
+        for p in self.wan_links["paths"]:
+            log(f"wan {p['name']:4s} {p['preset']:9s} rtt {p['rtt_ms']:6.1f} ms  loss {p['up']['loss']:.4f}/"
+                f"{p['down']['loss']:.4f}  up/down {p['up']['rate_mbit']}/{p['down']['rate_mbit']} Mbit/s")
+
+    def wan_drain_s(self) -> float:
+        """How long packets can still be inside wanem (the longest path's delay, jitter and queue)."""
+        worst = 0.0
+        for p in self.wan_config.get("paths", []):
+            for d in ("up", "down"):
+                x = p[d]
+                worst = max(worst, x.get("delay_ms", 0) + 3 * x.get("jitter_ms", 0) + 100.0)
+        return worst / 1000.0
+
+    def stop_wan(self) -> None:
+        if self.wanem is None:
+            return
+        if self.wanem.poll() is None:
+            Procs.kill(self.wanem, signal.SIGTERM)
+            try:
+                self.wanem.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                Procs.kill(self.wanem, signal.SIGKILL)
+                self.wanem.wait()
+        self.procs.forget(self.wanem)
+        rc = self.wanem.returncode
+        self.wanem = None
+        try:
+            with open(os.path.join(self.run_dir, "wanem-stats.json")) as f:
+                self.wan_stats = json.load(f)
+        except (OSError, ValueError):
+            self.wan_stats = {}
+        self.wan_stats["exit_code"] = rc
+        up, down = self.wan_stats.get("up", {}), self.wan_stats.get("down", {})
+        log(f"wanem stopped (rc={rc}): server->hosts fwd {up.get('forwarded')} lost {up.get('dropped_loss')} "
+            f"queue {up.get('dropped_queue')}; hosts->server fwd {down.get('forwarded')} lost {down.get('dropped_loss')} "
+            f"queue {down.get('dropped_queue')}")
+
+    def wan_meta(self) -> dict:
+        return {"preset": self.wan, "emulator": "models/lab/wanem", "namespace": WAN_NS,
+                "topology": f"{self.server.ns}:eth0 -- {WAN_NS}:w-srv [wanem] {WAN_NS}:w-br -- {BR_NS}:{self.server.port} "
+                            f"(capture) -- {BRIDGE} -- clients and attackers",
+                "directions": "wanem 'up' = server -> host, 'down' = host -> server; links 'up'/'down' are the "
+                              "host's (host -> server / server -> host)",
+                "links": self.wan_links, "wanem_config": self.wan_config, "wanem_stats": self.wan_stats}
 
     def start_capture(self) -> None:
         pcap = os.path.join(self.out, "capture.pcap")
@@ -1172,9 +1290,18 @@ dns-forward-max=1000
             "timed_out": rc in (124, 137),
             "log": os.path.relpath(logp, self.out),
         }
+        if self.wan:
+            rec["wan_path"] = self.wan_path_of(ep.attacker)
         log(f"attack {ep.idx:02d} {ep.cls:10s} {ep.tool:12s} from {ep.attacker.name} rc={rc} "
             f"{end - start:5.1f}s  {' '.join(ep.argv[4:])[:110]}")
         return rec
+
+    def wan_path_of(self, host: Host) -> dict:
+        """The attacker's WAN path (host's view: up = towards the server), for attacks.json."""
+        for p in self.wan_links.get("paths", []):
+            if p["name"] == host.name:
+                return {k: p[k] for k in ("preset", "rtt_ms", "up", "down")}
+        return {}
 
     def attacker_loop(self, host: Host) -> None:
         mine = [e for e in self.episodes if e.attacker is host]
@@ -1270,6 +1397,8 @@ dns-forward-max=1000
             "optional_tools": self.have,
             "command": shlex.join([sys.executable] + sys.argv),
         }
+        if self.wan:
+            meta["wan"] = self.wan_meta()
         with open(os.path.join(self.out, "lab.json"), "w") as f:
             json.dump(meta, f, indent=1)
             f.write("\n")
@@ -1285,6 +1414,8 @@ dns-forward-max=1000
             with open(os.path.join(self.tmp, "files", f"up-{i}.bin"), "wb") as f:
                 f.write(frng.randbytes(size))
         self.setup_network()
+        if self.wan:
+            self.start_wan()
         self.start_capture()
         self.start_services()
         self.plan_attacks()
@@ -1311,7 +1442,11 @@ dns-forward-max=1000
                 t.join(timeout=0.2)
         self.stop.set()
         time.sleep(1.0)  # last replies and FINs reach the capture
+        if self.wan:
+            time.sleep(self.wan_drain_s())  # and those still held in wanem
         self.stop_capture()
+        if self.wan:
+            self.stop_wan()
         with self.rec_lock:
             self.write_attacks()
         self.write_meta("complete")
@@ -1330,6 +1465,11 @@ dns-forward-max=1000
                         self.stop_capture()
                     except Exception as e:
                         log(f"stopping tcpdump: {e!r}")
+                if self.wanem is not None:
+                    try:
+                        self.stop_wan()
+                    except Exception as e:
+                        log(f"stopping wanem: {e!r}")
                 self.procs.stop_all()
             for t in self.threads:
                 t.join(timeout=2)
@@ -1377,6 +1517,10 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="~60 s, few short low-count attacks, one per class at least")
     ap.add_argument("--clients", type=int, default=4, help="benign client namespaces (default 4)")
     ap.add_argument("--attackers", type=int, default=2, choices=[1, 2, 3], help="attacker namespaces (default 2)")
+    ap.add_argument("--wan", metavar="PRESET", default=None,
+                    help="put models/lab/wanem between the server and the bridge with seeded Internet-like paths per "
+                         "client/attacker address: fiber, dsl, lte, satellite, mixed or custom:rtt=LO-HI,loss=P,... "
+                         "(see links.py; default: no emulator, zero-latency links)")
     ap.add_argument("--cleanup-only", action="store_true", help="delete leftovers of a crashed run and exit")
     args = ap.parse_args()
     if os.geteuid() != 0:
@@ -1397,6 +1541,19 @@ def main() -> int:
         ap.error("--duration-s must be at least 30")
     if not 1 <= args.clients <= 20:
         ap.error("--clients must be 1..20")
+    if args.wan is not None:
+        sys.path.insert(0, HERE)
+        import links
+        try:
+            links.check_name(args.wan)
+        except ValueError as e:
+            ap.error(str(e))
+        if args.wan == "none":
+            args.wan = None
+        elif not os.access(WANEM_BIN, os.X_OK):
+            print(f"--wan needs {WANEM_BIN}: cargo build --release --manifest-path {os.path.join(HERE, 'wanem', 'Cargo.toml')}",
+                  file=sys.stderr)
+            return 2
     missing = [t for t in REQUIRED_TOOLS if shutil.which(t) is None]
     if missing:
         print(f"missing tools: {' '.join(missing)} (see models/lab/README.md for the apt-get line)", file=sys.stderr)
