@@ -539,23 +539,34 @@ impl AlertEngine {
     /// Closes the incidents quiet for `incident_idle_s` at `now`, with a final update for those
     /// that raised an alert.
     pub fn advance(&mut self, now: Micros, out: &mut Vec<Alert>) {
-        let idle = self.idle();
-        while let Some(&Reverse((deadline, key))) = self.deadlines.peek() {
-            if deadline > now {
+        while let Some((quiet_at, key)) = self.quietest() {
+            if quiet_at > now {
                 break;
             }
             self.deadlines.pop();
+            self.close(key, quiet_at, out);
+        }
+    }
+
+    /// The incident quiet for longest, and when it goes (or went) quiet: the top of `deadlines`
+    /// once it is up to date. Deadlines are refreshed lazily: an entry whose incident has been
+    /// active since goes back with the real one, and one whose incident is gone is dropped.
+    fn quietest(&mut self) -> Option<(Micros, Key)> {
+        let idle = self.idle();
+        while let Some(&Reverse((deadline, key))) = self.deadlines.peek() {
             let Some(incident) = self.incidents.get(&key) else {
+                self.deadlines.pop();
                 continue;
             };
             let quiet_at = incident.last_ts.saturating_add(idle);
             if quiet_at > deadline {
-                // Active since: look again when it may have gone quiet.
+                self.deadlines.pop();
                 self.deadlines.push(Reverse((quiet_at, key)));
                 continue;
             }
-            self.close(key, quiet_at, out);
+            return Some((deadline, key));
         }
+        None
     }
 
     /// Ends every incident (end of input or shutdown), with a final update for each alert.
@@ -580,24 +591,14 @@ impl AlertEngine {
         self.incidents.remove(&key);
     }
 
-    /// Keeps the incidents within `max_incidents`: the least recently active one goes.
+    /// Keeps the incidents within `max_incidents`: the one quiet for longest goes.
     fn make_room(&mut self, now: Micros, out: &mut Vec<Alert>) {
-        let idle = self.idle();
         while self.incidents.len() >= self.cfg.max_incidents.max(1) {
-            let Some(Reverse((deadline, key))) = self.deadlines.pop() else {
+            let Some((_, key)) = self.quietest() else {
                 return;
             };
-            let Some(incident) = self.incidents.get(&key) else {
-                continue;
-            };
-            // Deadlines are refreshed lazily: one that is out of date goes back with its
-            // incident's real one, so the top is the incident quiet for longest.
-            let quiet_at = incident.last_ts.saturating_add(idle);
-            if quiet_at > deadline {
-                self.deadlines.push(Reverse((quiet_at, key)));
-                continue;
-            }
-            let at = incident.last_ts.min(now);
+            self.deadlines.pop();
+            let at = self.incidents.get(&key).map_or(now, |i| i.last_ts.min(now));
             self.counters.incidents_evicted += 1;
             self.close(key, at, out);
         }
