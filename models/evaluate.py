@@ -88,8 +88,10 @@ def replay(binary, capture, model=None, config=None, timeout=600):
             for line in open(out):
                 a = json.loads(line)
                 d = a["alert"]["context"]["edgewatch"]
-                # Records come in order: the last one stays, with when the alert was raised.
-                a["raised"] = alerts[d["alert_id"]]["raised"] if d["alert_id"] in alerts else a["timestamp"]
+                # Records come in order: the last one stays, with the times of all of them
+                # (the alert itself, then its updates).
+                a["times"] = alerts[d["alert_id"]]["times"] if d["alert_id"] in alerts else []
+                a["times"].append(ts_of(a["timestamp"]))
                 alerts[d["alert_id"]] = a
         return int(m.group(2)), alerts, None
 
@@ -168,7 +170,12 @@ def add_capture(res, flows, benign_flows, alerts, episodes, name):
             pc["detected"] += 1
             res["detected"] += 1
             if ep.get("start") is not None:
-                delay = round(ts_of(first[i]["raised"]) - ep["start"], 3)
+                # An incident can start before the episode (a benign prelude against the same
+                # victim): the operator hears of the attack at its first record from the
+                # episode on.
+                times = first[i]["times"]
+                told = min((t for t in times if t >= ep["start"] - GRACE_BEFORE), default=times[0])
+                delay = round(told - ep["start"], 3)
                 res["delays"].append(delay)
                 pc["first_alert_max_s"] = max(pc.get("first_alert_max_s", delay), delay)
         else:
