@@ -523,7 +523,7 @@ pub(crate) fn where_clause(f: &Filter, ph: impl Fn(usize) -> String) -> (String,
     }
 }
 
-/// The page of incidents for `clause`, columns as [`incident_from`] reads them; `limit` and
+/// The page of incidents for `clause`, columns in [`Incident`]'s order (the alert ids apart); `limit` and
 /// `offset` are the placeholders of the two values bound after the filter's. Groups are
 /// ordered by their latest activity, then by their key, so pages never overlap.
 pub(crate) fn incidents_sql(clause: &str, limit: &str, offset: &str) -> String {
@@ -543,35 +543,9 @@ pub(crate) fn incident_count_sql(clause: &str) -> String {
     )
 }
 
-/// The columns of an [`incidents_sql`] row, in its order (the alert ids are filled in later).
-pub(crate) struct IncidentColumns {
-    pub src_ip: Option<String>,
-    pub dest_ip: Option<String>,
-    pub class: String,
-    pub alerts: i64,
-    pub open: i64,
-    pub first_us: i64,
-    pub last_us: i64,
-    pub severity: i64,
-    pub score: f64,
-    pub count: i64,
-}
-
-pub(crate) fn incident_from(c: IncidentColumns) -> Incident {
-    let addr = |a: Option<String>| a.unwrap_or_else(|| AddrFilter::ABSENT.to_string());
-    Incident {
-        src_ip: addr(c.src_ip),
-        dest_ip: addr(c.dest_ip),
-        class: c.class,
-        alerts: c.alerts,
-        open: c.open,
-        first_us: c.first_us,
-        last_us: c.last_us,
-        severity: c.severity,
-        score: c.score,
-        count: c.count,
-        alert_ids: Vec::new(),
-    }
+/// An incident's address as stored (`NULL`: many) as the API gives it.
+pub(crate) fn addr_or_absent(a: Option<String>) -> String {
+    a.unwrap_or_else(|| AddrFilter::ABSENT.to_string())
 }
 
 /// A round bucket size giving at most about 60 bars over `span_us`.

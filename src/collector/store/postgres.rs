@@ -9,10 +9,9 @@ use postgres::types::ToSql;
 use postgres::{Client, NoTls, Transaction};
 
 use super::{
-    AlertPage, AlertRow, Bucket, Filter, INCIDENT_ALERT_IDS, IncidentColumns, IncidentPage,
-    Inserted, Outcome, Param, SCHEMA_VERSION, Sensor, SensorUpdate, Store, StoreError, Write,
-    batch_ids, bucket_for, incident_count_sql, incident_from, incidents_sql, plan, upsert_sql,
-    where_clause,
+    AlertPage, AlertRow, Bucket, Filter, INCIDENT_ALERT_IDS, Incident, IncidentPage, Inserted,
+    Outcome, Param, SCHEMA_VERSION, Sensor, SensorUpdate, Store, StoreError, Write, addr_or_absent,
+    batch_ids, bucket_for, incident_count_sql, incidents_sql, plan, upsert_sql, where_clause,
 };
 
 /// Migration n (1-based) takes the schema from version n-1 to n. Each runs in the transaction
@@ -476,19 +475,18 @@ impl Store for PgStore {
             .query(&sql, &refs(&values))
             .map_err(err("query"))?
             .iter()
-            .map(|r| {
-                incident_from(IncidentColumns {
-                    src_ip: r.get(0),
-                    dest_ip: r.get(1),
-                    class: r.get(2),
-                    alerts: r.get(3),
-                    open: r.get(4),
-                    first_us: r.get(5),
-                    last_us: r.get(6),
-                    severity: r.get(7),
-                    score: r.get(8),
-                    count: r.get(9),
-                })
+            .map(|r| Incident {
+                src_ip: addr_or_absent(r.get(0)),
+                dest_ip: addr_or_absent(r.get(1)),
+                class: r.get(2),
+                alerts: r.get(3),
+                open: r.get(4),
+                first_us: r.get(5),
+                last_us: r.get(6),
+                severity: r.get(7),
+                score: r.get(8),
+                count: r.get(9),
+                alert_ids: Vec::new(),
             })
             .collect();
         for incident in &mut incidents {

@@ -8,9 +8,9 @@ use rusqlite::{
 };
 
 use super::{
-    AlertPage, AlertRow, Bucket, Filter, INCIDENT_ALERT_IDS, IncidentColumns, IncidentPage,
-    Inserted, Param, SCHEMA_VERSION, Sensor, SensorUpdate, Store, StoreError, batch_ids,
-    bucket_for, incident_count_sql, incident_from, incidents_sql, plan, upsert_sql, where_clause,
+    AlertPage, AlertRow, Bucket, Filter, INCIDENT_ALERT_IDS, Incident, IncidentPage, Inserted,
+    Param, SCHEMA_VERSION, Sensor, SensorUpdate, Store, StoreError, addr_or_absent, batch_ids,
+    bucket_for, incident_count_sql, incidents_sql, plan, upsert_sql, where_clause,
 };
 
 /// Migration n (1-based) takes the schema from version n-1 to n. Each runs in the transaction
@@ -429,9 +429,9 @@ impl Store for SqliteStore {
             .prepare_cached(&sql)
             .and_then(|mut stmt| {
                 stmt.query_map(params_from_iter(values.iter()), |r| {
-                    Ok(incident_from(IncidentColumns {
-                        src_ip: r.get(0)?,
-                        dest_ip: r.get(1)?,
+                    Ok(Incident {
+                        src_ip: addr_or_absent(r.get(0)?),
+                        dest_ip: addr_or_absent(r.get(1)?),
                         class: r.get(2)?,
                         alerts: r.get(3)?,
                         open: r.get(4)?,
@@ -440,7 +440,8 @@ impl Store for SqliteStore {
                         severity: r.get(7)?,
                         score: r.get(8)?,
                         count: r.get(9)?,
-                    }))
+                        alert_ids: Vec::new(),
+                    })
                 })?
                 .collect::<Result<Vec<_>, _>>()
             })
