@@ -1025,6 +1025,55 @@ fn update(flow: &mut Flow, p: &PacketMeta) -> bool {
     fins_before && ack && f & tcp_flags::FIN == 0
 }
 
+/// Flows built by hand for the tests of the stages after the flow table.
+#[cfg(test)]
+impl Flow {
+    /// A flow of `proto` from `a:aport` to `b:bport` that starts and ends at `start`, with no
+    /// packets counted and its `uid` given.
+    pub(crate) fn for_test(
+        proto: u8,
+        (a, aport): (IpAddr, u16),
+        (b, bport): (IpAddr, u16),
+        start: Micros,
+        uid: u64,
+    ) -> Flow {
+        let ((lo, lo_port), (hi, hi_port)) = if (a, aport) <= (b, bport) {
+            ((a, aport), (b, bport))
+        } else {
+            ((b, bport), (a, aport))
+        };
+        Flow {
+            key: FlowKey {
+                lo,
+                hi,
+                lo_port,
+                hi_port,
+                proto,
+                vlan: [0; 2],
+            },
+            uid,
+            initiator: a,
+            responder: b,
+            initiator_port: aport,
+            responder_port: bport,
+            start,
+            last: start,
+            fwd: DirStats::default(),
+            bwd: DirStats::default(),
+            first_sizes: [0; 8],
+            syn_seen: false,
+            synack_seen: false,
+            established: false,
+            closed: false,
+            icmp_error: false,
+            icmp_type: 0,
+            icmp_code: 0,
+            evals: 0,
+            last_active_eval: start,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -763,7 +763,7 @@ fn micros(s: f64) -> Micros {
 mod tests {
     use super::*;
     use crate::config::AlertConfig;
-    use crate::flow::{DirStats, FlowKey};
+    use crate::flow::DirStats;
     use crate::model::ModelInfo;
     use crate::packet::PROTO_UDP;
     use std::collections::HashSet;
@@ -801,34 +801,16 @@ mod tests {
             payload_bytes: payload,
             ..DirStats::default()
         };
+        let uid = u64::from(src) << 40 | u64::from(dst) << 32 | u64::from(dport) << 16 | start;
         Flow {
-            key: FlowKey {
-                lo: a.min(b),
-                hi: a.max(b),
-                lo_port: 40000,
-                hi_port: dport,
-                proto,
-                vlan: [0; 2],
-            },
-            uid: u64::from(src) << 40 | u64::from(dst) << 32 | u64::from(dport) << 16 | start,
-            initiator: a,
-            responder: b,
-            initiator_port: 40000,
-            responder_port: dport,
-            start,
             last: start + 100_000,
             fwd: dir(if session { 8 } else { 1 }, if session { 300 } else { 0 }),
             bwd: dir(if session { 6 } else { 0 }, if session { 200 } else { 0 }),
-            first_sizes: [0; 8],
             syn_seen: proto == PROTO_TCP,
             synack_seen: session,
             established: session,
             closed: session,
-            icmp_error: false,
-            icmp_type: 0,
-            icmp_code: 0,
-            evals: 0,
-            last_active_eval: start,
+            ..Flow::for_test(proto, (a, 40000), (b, dport), start, uid)
         }
     }
 

@@ -362,7 +362,7 @@ fn write_row(csv: &mut dyn Write, p: &Pending, features: &[f32]) -> std::io::Res
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::flow::{DirStats, FlowKey};
+    use crate::flow::Flow;
     use crate::packet::PROTO_UDP;
     use proptest::prelude::*;
     use std::net::{IpAddr, Ipv4Addr};
@@ -373,35 +373,7 @@ mod tests {
             IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)),
             IpAddr::V4(Ipv4Addr::new(198, 51, 100, 7)),
         );
-        let flow = Flow {
-            key: FlowKey {
-                lo: a,
-                hi: b,
-                lo_port: 4000,
-                hi_port: 53,
-                proto: PROTO_UDP,
-                vlan: [0; 2],
-            },
-            uid,
-            initiator: a,
-            responder: b,
-            initiator_port: 4000,
-            responder_port: 53,
-            start: order.ts,
-            last: order.ts,
-            fwd: DirStats::default(),
-            bwd: DirStats::default(),
-            first_sizes: [0; 8],
-            syn_seen: false,
-            synack_seen: false,
-            established: false,
-            closed: false,
-            icmp_error: false,
-            icmp_type: 0,
-            icmp_code: 0,
-            evals: 0,
-            last_active_eval: order.ts,
-        };
+        let flow = Flow::for_test(PROTO_UDP, (a, 4000), (b, 53), order.ts, uid);
         FlowEvent::Start { order, flow }
     }
 
