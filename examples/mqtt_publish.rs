@@ -11,7 +11,6 @@
 use std::net::{TcpListener, TcpStream};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use edgewatch::alert::{Alert, ModelRef};
@@ -19,6 +18,7 @@ use edgewatch::config::MqttConfig;
 use edgewatch::mqtt::Mqtt;
 use edgewatch::mqtt::outbox::Outbox;
 use edgewatch::mqtt::status::Identity;
+use edgewatch::signals::Interrupt;
 use edgewatch::sink::{AlertSink, JsonLines};
 use edgewatch::stats::Stats;
 
@@ -131,10 +131,9 @@ fn main() {
     );
 
     let t = Instant::now();
-    let publisher = mqtt
-        .start(Arc::new(Stats::default()), Duration::from_secs(3600))
-        .unwrap();
-    let outcome = publisher.finish(Duration::from_secs(600), &AtomicBool::new(false));
+    let (worker, publisher) = mqtt.publisher(Arc::new(Stats::default()), Duration::from_secs(3600));
+    publisher.finish(Duration::from_secs(600), Interrupt::never());
+    let outcome = worker.run();
     let publish_time = t.elapsed();
     let (rss2, hwm) = memory_kib();
     assert!(outcome.delivered_all, "{outcome:?}");

@@ -1,18 +1,23 @@
-//! Where the pipeline's threads and queues are made: capture -> dispatcher -> flow shards ->
-//! scoring -> sinks (the MQTT publisher starts its own thread, `mqtt::publisher`).
+//! The one place that wires the agent: its threads, its queues and the order they start and stop
+//! in, for every command. `run` takes a [`Plan`] (what to read, what to write, whether to publish
+//! on MQTT) and returns the final counters.
 //!
-//! Every queue is a bounded crossbeam channel whose policy is named where it is created. The
-//! stages themselves are plain structs (`Dispatcher`, `FlowTable`, `ScoringStage`, sinks) that
-//! know nothing about threads; this module only connects them and reports their counters.
+//! The threads: capture (one per interface and capture thread, live only) -> the dispatcher (the
+//! calling thread) -> flow shards (`ew-flow-N`) -> scoring (`ew-score`) -> the sink (`ew-sink`),
+//! and the MQTT publisher (`ew-mqtt`) reading the sink's outbox. Every queue between them is in
+//! the table of [`Queues`]. The stages themselves are plain structs (`Dispatcher`, `FlowTable`,
+//! `ScoringStage`, sinks) that know nothing about threads; this module only connects them and
+//! reports their counters.
 
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, bounded};
 
-use crate::alert::Alert;
+use crate::alert::{Alert, ModelRef};
 use crate::capture::file::{CaptureReader, Repairs, Truncation};
 use crate::capture::live::{CaptureCounters, Clock, LinkReceiver, READ_TIMEOUT, capture_loop};
 use crate::config::Config;
@@ -21,10 +26,13 @@ use crate::flow::{FlowEvent, FlowTable, Order};
 use crate::host::HostTable;
 use crate::incident::AlertEngine;
 use crate::model::Scorer;
+use crate::mqtt::status::Identity;
+use crate::mqtt::{DrainOutcome, Mqtt, MqttError};
 use crate::packet::PacketMeta;
 use crate::parse::parse_frame;
 use crate::scoring::{Merger, Mode, Reload, ScoringStage};
-use crate::sink::AlertSink;
+use crate::signals::Signals;
+use crate::sink::{AlertSink, JsonLines};
 use crate::stats::{Snapshot, Stats};
 
 #[derive(Debug, thiserror::Error)]
@@ -35,10 +43,220 @@ pub enum AgentError {
     Output(std::io::Error),
     #[error("a pipeline thread panicked")]
     Panicked,
+    #[error(transparent)]
+    Mqtt(#[from] MqttError),
 }
 
-/// What the pipeline produces.
+/// What the agent reads.
+pub enum Input {
+    /// A capture file, read as fast as the pipeline takes it: no queue drops a packet.
+    Replay(CaptureReader),
+    /// Live interfaces, until SIGTERM or SIGINT: no queue stalls the capture.
+    Live {
+        /// One receiver per interface and capture thread, with its name for the logs.
+        receivers: Vec<(String, Box<dyn LinkReceiver>)>,
+        clock: Arc<dyn Clock>,
+        /// Reads the config and the model again on SIGHUP, and says why when they are not
+        /// usable.
+        reload: Option<Box<dyn FnMut() -> Result<Reload, String>>>,
+    },
+}
+
+/// What the pipeline produces. Made once per run, so its size does not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum Output {
+    /// Alerts as JSON lines (and on MQTT, when the plan names a broker).
+    Alerts {
+        scorer: Scorer,
+        lines: JsonLines,
+        sensor_id: String,
+    },
+    /// The flows' feature vectors as CSV.
+    Features { csv: Box<dyn std::io::Write + Send> },
+}
+
+/// The broker alerts, status and stats are also published to.
+pub struct MqttPlan {
+    /// `mqtt.url` or `--mqtt`.
+    pub url: String,
+    /// Where the outbox lives.
+    pub state_dir: PathBuf,
+    /// Named in the status message (empty for a replay).
+    pub interfaces: Vec<String>,
+}
+
+/// Everything one command asks of the agent.
+pub struct Plan {
+    pub input: Input,
+    pub output: Output,
+    /// Flow shards, 1 to 64.
+    pub workers: usize,
+    pub mqtt: Option<MqttPlan>,
+    /// With MQTT, how long the end waits for the broker to acknowledge what is left.
+    pub drain: Duration,
+    pub signals: Signals,
+    /// Called once the pipeline has drained, before the wait for the broker (the command's
+    /// summary line).
+    pub drained: Box<dyn FnOnce(&Summary)>,
+}
+
+/// How a run went.
+pub struct Summary {
+    pub stats: Snapshot,
+    pub elapsed: Duration,
+    /// Replay: where the capture file stops early, if it does.
+    pub truncation: Option<Truncation>,
+    /// Replay: what the capture reader repaired or skipped (each also logged as a warning).
+    pub repairs: Repairs,
+    /// With MQTT: how the final wait for the broker went.
+    pub delivery: Option<DrainOutcome>,
+}
+
+impl Summary {
+    /// The link type that made the whole capture unusable: every frame was on an interface whose
+    /// link type edgewatch does not read (a pcap file with such a link type is refused at open).
+    pub fn unusable_linktype(&self) -> Option<u32> {
+        (self.stats.frames == 0 && self.repairs.unsupported_frames > 0)
+            .then_some(self.repairs.unsupported_linktype)
+            .flatten()
+    }
+}
+
+/// Runs the plan to its end: the end of the file, or a signal for live capture. Then flushes
+/// every flow, writes the last alerts and, with MQTT, waits for the broker (at most
+/// `plan.drain`; in `run` a second SIGTERM or SIGINT, in `replay` any, ends that wait).
+// Returned once per process: the size of the error does not matter.
+#[allow(clippy::result_large_err)]
+pub fn run(cfg: &Config, plan: Plan) -> Result<Summary, Failure> {
+    let Plan {
+        input,
+        output,
+        workers,
+        mqtt,
+        drain,
+        signals,
+        drained,
+    } = plan;
+    let live = matches!(input, Input::Live { .. });
+    let queues = Queues::new(cfg, live);
+    log::debug!("Queues: {queues}.");
+    let stats = Arc::new(Stats::default());
+    let (output, mqtt) = open_outputs(cfg, output, mqtt, live)?;
+    let pipeline = Pipeline::spawn(cfg, workers, output, &queues, live, stats.clone())?;
+    let publisher = match mqtt {
+        Some(mqtt) => {
+            let interval = Duration::from_secs_f64(cfg.output.stats_interval_s);
+            let (worker, handle) = mqtt.publisher(stats, interval);
+            match spawn("ew-mqtt", move || worker.run()) {
+                Ok(thread) => Some((handle, thread)),
+                Err(e) => {
+                    let _ = pipeline.finish();
+                    return Err(e.into());
+                }
+            }
+        }
+        None => None,
+    };
+    let result = match input {
+        Input::Replay(reader) => replay(reader, pipeline, &signals),
+        Input::Live {
+            receivers,
+            clock,
+            reload,
+        } => {
+            let stats_interval = Duration::from_secs_f64(cfg.output.stats_interval_s);
+            let live = Live {
+                receivers,
+                clock,
+                reload,
+                capture_queue: queues.capture,
+                batch_size: cfg.capture.batch_size,
+                stats_interval,
+            };
+            run_live(live, pipeline, &signals)
+        }
+    };
+    if let Ok(summary) = &result {
+        drained(summary);
+    }
+    // The broker still gets what the pipeline made when an output or a thread failed.
+    let delivery = publisher.map(|(handle, thread)| {
+        let interrupt = match live {
+            true => signals.next_interrupt(),
+            false => signals.any_interrupt(),
+        };
+        handle.finish(drain, interrupt);
+        thread
+            .join()
+            .unwrap_or_else(|_| handle.outcome_after_panic())
+    });
+    match result {
+        Ok(summary) => Ok(Summary {
+            delivery,
+            ..summary
+        }),
+        Err(error) => Err(Failure { error, delivery }),
+    }
+}
+
+/// A run that failed: why, and with MQTT how the final wait for the broker went (the alerts made
+/// before the failure still go out).
+#[derive(Debug)]
+pub struct Failure {
+    pub error: AgentError,
+    pub delivery: Option<DrainOutcome>,
+}
+
+impl From<AgentError> for Failure {
+    fn from(error: AgentError) -> Failure {
+        Failure {
+            error,
+            delivery: None,
+        }
+    }
+}
+
+/// The sink (JSON lines, and the MQTT outbox with a broker) and the stage mode for an output.
+fn open_outputs(
+    cfg: &Config,
+    output: Output,
+    mqtt: Option<MqttPlan>,
+    live: bool,
+) -> Result<(PipelineOutput, Option<Mqtt>), AgentError> {
+    let (scorer, lines, sensor_id) = match output {
+        Output::Alerts {
+            scorer,
+            lines,
+            sensor_id,
+        } => (scorer, lines, sensor_id),
+        Output::Features { csv } => return Ok((PipelineOutput::Features { csv }, None)),
+    };
+    let mqtt = match mqtt {
+        Some(plan) => {
+            let model = ModelRef {
+                name: scorer.info().name.clone(),
+                version: scorer.info().version.clone(),
+            };
+            let mode = if live { "run" } else { "replay" };
+            let identity = Identity::new(&sensor_id, model, plan.interfaces, mode);
+            Some(Mqtt::open(&cfg.mqtt, &plan.url, &plan.state_dir, identity)?)
+        }
+        None => None,
+    };
+    let sink: Box<dyn AlertSink> = match &mqtt {
+        Some(mqtt) => Box::new(mqtt.sink(lines)),
+        None => Box::new(lines),
+    };
+    let output = PipelineOutput::Alerts {
+        scorer,
+        sink,
+        sensor_id,
+    };
+    Ok((output, mqtt))
+}
+
+/// What the pipeline's threads produce, with the sink opened.
+enum PipelineOutput {
     Alerts {
         scorer: Scorer,
         sink: Box<dyn AlertSink>,
@@ -49,6 +267,84 @@ pub enum Output {
     },
 }
 
+/// One bounded queue between two stages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Queue {
+    pub name: &'static str,
+    /// In messages (batches of packets, reports, alert batches).
+    pub capacity: usize,
+    pub when_full: WhenFull,
+}
+
+impl Queue {
+    fn channel<T>(&self) -> (Sender<T>, Receiver<T>) {
+        bounded(self.capacity)
+    }
+}
+
+/// Every in-memory queue of the pipeline; the MQTT outbox (a file) is the sink's, see
+/// docs/architecture.md. Each queue that drops has a counter of its own in the stats:
+/// `capture_queue_drops` and `shard_queue_drops` (packets), and `queue_drops`, their sum.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Queues {
+    /// Capture threads -> dispatcher (live only), batches of up to `capture.batch_size`
+    /// packets: a capture thread never waits, a full queue drops its batch.
+    pub capture: Queue,
+    /// Dispatcher -> each flow shard, batches of packets: live capture drops a batch when the
+    /// shard's queue is full; a file waits, and never loses a packet.
+    pub shard: Queue,
+    /// Flow shards -> scoring, reports of flow events: a shard waits.
+    pub report: Queue,
+    /// Scoring -> sink, batches of alerts: scoring waits.
+    pub alert: Queue,
+    /// SIGHUP -> scoring, a reloaded model: a reload that finds one waiting is skipped (logged).
+    pub reload: Queue,
+}
+
+impl Queues {
+    pub fn new(cfg: &Config, live: bool) -> Queues {
+        let (shard_capacity, shard_when_full) = match live {
+            true => (cfg.capture.queue_capacity, WhenFull::DropNewest),
+            false => (
+                cfg.capture.queue_capacity.div_ceil(REPLAY_QUEUE_DIVISOR),
+                WhenFull::Block,
+            ),
+        };
+        let queue = |name, capacity, when_full| Queue {
+            name,
+            capacity,
+            when_full,
+        };
+        Queues {
+            capture: queue("capture", CAPTURE_QUEUE, WhenFull::DropNewest),
+            shard: queue("shard", shard_capacity, shard_when_full),
+            report: queue("report", REPORT_QUEUE, WhenFull::Block),
+            alert: queue("alert", ALERT_QUEUE, WhenFull::Block),
+            reload: queue("reload", 1, WhenFull::DropNewest),
+        }
+    }
+
+    pub fn all(&self) -> [Queue; 5] {
+        [
+            self.capture,
+            self.shard,
+            self.report,
+            self.alert,
+            self.reload,
+        ]
+    }
+}
+
+impl std::fmt::Display for Queues {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, q) in self.all().iter().enumerate() {
+            let sep = if i == 0 { "" } else { ", " };
+            write!(f, "{sep}{} {} ({:?})", q.name, q.capacity, q.when_full)?;
+        }
+        Ok(())
+    }
+}
+
 /// The shard workers' messages to the scorer: events in order, then the watermark reached.
 struct ShardReport {
     shard: usize,
@@ -57,25 +353,26 @@ struct ShardReport {
 }
 
 /// A running pipeline, fed through its dispatcher.
-pub struct Pipeline {
-    pub dispatcher: Dispatcher,
-    pub stats: Arc<Stats>,
+struct Pipeline {
+    dispatcher: Dispatcher,
+    stats: Arc<Stats>,
     threads: Vec<JoinHandle<Result<(), AgentError>>>,
     /// Hands a reloaded model and settings to the scoring stage.
     reload_tx: Sender<Reload>,
-    /// Batches the capture threads dropped at the dispatcher's queue, in packets (live only):
-    /// part of `queue_drops` with the dispatcher's own.
+    /// Packets the capture threads dropped at their queue (live only).
     capture_queue_drops: u64,
 }
 
-/// Queue of scorer reports and of alert batches, in messages.
+/// Batches of packets from the capture threads to the dispatcher, at most.
+const CAPTURE_QUEUE: usize = 64;
+/// Scorer reports and alert batches, at most.
 const REPORT_QUEUE: usize = 16;
 const ALERT_QUEUE: usize = 64;
 /// Evaluations per report when a shard flushes its table.
 const FLUSH_CHUNK: usize = 256;
-/// A shard reports its events at least every this many. Under a flood every packet starts a
-/// flow: the reports, and the memory the report queue holds, would otherwise grow with the
-/// batches of packets.
+/// A shard reports its events once it has this many (a packet, and the timers it fires, may add
+/// a few more; see REPORT_ROOM). Under a flood every packet starts a flow: the reports, and the
+/// memory the report queue holds, would otherwise grow with the batches of packets.
 const REPORT_EVENTS: usize = 256;
 /// Room for a report's events: a packet (and the timers it fires) may add a few past the mark.
 const REPORT_ROOM: usize = REPORT_EVENTS + REPORT_EVENTS / 8;
@@ -83,64 +380,35 @@ const REPORT_ROOM: usize = REPORT_EVENTS + REPORT_EVENTS / 8;
 /// hand-overs between threads; live capture keeps the configured batches, for alert latency.
 const REPLAY_BATCH_SCALE: usize = 4;
 /// Replay's shard queues hold `capture.queue_capacity` divided by this many of its larger
-/// batches: twice the packets of live capture's queues. With the reports' queue as long as live
-/// capture's, this lets the stages wait on each other less (replay 7 % faster, half the context
-/// switches; docs/history.md, "replay, the seventh round") for 3 MiB more at the flood's peak.
+/// batches: twice the packets of live capture's queues, so that the stages wait on each other
+/// less.
 const REPLAY_QUEUE_DIVISOR: usize = 2;
 
 impl Pipeline {
-    /// Starts the flow shards, the scoring stage and the sink.
-    pub fn spawn(
+    /// Starts the flow shards, the scoring stage and the sink. `live` scores every batch of
+    /// packets at once and hands packets on in the configured batches, for alert latency; a file
+    /// lets the stages fill larger batches.
+    fn spawn(
         cfg: &Config,
         workers: usize,
-        output: Output,
-        when_full: WhenFull,
+        output: PipelineOutput,
+        queues: &Queues,
+        live: bool,
+        stats: Arc<Stats>,
     ) -> Result<Pipeline, AgentError> {
-        let stats = Arc::new(Stats::default());
         let workers = workers.max(1);
         let mut threads = Vec::new();
-        let (scale, divisor) = match when_full {
-            WhenFull::Block => (REPLAY_BATCH_SCALE, REPLAY_QUEUE_DIVISOR),
-            WhenFull::DropNewest => (1, 1),
-        };
+        let scale = if live { 1 } else { REPLAY_BATCH_SCALE };
+        let (alert_tx, alert_rx) = queues.alert.channel::<Vec<Alert>>();
+        let (report_tx, report_rx) = queues.report.channel::<ShardReport>();
 
-        // Scorer -> sink: blocks when full; the sink is the slowest stage only when its disk is.
-        let (alert_tx, alert_rx) = bounded::<Vec<Alert>>(ALERT_QUEUE);
-        // Shards -> scorer: blocks when full (back-pressure into the shard queues).
-        let (report_tx, report_rx) = bounded::<ShardReport>(REPORT_QUEUE);
-
-        let (mode, sink) = match output {
-            Output::Alerts {
-                scorer,
-                sink,
-                sensor_id,
-            } => {
-                let threshold = cfg.model.threshold.unwrap_or(scorer.info().threshold);
-                log::info!(
-                    "Model {} {} loaded from {} (threshold {threshold}).",
-                    scorer.info().name,
-                    scorer.info().version,
-                    scorer.info().origin
-                );
-                let engine = AlertEngine::new(&cfg.alert, sensor_id, scorer.info(), threshold);
-                (
-                    Mode::Alerts {
-                        scorer,
-                        engine: Box::new(engine),
-                        batch_size: cfg.model.batch_size,
-                    },
-                    Some(sink),
-                )
-            }
-            Output::Features { csv } => (Mode::Features { csv }, None),
-        };
+        let (mode, sink) = stage_mode(cfg, output);
 
         let mut shard_txs = Vec::with_capacity(workers);
         // The shards' final flushes keep in step (see FlushPace).
         let pace = Arc::new(FlushPace::new(workers));
         for shard in 0..workers {
-            // Dispatcher -> shard: policy chosen by the caller (block for replay, drop live).
-            let (tx, rx) = bounded::<Batch>(cfg.capture.queue_capacity.div_ceil(divisor));
+            let (tx, rx) = queues.shard.channel::<Batch>();
             shard_txs.push(tx);
             let table = FlowTable::new(&cfg.flow, cfg.flow.max_flows.div_ceil(workers));
             let report_tx = report_tx.clone();
@@ -157,10 +425,7 @@ impl Pipeline {
         let mut stage = ScoringStage::new(hosts, mode);
         stage.write_header().map_err(AgentError::Output)?;
         let scorer_stats = stats.clone();
-        let (reload_tx, reload_rx) = bounded::<Reload>(1);
-        // Live capture (drop when full) scores every batch of packets at once, for alert
-        // latency; replay (block) lets the scorer fill its batches.
-        let eager = when_full == WhenFull::DropNewest;
+        let (reload_tx, reload_rx) = queues.reload.channel::<Reload>();
         threads.push(spawn("ew-score", move || {
             scoring_worker(
                 stage,
@@ -169,7 +434,7 @@ impl Pipeline {
                 reload_rx,
                 alert_tx,
                 scorer_stats,
-                eager,
+                live,
             )
         })?);
 
@@ -190,7 +455,7 @@ impl Pipeline {
             shard_txs,
             cfg.capture.batch_size * scale,
             cfg.flow.max_fragments,
-            when_full,
+            queues.shard.when_full,
         );
         Ok(Pipeline {
             dispatcher,
@@ -203,23 +468,25 @@ impl Pipeline {
 
     /// Hands a reloaded model and alert settings to the scoring stage, which takes them between
     /// two reports (within a tick). False if a reload is still waiting to be taken.
-    pub fn reload(&self, reload: Reload) -> bool {
+    fn reload(&self, reload: Reload) -> bool {
         self.reload_tx.try_send(reload).is_ok()
     }
 
     /// True when a pipeline thread has stopped before its input ended: it failed (the features
     /// file or the alert output could not be written, a thread panicked), and
     /// [`Pipeline::finish`] says why.
-    pub fn broken(&self) -> bool {
+    fn broken(&self) -> bool {
         self.threads.iter().any(JoinHandle::is_finished)
     }
 
     /// Publishes the dispatcher's counters.
-    pub fn publish_dispatch(&self) {
+    fn publish_dispatch(&self) {
         let c = &self.dispatcher.counters;
         Stats::set(&self.stats.packets, c.packets);
         Stats::set(&self.stats.time_backwards, c.time_backwards);
         Stats::set(&self.stats.fragments_unattributed, c.fragments_unattributed);
+        Stats::set(&self.stats.capture_queue_drops, self.capture_queue_drops);
+        Stats::set(&self.stats.shard_queue_drops, c.queue_drops);
         Stats::set(
             &self.stats.queue_drops,
             c.queue_drops.saturating_add(self.capture_queue_drops),
@@ -228,7 +495,7 @@ impl Pipeline {
 
     /// Drains everything: flushes the flows, scores them, closes the alert windows and waits for
     /// the sink. Returns the final counters.
-    pub fn finish(mut self) -> Result<Snapshot, AgentError> {
+    fn finish(mut self) -> Result<Snapshot, AgentError> {
         self.dispatcher.flush();
         self.publish_dispatch();
         let Pipeline {
@@ -250,10 +517,37 @@ impl Pipeline {
     }
 }
 
-fn spawn(
+/// The scoring stage's work for an output, and the sink its alerts go to.
+fn stage_mode(cfg: &Config, output: PipelineOutput) -> (Mode, Option<Box<dyn AlertSink>>) {
+    match output {
+        PipelineOutput::Alerts {
+            scorer,
+            sink,
+            sensor_id,
+        } => {
+            let threshold = cfg.model.threshold.unwrap_or(scorer.info().threshold);
+            log::info!(
+                "Model {} {} loaded from {} (threshold {threshold}).",
+                scorer.info().name,
+                scorer.info().version,
+                scorer.info().origin
+            );
+            let engine = AlertEngine::new(&cfg.alert, sensor_id, scorer.info(), threshold);
+            let mode = Mode::Alerts {
+                scorer,
+                engine: Box::new(engine),
+                batch_size: cfg.model.batch_size,
+            };
+            (mode, Some(sink))
+        }
+        PipelineOutput::Features { csv } => (Mode::Features { csv }, None),
+    }
+}
+
+fn spawn<T: Send + 'static>(
     name: &str,
-    f: impl FnOnce() -> Result<(), AgentError> + Send + 'static,
-) -> Result<JoinHandle<Result<(), AgentError>>, AgentError> {
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<JoinHandle<T>, AgentError> {
     std::thread::Builder::new()
         .name(name.to_string())
         .spawn(f)
@@ -359,11 +653,7 @@ impl FlushPace {
         let mut sent = self.sent.lock().unwrap_or_else(|e| e.into_inner());
         sent[shard] = n - 1;
         self.moved.notify_all();
-        while sent
-            .iter()
-            .min()
-            .is_some_and(|&low| low.saturating_add(FLUSH_LEAD) < n)
-        {
+        while !may_send(&sent, n) {
             sent = self.moved.wait(sent).unwrap_or_else(|e| e.into_inner());
         }
     }
@@ -373,6 +663,13 @@ impl FlushPace {
         sent[shard] = usize::MAX;
         self.moved.notify_all();
     }
+}
+
+/// Whether a shard may send its chunk `n` when the shards have sent `sent` chunks each.
+fn may_send(sent: &[usize], n: usize) -> bool {
+    sent.iter()
+        .min()
+        .is_none_or(|&low| low.saturating_add(FLUSH_LEAD) >= n)
 }
 
 /// What a shard published last: its counters, table size and emergency state.
@@ -396,6 +693,10 @@ fn publish_flow_counters(stats: &Stats, table: &FlowTable, published: &mut Publi
     Stats::add(
         &stats.icmp_errors_unattributed,
         c.icmp_errors_unattributed - before.icmp_errors_unattributed,
+    );
+    Stats::add(
+        &stats.packets_after_end,
+        c.packets_after_end - before.packets_after_end,
     );
     // Gauges go up and down: a wrapping add of the difference is a signed add.
     let active = table.len() as u64;
@@ -478,31 +779,12 @@ fn publish_scoring(stats: &Stats, stage: &ScoringStage) {
     }
 }
 
-/// The outcome of reading a capture file through the pipeline.
-pub struct ReplaySummary {
-    pub stats: Snapshot,
-    pub elapsed: Duration,
-    pub truncation: Option<Truncation>,
-    /// What the reader repaired or skipped (each also logged as a warning).
-    pub repairs: Repairs,
-}
-
-impl ReplaySummary {
-    /// The link type that made the whole capture unusable: every frame was on an interface whose
-    /// link type edgewatch does not read (a pcap file with such a link type is refused at open).
-    pub fn unusable_linktype(&self) -> Option<u32> {
-        (self.stats.frames == 0 && self.repairs.unsupported_frames > 0)
-            .then_some(self.repairs.unsupported_linktype)
-            .flatten()
-    }
-}
-
 /// Reads a capture file through a pipeline until its end, then drains it.
-pub fn replay(
+fn replay(
     mut reader: CaptureReader,
     mut pipeline: Pipeline,
-    stop: &AtomicBool,
-) -> Result<ReplaySummary, AgentError> {
+    signals: &Signals,
+) -> Result<Summary, AgentError> {
     let started = Instant::now();
     let mut frames = 0u64;
     let mut bytes = 0u64;
@@ -516,7 +798,7 @@ pub fn replay(
         }
         if frames.is_multiple_of(65536) {
             publish_capture(&pipeline, frames, bytes, &skipped);
-            if stop.load(Ordering::Relaxed) {
+            if signals.stopped() {
                 log::warn!(
                     "Stopped by a signal after {frames} frames; flushing the flows read so far."
                 );
@@ -558,11 +840,12 @@ pub fn replay(
             stats.time_backwards
         );
     }
-    Ok(ReplaySummary {
+    Ok(Summary {
         stats,
         elapsed: started.elapsed(),
         truncation,
         repairs,
+        delivery: None,
     })
 }
 
@@ -630,64 +913,41 @@ fn publish_capture(pipeline: &Pipeline, frames: u64, bytes: u64, skipped: &[u64]
 /// re-stamped; flow timers fire this much later, which no timeout notices.
 const TICK_LAG: Duration = Duration::from_millis(3 * READ_TIMEOUT.as_millis() as u64);
 
-/// Reloads on request (SIGHUP): `requested` is set by the signal handler, `load` reads the
-/// config and model again and says why when they are not usable.
-pub struct Reloader {
-    pub requested: Arc<AtomicBool>,
-    pub load: Box<dyn FnMut() -> Result<Reload, String>>,
-}
-
-/// Captures on live interfaces until `stop` is set, then flushes every flow and alert.
-pub fn run_live(
+/// Live capture's input and settings.
+struct Live {
     receivers: Vec<(String, Box<dyn LinkReceiver>)>,
     clock: Arc<dyn Clock>,
-    mut pipeline: Pipeline,
+    reload: Option<Box<dyn FnMut() -> Result<Reload, String>>>,
+    capture_queue: Queue,
     batch_size: usize,
     stats_interval: Duration,
-    stop: Arc<AtomicBool>,
-    mut reloader: Option<Reloader>,
-) -> Result<Snapshot, AgentError> {
-    // Capture threads -> dispatcher: capture drops the newest batch when full (never stalls).
-    let (tx, rx) = bounded::<Vec<PacketMeta>>(64);
+}
+
+/// Captures on live interfaces until a signal (or a failed pipeline thread) stops it, then
+/// flushes every flow and alert.
+fn run_live(live: Live, mut pipeline: Pipeline, signals: &Signals) -> Result<Summary, AgentError> {
+    let started = Instant::now();
+    let Live {
+        receivers,
+        clock,
+        mut reload,
+        capture_queue,
+        batch_size,
+        stats_interval,
+    } = live;
+    let stop = signals.stop_flag();
     let counters: Vec<Arc<CaptureCounters>> = receivers
         .iter()
         .map(|_| Arc::new(CaptureCounters::default()))
         .collect();
-    let mut captures = Vec::new();
-    for ((name, mut receiver), counters) in receivers.into_iter().zip(counters.iter().cloned()) {
-        let (tx, stop, clock) = (tx.clone(), stop.clone(), clock.clone());
-        let handle = std::thread::Builder::new()
-            .name(format!("ew-cap-{name}"))
-            .spawn(move || {
-                match capture_loop(
-                    receiver.as_mut(),
-                    clock.as_ref(),
-                    batch_size,
-                    &stop,
-                    &tx,
-                    &counters,
-                ) {
-                    Ok(()) => {
-                        let n = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
-                        let frames = n(&counters.frames);
-                        if counters.kernel_stats.load(Ordering::Relaxed) {
-                            log::info!(
-                                "Capture on {name} stopped after {frames} frames (kernel: {} \
-                                 packets, {} dropped).",
-                                n(&counters.kernel_packets),
-                                n(&counters.kernel_drops)
-                            );
-                        } else {
-                            log::info!("Capture on {name} stopped after {frames} frames.");
-                        }
-                    }
-                    Err(e) => log::error!("Capture on {name} failed: {e}"),
-                }
-            })
-            .map_err(AgentError::Spawn)?;
-        captures.push(handle);
-    }
-    drop(tx);
+    let (tx, rx) = capture_queue.channel::<Vec<PacketMeta>>();
+    let captures = match start_captures(receivers, &counters, &clock, batch_size, stop, tx) {
+        Ok(captures) => captures,
+        Err(e) => {
+            let _ = pipeline.finish();
+            return Err(e);
+        }
+    };
 
     let mut last_stats = Instant::now();
     loop {
@@ -710,19 +970,10 @@ pub fn run_live(
             stop.store(true, Ordering::Relaxed);
             break;
         }
-        if let Some(r) = &mut reloader
-            && r.requested.swap(false, Ordering::Relaxed)
+        if let Some(load) = &mut reload
+            && signals.take_reload()
         {
-            // Reading the model takes milliseconds; the capture threads keep filling their
-            // queue meanwhile, and nothing in the flow tables is touched.
-            match (r.load)() {
-                Ok(reload) => {
-                    if !pipeline.reload(reload) {
-                        log::warn!("Reload skipped: the previous one is still being applied.");
-                    }
-                }
-                Err(why) => log::error!("Reload failed, still running as before: {why}"),
-            }
+            apply_reload(&pipeline, load);
         }
         if last_stats.elapsed() >= stats_interval {
             last_stats = Instant::now();
@@ -736,11 +987,91 @@ pub fn run_live(
         let _ = handle.join();
     }
     publish_live(&mut pipeline, &counters);
-    pipeline.finish()
+    let stats = pipeline.finish()?;
+    log::info!(
+        "Stats at the end: {}",
+        serde_json::to_string(&stats).unwrap_or_default()
+    );
+    Ok(Summary {
+        stats,
+        elapsed: started.elapsed(),
+        truncation: None,
+        repairs: Repairs::default(),
+        delivery: None,
+    })
+}
+
+/// Starts one capture thread per receiver, each sending its batches to `tx`. On failure, the
+/// threads already started are stopped.
+fn start_captures(
+    receivers: Vec<(String, Box<dyn LinkReceiver>)>,
+    counters: &[Arc<CaptureCounters>],
+    clock: &Arc<dyn Clock>,
+    batch_size: usize,
+    stop: &Arc<AtomicBool>,
+    tx: Sender<Vec<PacketMeta>>,
+) -> Result<Vec<JoinHandle<()>>, AgentError> {
+    let mut captures = Vec::new();
+    for ((name, mut receiver), counters) in receivers.into_iter().zip(counters.iter().cloned()) {
+        let (tx, thread_stop, clock) = (tx.clone(), stop.clone(), clock.clone());
+        let thread = spawn(&format!("ew-cap-{name}"), move || {
+            let result = capture_loop(
+                receiver.as_mut(),
+                clock.as_ref(),
+                batch_size,
+                &thread_stop,
+                &tx,
+                &counters,
+            );
+            log_capture_end(&name, &counters, result);
+        });
+        match thread {
+            Ok(t) => captures.push(t),
+            Err(e) => {
+                stop.store(true, Ordering::Relaxed);
+                for t in captures {
+                    let _ = t.join();
+                }
+                return Err(e);
+            }
+        }
+    }
+    Ok(captures)
+}
+
+/// Reads the config and the model again and hands them to the scoring stage. Reading the model
+/// takes milliseconds; the capture threads keep filling their queue meanwhile, and nothing in
+/// the flow tables is touched.
+fn apply_reload(pipeline: &Pipeline, load: &mut dyn FnMut() -> Result<Reload, String>) {
+    match load() {
+        Ok(r) => {
+            if !pipeline.reload(r) {
+                log::warn!("Reload skipped: the previous one is still being applied.");
+            }
+        }
+        Err(why) => log::error!("Reload failed, still running as before: {why}"),
+    }
+}
+
+fn log_capture_end(name: &str, counters: &CaptureCounters, result: std::io::Result<()>) {
+    let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
+    match result {
+        Ok(()) if counters.kernel_stats.load(Ordering::Relaxed) => log::info!(
+            "Capture on {name} stopped after {} frames (kernel: {} packets, {} dropped).",
+            n(&counters.frames),
+            n(&counters.kernel_packets),
+            n(&counters.kernel_drops)
+        ),
+        Ok(()) => log::info!(
+            "Capture on {name} stopped after {} frames.",
+            n(&counters.frames)
+        ),
+        Err(e) => log::error!("Capture on {name} failed: {e}"),
+    }
 }
 
 fn publish_live(pipeline: &mut Pipeline, counters: &[Arc<CaptureCounters>]) {
-    let sum = |f: fn(&CaptureCounters) -> &std::sync::atomic::AtomicU64| {
+    let sum = |f: fn(&CaptureCounters) -> &AtomicU64| {
         counters
             .iter()
             .map(|c| f(c).load(Ordering::Relaxed))
@@ -767,38 +1098,61 @@ fn publish_live(pipeline: &mut Pipeline, counters: &[Arc<CaptureCounters>]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::AtomicUsize;
 
     #[test]
     fn a_flush_runs_at_most_flush_lead_chunks_ahead_of_the_slowest_shard() {
+        // Shard 1 has sent nothing yet: shard 0 may send its first FLUSH_LEAD chunks only.
+        assert!(may_send(&[FLUSH_LEAD - 1, 0], FLUSH_LEAD));
+        assert!(!may_send(&[FLUSH_LEAD, 0], FLUSH_LEAD + 1));
+        // Once shard 1 has sent one chunk, shard 0 may send one more.
+        assert!(may_send(&[FLUSH_LEAD, 1], FLUSH_LEAD + 1));
+        assert!(!may_send(&[FLUSH_LEAD + 1, 1], FLUSH_LEAD + 2));
+        // A shard that is done holds nobody back.
+        assert!(may_send(&[40, usize::MAX], 41));
+    }
+
+    #[test]
+    fn a_shard_waits_for_the_slowest_and_goes_on_when_it_is_done() {
         let pace = Arc::new(FlushPace::new(2));
-        let reached = Arc::new(AtomicUsize::new(0));
+        let (sent_tx, sent_rx) = bounded::<usize>(8);
         let ahead = {
-            let (pace, reached) = (pace.clone(), reached.clone());
+            let pace = pace.clone();
             std::thread::spawn(move || {
                 for n in 1..=5 {
                     pace.step(0, n);
-                    reached.store(n, Ordering::SeqCst);
+                    sent_tx.send(n).unwrap();
                 }
                 pace.done(0);
             })
         };
-        // Waits for shard 0 to reach `n` chunks, then checks that it goes no further.
-        let stops_at = |n: usize| {
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while reached.load(Ordering::SeqCst) < n && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            std::thread::sleep(Duration::from_millis(100));
-            assert_eq!(reached.load(Ordering::SeqCst), n);
-        };
-        // Shard 1 has sent nothing yet: shard 0 may send its first FLUSH_LEAD chunks only.
-        stops_at(FLUSH_LEAD);
+        // Shard 0 sends FLUSH_LEAD chunks, then must wait for shard 1 to send its first.
+        for n in 1..=FLUSH_LEAD {
+            assert_eq!(sent_rx.recv().unwrap(), n);
+        }
         pace.step(1, 1);
         pace.step(1, 2); // shard 1 has now sent one chunk
-        stops_at(FLUSH_LEAD + 1);
+        assert_eq!(sent_rx.recv().unwrap(), FLUSH_LEAD + 1);
         pace.done(1);
+        let rest: Vec<usize> = sent_rx.iter().collect();
+        assert_eq!(rest, (FLUSH_LEAD + 2..=5).collect::<Vec<_>>());
         ahead.join().unwrap();
-        assert_eq!(reached.load(Ordering::SeqCst), 5);
+        assert_eq!(pace.sent.lock().unwrap()[0], usize::MAX);
+    }
+
+    #[test]
+    fn replay_waits_at_every_queue_and_live_capture_never_does() {
+        let cfg = Config::default();
+        let replay = Queues::new(&cfg, false);
+        let live = Queues::new(&cfg, true);
+        assert_eq!(replay.shard.when_full, WhenFull::Block);
+        assert_eq!(live.shard.when_full, WhenFull::DropNewest);
+        assert_eq!(live.capture.when_full, WhenFull::DropNewest);
+        assert_eq!(live.shard.capacity, cfg.capture.queue_capacity);
+        assert_eq!(
+            replay.shard.capacity,
+            cfg.capture.queue_capacity.div_ceil(REPLAY_QUEUE_DIVISOR)
+        );
+        let names: Vec<&str> = live.all().iter().map(|q| q.name).collect();
+        assert_eq!(names, ["capture", "shard", "report", "alert", "reload"]);
     }
 }

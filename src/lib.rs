@@ -5,8 +5,9 @@
 //! (bidirectional flow table) -> `host` + `features` (the feature vector) -> `model` (tract
 //! scorer) -> `incident` (threshold, behaviours, evidence, one alert per episode, rate limit)
 //! -> `alert` (the EVE record) -> `sink` (JSON lines). `scoring` runs host context, features,
-//! model and incidents as one stage; `agent` wires the threads and queues; `config`, `stats`,
-//! `distinct` (counting distinct values) and `fasthash` (the tables' hasher) serve them all.
+//! model and incidents as one stage; `mqtt` publishes the alerts; `agent` is the one place that
+//! wires the threads and queues, for every command; `config`, `stats`, `signals`, `distinct`
+//! (counting distinct values) and `fasthash` (the tables' hasher) serve them all.
 //! `collector` (cargo feature `collector`) is the central side: MQTT ingest, storage, web UI and
 //! API.
 
@@ -28,5 +29,6 @@ pub mod mqtt;
 pub mod packet;
 pub mod parse;
 pub mod scoring;
+pub mod signals;
 pub mod sink;
 pub mod stats;

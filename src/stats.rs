@@ -47,6 +47,9 @@ counters!(
     packets,
     time_backwards,
     fragments_unattributed,
+    // packets dropped at a full queue: capture -> dispatcher, dispatcher -> flow shards, and both
+    capture_queue_drops,
+    shard_queue_drops,
     queue_drops,
     kernel_packets,
     kernel_drops,
@@ -60,6 +63,7 @@ counters!(
     flow_evaluations,
     icmp_errors_attributed,
     icmp_errors_unattributed,
+    packets_after_end,
     // scorer
     flows_scored,
     inference_batches,

@@ -664,6 +664,51 @@ fn outbox_survives_sigkill_while_the_broker_is_down() {
     });
 }
 
+/// `replay`'s wait for the broker ends at a SIGTERM: the alerts stay in the outbox, and the exit
+/// code and the last line say so. (Without the signal it would wait 600 s.)
+#[test]
+fn sigterm_ends_the_wait_for_a_dead_broker() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port(); // nothing listens there
+    let config = write_config(dir.path(), "hurry", "");
+    let alerts = dir.path().join("alerts.jsonl");
+    let url = format!("mqtt://127.0.0.1:{port}");
+    let state = dir.path().join("state");
+    let pcap = data("lab-mini.pcap");
+    let agent = Agent::spawn(&[
+        "replay",
+        path(&pcap),
+        "--config",
+        path(&config),
+        "--alerts",
+        path(&alerts),
+        "--mqtt",
+        &url,
+        "--state-dir",
+        path(&state),
+        "--drain-timeout-s",
+        "600",
+    ]);
+    // The summary line comes once the pipeline has drained, before the wait for the broker.
+    agent.wait_stderr("replay: ");
+    agent.wait_stderr("is unreachable");
+    let ok = Command::new("kill")
+        .args(["-TERM", &agent.child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill -TERM edgewatch");
+    let (status, stderr) = agent.wait(Duration::from_secs(60));
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    let written = lines(&alerts).len();
+    assert!(
+        stderr.contains(&format!(
+            "{written} alerts not acknowledged are kept in the outbox"
+        )),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn status_is_online_retained_then_offline_when_the_agent_is_killed() {
     let dir = tempfile::tempdir().unwrap();

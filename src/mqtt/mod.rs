@@ -19,14 +19,19 @@ mod link;
 pub mod outbox;
 #[cfg(feature = "mqtt")]
 mod publisher;
-#[cfg(feature = "mqtt")]
+// Plain data: the agent builds the status identity in every build.
+#[cfg(not(feature = "mqtt"))]
+mod absent;
+#[cfg_attr(not(feature = "mqtt"), allow(dead_code))]
 pub mod status;
 
+#[cfg(not(feature = "mqtt"))]
+pub use absent::{Mqtt, MqttSink, Publisher, PublisherWorker};
 /// The login and TLS settings of `[mqtt]`, for the collector.
 #[cfg(feature = "mqtt")]
 pub use connect::Access;
 #[cfg(feature = "mqtt")]
-pub use publisher::{DrainOutcome, Mqtt, MqttSink, Publisher};
+pub use publisher::{Mqtt, MqttSink, Publisher, PublisherWorker};
 
 use crate::config::MqttConfig;
 
@@ -129,6 +134,22 @@ pub fn check_build(url: &BrokerUrl, _cfg: &MqttConfig) -> Result<(), String> {
     Ok(())
 }
 
+/// How publishing ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DrainOutcome {
+    /// Every alert in the outbox was acknowledged by the broker (or dropped, see `dropped`).
+    pub delivered_all: bool,
+    /// Alerts left in the outbox for the next start.
+    pub waiting: u64,
+    /// Alerts the broker acknowledged during this run.
+    pub published: u64,
+    /// Alerts the broker refused in its PUBACK during this run (MQTT 5), dropped.
+    pub rejected: u64,
+    /// Alerts dropped because the outbox was full or could not be written.
+    pub dropped: u64,
+    pub outbox: std::path::PathBuf,
+}
+
 /// Errors that stop MQTT from starting. Problems while running (broker unreachable, refused,
 /// bad certificate) are not errors here: they are logged once and retried.
 #[derive(Debug, thiserror::Error)]
@@ -156,8 +177,18 @@ pub enum MqttError {
     #[error("MQTT outbox: {0}")]
     #[cfg(feature = "mqtt")]
     Outbox(#[from] outbox::OutboxError),
-    #[error("cannot start the MQTT publisher thread: {0}")]
-    Spawn(std::io::Error),
+}
+
+impl MqttError {
+    /// Whether it is the user's to fix, in the config or on the command line (a url, a file, a
+    /// certificate, the sensor id), rather than the system's (the outbox cannot be written).
+    pub fn is_setting(&self) -> bool {
+        match self {
+            #[cfg(feature = "mqtt")]
+            MqttError::Outbox(_) => false,
+            _ => true,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -15,21 +15,20 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, watch};
 
-use super::MqttError;
 use super::connect::{CLIENT_INFLIGHT, Problem, ProblemKind, Settings};
 use super::link::{self, Client, Events, LinkError, LinkEvent, V5Failure, Version};
 use super::outbox::Outbox;
 use super::status::{Identity, PublishCounters, stats_payload, status_payload};
+use super::{DrainOutcome, MqttError};
 use crate::alert::Alert;
 use crate::config::{MqttConfig, MqttProtocol};
+use crate::signals::Interrupt;
 use crate::sink::{AlertSink, JsonLines};
 use crate::stats::Stats;
 
@@ -91,13 +90,13 @@ impl Mqtt {
         }
     }
 
-    /// Starts the publisher thread. `stats` are the pipeline's counters, published every
-    /// `stats_interval`.
-    pub fn start(
+    /// The publisher, to run on a thread of its own, and the handle that tells it to finish.
+    /// `stats` are the pipeline's counters, published every `stats_interval`.
+    pub fn publisher(
         self,
         stats: Arc<Stats>,
         stats_interval: Duration,
-    ) -> Result<Publisher, MqttError> {
+    ) -> (PublisherWorker, Publisher) {
         let (finish_tx, finish_rx) = watch::channel(None);
         let outbox = self.outbox.clone();
         let worker = Worker {
@@ -114,83 +113,78 @@ impl Mqtt {
             connects: 0,
             finish_rx,
             finish_at: None,
+            interrupt: None,
             finish_closed: false,
             rng: seed(),
         };
-        let thread = std::thread::Builder::new()
-            .name("ew-mqtt".to_string())
-            .spawn(move || {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build();
-                match runtime {
-                    Ok(rt) => rt.block_on(worker.run()),
-                    Err(e) => {
-                        log::error!(
-                            "Cannot start the MQTT runtime: {e}. Alerts stay in the outbox."
-                        );
-                        worker.outcome(false)
-                    }
-                }
-            })
-            .map_err(MqttError::Spawn)?;
-        Ok(Publisher {
+        let publisher = Publisher {
             finish: finish_tx,
-            thread,
             outbox,
-        })
+        };
+        (PublisherWorker { worker }, publisher)
     }
 }
 
-/// The running publisher.
+/// The publisher's work, for a thread of its own: [`PublisherWorker::run`] returns once it has
+/// finished.
+pub struct PublisherWorker {
+    worker: Worker,
+}
+
+impl PublisherWorker {
+    /// Publishes until asked to finish (see [`Publisher::finish`]), on a tokio current-thread
+    /// runtime of its own.
+    pub fn run(self) -> DrainOutcome {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build();
+        match runtime {
+            Ok(rt) => rt.block_on(self.worker.run()),
+            Err(e) => {
+                log::error!("Cannot start the MQTT runtime: {e}. Alerts stay in the outbox.");
+                self.worker.outcome(false)
+            }
+        }
+    }
+}
+
+/// Tells the running publisher to finish.
 pub struct Publisher {
-    finish: watch::Sender<Option<Instant>>,
-    thread: JoinHandle<DrainOutcome>,
+    finish: watch::Sender<Option<Finish>>,
     outbox: Arc<Outbox>,
 }
 
-/// How publishing ended.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DrainOutcome {
-    /// Every alert in the outbox was acknowledged by the broker (or dropped, see `dropped`).
-    pub delivered_all: bool,
-    /// Alerts left in the outbox for the next start.
-    pub waiting: u64,
-    /// Alerts the broker acknowledged during this run.
-    pub published: u64,
-    /// Alerts the broker refused in its PUBACK during this run (MQTT 5), dropped.
-    pub rejected: u64,
-    /// Alerts dropped because the outbox was full or could not be written.
-    pub dropped: u64,
-    pub outbox: PathBuf,
+/// A request to finish: by `at` at the latest, at once when `interrupt` fires.
+#[derive(Clone, Debug)]
+struct Finish {
+    at: Instant,
+    interrupt: Interrupt,
 }
 
+/// How often a finishing publisher looks for an interrupt.
+const INTERRUPT_CHECK: Duration = Duration::from_millis(100);
+
 impl Publisher {
-    /// Sends what is left in the outbox, waiting at most `timeout`, then says "offline" and
-    /// disconnects. Alerts not acknowledged by then stay in the outbox.
-    /// Also ends the wait early when `stop` is set (a signal).
-    pub fn finish(self, timeout: Duration, stop: &AtomicBool) -> DrainOutcome {
-        let _ = self.finish.send(Some(Instant::now() + timeout));
-        while !self.thread.is_finished() {
-            if stop.load(Ordering::Relaxed) {
-                let _ = self.finish.send(Some(Instant::now()));
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        match self.thread.join() {
-            Ok(outcome) => outcome,
-            Err(_) => {
-                let c = self.outbox.counters();
-                DrainOutcome {
-                    delivered_all: false,
-                    waiting: c.depth,
-                    published: 0,
-                    rejected: 0,
-                    dropped: c.dropped,
-                    outbox: self.outbox.path().to_path_buf(),
-                }
-            }
+    /// Asks the publisher to send what is left in the outbox, within `timeout` or until
+    /// `interrupt` fires, then to say "offline" and disconnect. Alerts not acknowledged by then
+    /// stay in the outbox.
+    pub fn finish(&self, timeout: Duration, interrupt: Interrupt) {
+        let _ = self.finish.send(Some(Finish {
+            at: Instant::now() + timeout,
+            interrupt,
+        }));
+    }
+
+    /// The outcome when the publisher's thread panicked: what the outbox still holds.
+    pub fn outcome_after_panic(&self) -> DrainOutcome {
+        let c = self.outbox.counters();
+        DrainOutcome {
+            delivered_all: false,
+            waiting: c.depth,
+            published: 0,
+            rejected: 0,
+            dropped: c.dropped,
+            outbox: self.outbox.path().to_path_buf(),
         }
     }
 }
@@ -383,8 +377,10 @@ struct Worker {
     rejected: u64,
     last_rejection: Option<String>,
     connects: u64,
-    finish_rx: watch::Receiver<Option<Instant>>,
+    finish_rx: watch::Receiver<Option<Finish>>,
     finish_at: Option<Instant>,
+    /// Ends the finishing early (a second SIGTERM in `run`, any in `replay`).
+    interrupt: Option<Interrupt>,
     /// The `Publisher` is gone: nothing more will be asked.
     finish_closed: bool,
     rng: u64,
@@ -455,7 +451,9 @@ impl Worker {
                 if let Some(outcome) = self.finish_while_disconnected() {
                     return outcome;
                 }
-                let until = self.finish_at.map_or(wake, |f| f.min(wake));
+                let until = self
+                    .wake_by(Some(self.finish_at.map_or(wake, |f| f.min(wake))))
+                    .unwrap_or(wake);
                 if Instant::now() >= wake {
                     break;
                 }
@@ -479,7 +477,7 @@ impl Worker {
                 return end;
             }
             // Once "offline" is sent only its own timeout counts (see step_finish).
-            let deadline = s.goodbye_deadline.or(self.finish_at);
+            let deadline = self.wake_by(s.goodbye_deadline.or(self.finish_at));
             tokio::select! {
                 event = s.events.recv() => {
                     let mut next = event;
@@ -575,7 +573,11 @@ impl Worker {
 
     fn on_finish_request(&mut self, sender_alive: bool) {
         if sender_alive {
-            self.finish_at = *self.finish_rx.borrow();
+            let finish = self.finish_rx.borrow().clone();
+            if let Some(f) = finish {
+                self.finish_at = Some(f.at);
+                self.interrupt = Some(f.interrupt);
+            }
         } else {
             // The agent went away without asking: finish now.
             self.finish_closed = true;
@@ -585,6 +587,7 @@ impl Worker {
 
     /// Moves finishing on: once the outbox is empty, final stats, "offline", disconnect.
     fn step_finish(&mut self, s: &mut Session) -> Option<End> {
+        self.check_interrupt();
         let deadline = self.finish_at?;
         let now = Instant::now();
         if self.outbox.is_empty() {
@@ -627,7 +630,29 @@ impl Worker {
         (now >= deadline).then(|| End::Finished(self.outcome(false)))
     }
 
+    /// An interrupt moves the finishing deadline to now.
+    fn check_interrupt(&mut self) {
+        if self.interrupt.as_ref().is_some_and(Interrupt::happened) {
+            self.interrupt = None;
+            let now = Instant::now();
+            self.finish_at = Some(self.finish_at.map_or(now, |at| at.min(now)));
+        }
+    }
+
+    /// When a wait must end at the latest: at `deadline`, and while an interrupt may come, soon
+    /// enough to notice it.
+    fn wake_by(&self, deadline: Option<Instant>) -> Option<Instant> {
+        match &self.interrupt {
+            Some(_) => {
+                let check = Instant::now() + INTERRUPT_CHECK;
+                Some(deadline.map_or(check, |d| d.min(check)))
+            }
+            None => deadline,
+        }
+    }
+
     fn finish_while_disconnected(&mut self) -> Option<DrainOutcome> {
+        self.check_interrupt();
         let deadline = self.finish_at?;
         let empty = self.outbox.is_empty();
         (empty || Instant::now() >= deadline).then(|| self.outcome(empty))
