@@ -14,7 +14,7 @@ use clap::{Parser, Subcommand};
 use edgewatch::agent::{self, Output, Pipeline};
 use edgewatch::capture::file::CaptureReader;
 use edgewatch::capture::live::{self, SystemClock};
-use edgewatch::config::{Config, DEFAULT_CONFIG, MAX_SECONDS};
+use edgewatch::config::{Config, MAX_SECONDS, default_config_text};
 use edgewatch::dispatch::WhenFull;
 use edgewatch::features::{FEATURE_NAMES, schema_id};
 use edgewatch::model::Scorer;
@@ -200,7 +200,7 @@ fn stop_flag() -> anyhow::Result<Arc<AtomicBool>> {
 fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::GenerateConfig => {
-            print!("{DEFAULT_CONFIG}");
+            print!("{}", default_config_text());
             Ok(ExitCode::SUCCESS)
         }
         Command::Validate { config, model } => {
