@@ -13,7 +13,7 @@ use clap::{Args, Parser, Subcommand};
 use edgewatch::agent::{self, AgentError, Failure, Input, MqttPlan, Output, Plan, Summary};
 use edgewatch::capture::file::CaptureReader;
 use edgewatch::capture::live::{self, LinkReceiver, SystemClock};
-use edgewatch::config::{Config, DEFAULT_CONFIG, MAX_SECONDS};
+use edgewatch::config::{Config, MAX_SECONDS, default_config_text};
 use edgewatch::features::{FEATURE_NAMES, schema_id};
 use edgewatch::model::Scorer;
 use edgewatch::mqtt::DrainOutcome;
@@ -233,7 +233,7 @@ fn run_agent(config: &Config, plan: Plan) -> anyhow::Result<Summary> {
 fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::GenerateConfig => {
-            print!("{DEFAULT_CONFIG}");
+            print!("{}", default_config_text());
             Ok(ExitCode::SUCCESS)
         }
         Command::Validate(args) => Ok(validate(args.config.as_ref(), args.model.as_ref())),

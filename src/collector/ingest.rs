@@ -22,7 +22,8 @@ use rumqttc::v5::{Client, Event, MqttOptions};
 use super::store::{Store, now_us};
 use super::validate::{Message, Validator};
 use super::{CollectorConfig, CollectorError, Metrics};
-use crate::mqtt::{Access, BrokerUrl, MqttError};
+use crate::config::{BrokerUrl, check_build};
+use crate::mqtt::{Access, MqttError};
 
 /// How long the broker keeps a stopped collector's session (and queues its share of messages):
 /// a week, so that a collector taken out of service for good does not hold messages forever.
@@ -77,7 +78,7 @@ pub fn start(
     metrics: Arc<Metrics>,
 ) -> Result<Ingest, CollectorError> {
     let url = BrokerUrl::parse(&cfg.mqtt.url).map_err(MqttError::Url)?;
-    crate::mqtt::check_build(&url, &cfg.mqtt).map_err(MqttError::Url)?;
+    check_build(&url).map_err(MqttError::Url)?;
     let access = Access::new(&cfg.mqtt, &url)?;
     let client_id = cfg.client_id();
     let mut options = MqttOptions::new(client_id.clone(), url.host.clone(), url.port);

@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use rumqttc::{LastWill, MqttOptions, QoS, v5};
 
+use super::MqttError;
 use super::link::{LinkError, Version};
 use super::status::{Identity, Topics, status_payload};
-use super::{BrokerUrl, MqttError};
-use crate::config::{MqttConfig, MqttProtocol};
+use crate::config::{BrokerUrl, MqttConfig, MqttProtocol, check_build};
 
 /// Largest packet sent or accepted; an alert is well under 2 KiB.
 const MAX_PACKET: usize = 256 * 1024;
@@ -48,7 +48,7 @@ impl Settings {
         identity: &Identity,
     ) -> Result<Settings, MqttError> {
         let url = BrokerUrl::parse(url).map_err(MqttError::Url)?;
-        super::check_build(&url, cfg).map_err(MqttError::Url)?;
+        check_build(&url).map_err(MqttError::Url)?;
         if sensor_id.is_empty() || sensor_id.contains(['/', '+', '#', '\0']) {
             return Err(MqttError::SensorId(sensor_id.to_string()));
         }
@@ -310,8 +310,8 @@ mod tls {
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     use rustls::{ClientConfig, RootCertStore};
 
-    use super::{BrokerUrl, MqttError, read};
-    use crate::config::MqttConfig;
+    use super::{MqttError, read};
+    use crate::config::{BrokerUrl, MqttConfig};
 
     /// A rustls client config: ring as the crypto provider, the CA file (or the system's CAs)
     /// as roots, and the client certificate when one is configured.

@@ -781,7 +781,7 @@ impl Negotiation {
         &mut self,
         version: Version,
         e: &LinkError,
-        url: &super::BrokerUrl,
+        url: &crate::config::BrokerUrl,
     ) -> Option<Version> {
         if !self.auto || self.settled {
             return None;
