@@ -2,8 +2,16 @@
 # Live capture at speed: the highest packet rate each capture backend takes with zero drops, and
 # the CPU time edgewatch spends per packet.
 #
-#   sudo bench/live.sh [RATE...]     (packets/s; 0 = tcpreplay --topspeed;
+#   sudo bench/live.sh [RATE...]     (packets/s; 0 = as fast as the generator goes;
 #                                     default: 10000 25000 50000 100000 200000 400000 0)
+#   sudo TRAFFIC=flood BACKENDS=tpacket bench/live.sh 200000 500000
+#
+# The generator runs on CPU GEN_CPU (default 0) and the agent on CPU AGENT_CPU (default 1), with
+# `taskset`, so that the figures are the agent's and not the generator's; set both empty to let
+# the scheduler place them. TRAFFIC=bench (the default) replays the bench capture below with
+# tcpreplay; TRAFFIC=flood sends TCP SYNs from one host to one port with random source ports
+# (every packet a new flow) with trafgen (netsniff-ng, installed when missing), and reports when
+# the first flood alert was written, in seconds after the flood started (alert_s).
 #
 # Makes two network namespaces joined by a veth pair (removed on exit), runs `edgewatch run` on
 # one end with each backend (BACKENDS="tpacket pnet" by default, THREADS=1, WORKERS=0 = one per
@@ -26,6 +34,13 @@ cd "$(dirname "$0")/.."
 rates=("$@")
 [ ${#rates[@]} -gt 0 ] || rates=(10000 25000 50000 100000 200000 400000 0)
 backends=(${BACKENDS:-tpacket pnet})
+traffic=${TRAFFIC:-bench}
+gen_cpu=${GEN_CPU-0}
+agent_cpu=${AGENT_CPU-1}
+[ "$(nproc)" -ge 2 ] || { gen_cpu=""; agent_cpu=""; }
+gen_pin=() agent_pin=()
+[ -z "$gen_cpu" ] || gen_pin=(taskset -c "$gen_cpu")
+[ -z "$agent_cpu" ] || agent_pin=(taskset -c "$agent_cpu")
 threads=${THREADS:-1}
 workers=${WORKERS:-0}
 packets=${PACKETS:-200000}
@@ -33,12 +48,23 @@ seconds=${SECONDS_PER_TRIAL:-3}
 if ! command -v tcpreplay >/dev/null; then
     apt-get install -y tcpreplay >/dev/null
 fi
+if [ "$traffic" = flood ] && ! command -v trafgen >/dev/null; then
+    apt-get install -y netsniff-ng >/dev/null
+fi
 cargo build --release --quiet
 bin="$(pwd)/${CARGO_TARGET_DIR:-target}/release/edgewatch"
 capture="/tmp/edgewatch-live-${packets}.pcap"
 [ -f "$capture" ] || python3 bench/gen_capture.py --packets "$packets" --seed 1 --snaplen 65535 -q -o "$capture"
 
 work=$(mktemp -d)
+# The flood: a SYN to 10.99.0.1:80 from 10.99.0.2, a random source port and sequence number each.
+cat >"$work/syn.cfg" <<'EOF'
+{
+  eth(da=02:00:00:00:00:01, sa=02:00:00:00:00:02),
+  ipv4(saddr=10.99.0.2, daddr=10.99.0.1, ttl=64),
+  tcp(sp=drnd(), dp=80, seq=drnd(), syn, win=64240)
+}
+EOF
 ns_a="ewbench-a-$$"
 ns_b="ewbench-b-$$"
 agent=""
@@ -74,10 +100,12 @@ capture_ticks() {
 }
 # The frames counter of the agent's last stats line.
 frames_now() { grep -o '"frames":[0-9]*' "$work/agent.log" | tail -1 | cut -d: -f2; }
+# A counter of the agent's final stats line.
+final() { grep 'Stats at the end' "$work/agent.log" | grep -o "\"$1\":[0-9]*" | cut -d: -f2; }
 
 declare -A best
-printf '%-8s %10s %10s %10s %9s %9s %9s %10s %10s\n' backend pps_reached sent read k_drops q_drops lost \
-    cpu_ns/pkt cap_ns/pkt
+printf '%-8s %10s %10s %10s %9s %9s %9s %9s %10s %10s %8s\n' backend pps_reached sent read k_drops \
+    capq_drop shardq_drop lost cpu_ns/pkt cap_ns/pkt alert_s
 for backend in "${backends[@]}"; do
     best[$backend]=none
     for rate in "${rates[@]}"; do
@@ -91,8 +119,9 @@ workers = $workers
 [output]
 stats_interval_s = 0.2
 EOF
-        ip netns exec "$ns_a" "$bin" run --interface ewb0 --config "$work/edgewatch.toml" \
-            --alerts /dev/null 2>"$work/agent.log" &
+        rm -f "$work/alerts.jsonl"
+        ip netns exec "$ns_a" "${agent_pin[@]}" "$bin" run --interface ewb0 \
+            --config "$work/edgewatch.toml" --alerts "$work/alerts.jsonl" 2>"$work/agent.log" &
         agent=$!
         for _ in $(seq 100); do
             grep -q 'Capturing on' "$work/agent.log" && break
@@ -109,9 +138,25 @@ EOF
         loops=$(( (count + packets - 1) / packets ))
         before=$(cpu_ticks "$agent")
         cap_before=$(capture_ticks "$agent")
-        ip netns exec "$ns_b" tcpreplay -i ewb1 "${speed[@]}" --loop="$loops" --limit="$count" "$capture" >"$work/tcpreplay.out" 2>&1
-        sent=$(awk '/Successful packets:/ { print $3 }' "$work/tcpreplay.out")
-        reached=$(awk '/Rated:/ { for (i = 1; i <= NF; i++) if ($i == "pps") print int($(i - 1)) }' "$work/tcpreplay.out")
+        started=$(date +%s.%N)
+        alert_s=-
+        if [ "$traffic" = flood ]; then
+            ( while ! grep -q '"flood"' "$work/alerts.jsonl" 2>/dev/null; do sleep 0.05; done
+              echo "$(date +%s.%N) - $started" | bc >"$work/alert_s" ) &
+            watcher=$!
+            rate_arg=()
+            [ "$rate" = 0 ] || rate_arg=(-b "${rate}pps")
+            ip netns exec "$ns_b" "${gen_pin[@]}" trafgen -o ewb1 -i "$work/syn.cfg" -P 1 -n "$count" \
+                "${rate_arg[@]}" >"$work/trafgen.out" 2>&1
+            ended=$(date +%s.%N)
+            sent=$(tr '\r' '\n' <"$work/trafgen.out" | awk '/packets outgoing/ { n = $1 } END { print n }')
+            reached=$(echo "$sent / ($ended - $started)" | bc)
+        else
+            ip netns exec "$ns_b" "${gen_pin[@]}" tcpreplay -i ewb1 "${speed[@]}" --loop="$loops" \
+                --limit="$count" "$capture" >"$work/tcpreplay.out" 2>&1
+            sent=$(awk '/Successful packets:/ { print $3 }' "$work/tcpreplay.out")
+            reached=$(awk '/Rated:/ { for (i = 1; i <= NF; i++) if ($i == "pps") print int($(i - 1)) }' "$work/tcpreplay.out")
+        fi
         # Until every sent frame is read, or the count stops moving for a second.
         last=-1 still=0
         while [ "$still" -lt 5 ]; do
@@ -129,6 +174,14 @@ EOF
         kill -TERM "$agent"
         wait "$agent" || true
         agent=""
+        if [ "$traffic" = flood ]; then
+            kill "$watcher" 2>/dev/null || true
+            wait "$watcher" 2>/dev/null || true
+            [ ! -s "$work/alert_s" ] || alert_s=$(printf '%.2f' "$(cat "$work/alert_s")")
+            rm -f "$work/alert_s"
+        fi
+        capq_drops=$(final capture_queue_drops)
+        shardq_drops=$(final shard_queue_drops)
         # run: P packets, F flows, A alerts, S skipped, Q dropped, K dropped by the kernel
         read -r read_frames q_drops k_drops < <(awk '/^run: / {
             gsub(",", ""); print $2, $10, $12 }' "$work/agent.log")
@@ -137,8 +190,9 @@ EOF
         per_read=$(( read_frames > 0 ? read_frames : 1 ))
         ns_per_pkt=$(( (after - before) * 1000000000 / hz / per_read ))
         cap_ns_per_pkt=$(( (cap_after - cap_before) * 1000000000 / hz / per_read ))
-        printf '%-8s %10s %10s %10s %9s %9s %9s %10s %10s\n' "$backend" "$reached" "$sent" \
-            "$read_frames" "$k_drops" "$q_drops" "$lost" "$ns_per_pkt" "$cap_ns_per_pkt"
+        printf '%-8s %10s %10s %10s %9s %9s %9s %9s %10s %10s %8s\n' "$backend" "$reached" "$sent" \
+            "$read_frames" "$k_drops" "${capq_drops:-?}" "${shardq_drops:-?}" "$lost" "$ns_per_pkt" \
+            "$cap_ns_per_pkt" "$alert_s"
         if [ "$lost" = 0 ] && [ "$q_drops" = 0 ] && [ "$k_drops" = 0 ]; then
             if [ "${best[$backend]}" = none ] || [ "$reached" -gt "${best[$backend]%% *}" ]; then
                 best[$backend]="$reached pps (${ns_per_pkt} ns CPU per packet, ${cap_ns_per_pkt} ns in capture)"
