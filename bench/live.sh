@@ -51,8 +51,13 @@ fi
 if [ "$traffic" = flood ] && ! command -v trafgen >/dev/null; then
     apt-get install -y netsniff-ng >/dev/null
 fi
-cargo build --release --quiet
-bin="$(pwd)/${CARGO_TARGET_DIR:-target}/release/edgewatch"
+# EDGEWATCH_BIN=PATH measures another build (an older one, to compare) instead of this tree's.
+if [ -n "${EDGEWATCH_BIN:-}" ]; then
+    bin=$EDGEWATCH_BIN
+else
+    cargo build --release --quiet
+    bin="$(pwd)/${CARGO_TARGET_DIR:-target}/release/edgewatch"
+fi
 capture="/tmp/edgewatch-live-${packets}.pcap"
 [ -f "$capture" ] || python3 bench/gen_capture.py --packets "$packets" --seed 1 --snaplen 65535 -q -o "$capture"
 
@@ -100,8 +105,9 @@ capture_ticks() {
 }
 # The frames counter of the agent's last stats line.
 frames_now() { grep -o '"frames":[0-9]*' "$work/agent.log" | tail -1 | cut -d: -f2; }
-# A counter of the agent's final stats line.
-final() { grep 'Stats at the end' "$work/agent.log" | grep -o "\"$1\":[0-9]*" | cut -d: -f2; }
+# A counter of the agent's final stats line. Builds before 2026-12-06 do not log it: their
+# columns show "?", and shardq_drop "?N" with N all their queue drops (the summary line's).
+final() { { grep 'Stats at the end' "$work/agent.log" || true; } | grep -o "\"$1\":[0-9]*" | cut -d: -f2 || true; }
 
 declare -A best
 printf '%-8s %10s %10s %10s %9s %9s %9s %9s %10s %10s %8s\n' backend pps_reached sent read k_drops \
@@ -191,7 +197,7 @@ EOF
         ns_per_pkt=$(( (after - before) * 1000000000 / hz / per_read ))
         cap_ns_per_pkt=$(( (cap_after - cap_before) * 1000000000 / hz / per_read ))
         printf '%-8s %10s %10s %10s %9s %9s %9s %9s %10s %10s %8s\n' "$backend" "$reached" "$sent" \
-            "$read_frames" "$k_drops" "${capq_drops:-?}" "${shardq_drops:-?}" "$lost" "$ns_per_pkt" \
+            "$read_frames" "$k_drops" "${capq_drops:-?}" "${shardq_drops:-?$q_drops}" "$lost" "$ns_per_pkt" \
             "$cap_ns_per_pkt" "$alert_s"
         if [ "$lost" = 0 ] && [ "$q_drops" = 0 ] && [ "$k_drops" = 0 ]; then
             if [ "${best[$backend]}" = none ] || [ "$reached" -gt "${best[$backend]%% *}" ]; then

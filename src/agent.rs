@@ -20,7 +20,7 @@ use crossbeam_channel::{Receiver, Sender, bounded};
 use crate::alert::{Alert, ModelRef};
 use crate::capture::file::{CaptureReader, Repairs, Truncation};
 use crate::capture::live::{CaptureCounters, Clock, LinkReceiver, READ_TIMEOUT, capture_loop};
-use crate::config::Config;
+use crate::config::{CaptureBackend, Config};
 use crate::dispatch::{Batch, Dispatcher, WhenFull};
 use crate::flow::{FlowEvent, FlowTable, Order};
 use crate::host::HostTable;
@@ -288,10 +288,14 @@ impl Queue {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Queues {
     /// Capture threads -> dispatcher (live only), batches of up to `capture.batch_size`
-    /// packets: a capture thread never waits, a full queue drops its batch.
+    /// packets. A tpacket capture thread waits, and its ring (`capture.ring_blocks` ×
+    /// `capture.ring_block_kib`, far larger than the queues) holds the packets meanwhile: when
+    /// the ring is full the kernel drops and counts (`kernel_drops`). pnet's socket buffer is
+    /// small and its drops are not counted, so a pnet capture thread drops its batch instead.
     pub capture: Queue,
-    /// Dispatcher -> each flow shard, batches of packets: live capture drops a batch when the
-    /// shard's queue is full; a file waits, and never loses a packet.
+    /// Dispatcher -> each flow shard, batches of packets: the dispatcher waits, so a stage that
+    /// falls behind for a burst (a mass expiry of flows under a flood) holds the capture back
+    /// rather than losing packets. A file never loses a packet.
     pub shard: Queue,
     /// Flow shards -> scoring, reports of flow events: a shard waits.
     pub report: Queue,
@@ -304,11 +308,15 @@ pub struct Queues {
 impl Queues {
     pub fn new(cfg: &Config, live: bool) -> Queues {
         let (shard_capacity, shard_when_full) = match live {
-            true => (cfg.capture.queue_capacity, WhenFull::DropNewest),
+            true => (cfg.capture.queue_capacity, WhenFull::Block),
             false => (
                 cfg.capture.queue_capacity.div_ceil(REPLAY_QUEUE_DIVISOR),
                 WhenFull::Block,
             ),
+        };
+        let capture_when_full = match cfg.capture.backend.resolve() {
+            CaptureBackend::Tpacket => WhenFull::Block,
+            _ => WhenFull::DropNewest,
         };
         let queue = |name, capacity, when_full| Queue {
             name,
@@ -316,7 +324,7 @@ impl Queues {
             when_full,
         };
         Queues {
-            capture: queue("capture", CAPTURE_QUEUE, WhenFull::DropNewest),
+            capture: queue("capture", CAPTURE_QUEUE, capture_when_full),
             shard: queue("shard", shard_capacity, shard_when_full),
             report: queue("report", REPORT_QUEUE, WhenFull::Block),
             alert: queue("alert", ALERT_QUEUE, WhenFull::Block),
@@ -368,11 +376,17 @@ const CAPTURE_QUEUE: usize = 64;
 /// Scorer reports and alert batches, at most.
 const REPORT_QUEUE: usize = 16;
 const ALERT_QUEUE: usize = 64;
+/// Live capture scores flows once they have waited this long (or once a batch is full), so that
+/// the model mostly runs on full batches, as in replay, and an alert still leaves within a
+/// fraction of a second. Reports reach the scorer at least every READ_TIMEOUT on a quiet link
+/// (the dispatcher's ticks), so a flow waits at most about this plus READ_TIMEOUT.
+const LIVE_SCORE_DELAY: Duration = Duration::from_millis(50);
 /// Evaluations per report when a shard flushes its table.
 const FLUSH_CHUNK: usize = 256;
-/// A shard reports its events once it has this many (a packet, and the timers it fires, may add
-/// a few more; see REPORT_ROOM). Under a flood every packet starts a flow: the reports, and the
-/// memory the report queue holds, would otherwise grow with the batches of packets.
+/// A shard reports its events once it has this many (checked after each packet, which with the
+/// timers it fires may add a few more: see REPORT_ROOM; the timers fired at the end of a batch
+/// are split into reports of this many). Under a flood every packet starts a flow: the reports,
+/// and the memory the report queue holds, would otherwise grow with the batches of packets.
 const REPORT_EVENTS: usize = 256;
 /// Room for a report's events: a packet (and the timers it fires) may add a few past the mark.
 const REPORT_ROOM: usize = REPORT_EVENTS + REPORT_EVENTS / 8;
@@ -385,8 +399,8 @@ const REPLAY_BATCH_SCALE: usize = 4;
 const REPLAY_QUEUE_DIVISOR: usize = 2;
 
 impl Pipeline {
-    /// Starts the flow shards, the scoring stage and the sink. `live` scores every batch of
-    /// packets at once and hands packets on in the configured batches, for alert latency; a file
+    /// Starts the flow shards, the scoring stage and the sink. `live` hands packets on in the
+    /// configured batches and scores flows within LIVE_SCORE_DELAY, for alert latency; a file
     /// lets the stages fill larger batches.
     fn spawn(
         cfg: &Config,
@@ -599,6 +613,16 @@ fn shard_worker(
             }
         }
         table.advance(batch.reached.ts, &mut events);
+        // The flows of a flood can expire together: thousands of evaluations from one advance.
+        // They go in reports of REPORT_EVENTS too, so the scorer starts on them at once.
+        while events.len() > REPORT_EVENTS {
+            let rest = events.split_off(REPORT_EVENTS);
+            let chunk = std::mem::replace(&mut events, rest);
+            let watermark = last_order(&chunk);
+            if !report(chunk, watermark) {
+                return;
+            }
+        }
         publish_flow_counters(&stats, &table, &mut published);
         // The next batch's events likely number about the same: room for them up front.
         let room = events.len().min(REPORT_ROOM);
@@ -720,9 +744,11 @@ fn scoring_worker(
     reload_rx: Receiver<Reload>,
     alert_tx: Sender<Vec<Alert>>,
     stats: Arc<Stats>,
-    eager: bool,
+    live: bool,
 ) -> Result<(), AgentError> {
     let mut merger = Merger::new(shards);
+    // Since when flows have been waiting to be scored (live capture only).
+    let mut pending_since: Option<Instant> = None;
     let mut released = Vec::new();
     let mut alerts = Vec::new();
     let send = |alerts: &mut Vec<Alert>| {
@@ -737,10 +763,16 @@ fn scoring_worker(
             .map_err(AgentError::Output)?;
         let low = merger.low_watermark();
         if low != Order::END {
+            // A file lets the batches fill; live capture scores what has waited long enough.
+            let due = live && pending_since.is_some_and(|t| t.elapsed() >= LIVE_SCORE_DELAY);
             stage
-                .settle(low.ts, eager, &mut alerts)
+                .settle(low.ts, due, &mut alerts)
                 .map_err(AgentError::Output)?;
         }
+        pending_since = match stage.has_pending() {
+            true => pending_since.or_else(|| Some(Instant::now())),
+            false => None,
+        };
         if let Ok(reload) = reload_rx.try_recv() {
             let (name, version) = (
                 reload.scorer.info().name.clone(),
@@ -941,7 +973,10 @@ fn run_live(live: Live, mut pipeline: Pipeline, signals: &Signals) -> Result<Sum
         .map(|_| Arc::new(CaptureCounters::default()))
         .collect();
     let (tx, rx) = capture_queue.channel::<Vec<PacketMeta>>();
-    let captures = match start_captures(receivers, &counters, &clock, batch_size, stop, tx) {
+    let when_full = capture_queue.when_full;
+    let captures = match start_captures(
+        receivers, &counters, &clock, batch_size, when_full, stop, tx,
+    ) {
         Ok(captures) => captures,
         Err(e) => {
             let _ = pipeline.finish();
@@ -1008,6 +1043,7 @@ fn start_captures(
     counters: &[Arc<CaptureCounters>],
     clock: &Arc<dyn Clock>,
     batch_size: usize,
+    when_full: WhenFull,
     stop: &Arc<AtomicBool>,
     tx: Sender<Vec<PacketMeta>>,
 ) -> Result<Vec<JoinHandle<()>>, AgentError> {
@@ -1021,6 +1057,7 @@ fn start_captures(
                 batch_size,
                 &thread_stop,
                 &tx,
+                when_full,
                 &counters,
             );
             log_capture_end(&name, &counters, result);
@@ -1140,13 +1177,24 @@ mod tests {
     }
 
     #[test]
-    fn replay_waits_at_every_queue_and_live_capture_never_does() {
+    fn only_a_pnet_capture_drops_at_a_queue() {
         let cfg = Config::default();
         let replay = Queues::new(&cfg, false);
         let live = Queues::new(&cfg, true);
         assert_eq!(replay.shard.when_full, WhenFull::Block);
-        assert_eq!(live.shard.when_full, WhenFull::DropNewest);
-        assert_eq!(live.capture.when_full, WhenFull::DropNewest);
+        assert_eq!(live.shard.when_full, WhenFull::Block);
+        let mut tpacket = cfg.clone();
+        tpacket.capture.backend = CaptureBackend::Tpacket;
+        assert_eq!(
+            Queues::new(&tpacket, true).capture.when_full,
+            WhenFull::Block
+        );
+        let mut pnet = cfg.clone();
+        pnet.capture.backend = CaptureBackend::Pnet;
+        assert_eq!(
+            Queues::new(&pnet, true).capture.when_full,
+            WhenFull::DropNewest
+        );
         assert_eq!(live.shard.capacity, cfg.capture.queue_capacity);
         assert_eq!(
             replay.shard.capacity,

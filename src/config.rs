@@ -125,8 +125,8 @@ section! {
         /// Packets per batch handed from the capture thread to a flow worker. Replay hands on
         /// batches 4 times as large, with queues (below) half as long: twice the packets in flight.
         batch_size: usize = 128 => count(1, 4096);
-        /// Batches each flow worker's queue holds. Live capture drops the newest batch when the
-        /// queue is full (counted as shard_queue_drops); replay waits instead, so replay never loses a
+        /// Batches each flow worker's queue holds. When it is full the dispatcher waits: live,
+        /// the capture waits and the tpacket ring holds the packets; replay never loses a
         /// packet. Workers can be this far apart, and the scorer holds the events of the one ahead
         /// until the other catches up: under a flood, each batch of this queue costs about 90 KB
         /// there.

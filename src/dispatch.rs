@@ -3,9 +3,9 @@
 //! It numbers packets, keeps the clock monotonic, attributes later IP fragments to their
 //! datagram's ports, and hands batches to the flow shards over bounded channels. Every shard
 //! gets a batch (possibly empty) at least every `batch_size × shards` packets, carrying the
-//! position reached, so downstream can merge shards deterministically. It owns the queue
-//! policy: `Block` for replay (nothing lost), `DropNewest` for live capture (never stalls the
-//! capture, drops are counted).
+//! position reached, so downstream can merge shards deterministically. The agent chooses the
+//! shard queues' policy (`agent::Queues`): `Block`, so that a stage that falls behind holds the
+//! capture back and the tpacket ring absorbs the burst; `DropNewest` drops and counts instead.
 
 use std::net::IpAddr;
 

@@ -221,6 +221,11 @@ impl ScoringStage {
         Ok(())
     }
 
+    /// Whether flows wait to be scored (or written).
+    pub fn has_pending(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
     /// Every event up to `now` has been handled: scores (or writes) what is pending, then lets
     /// the alert engine reach `now`.
     ///

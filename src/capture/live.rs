@@ -15,6 +15,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crossbeam_channel::{Sender, TrySendError};
 
 use crate::config::{CaptureBackend, CaptureConfig};
+use crate::dispatch::WhenFull;
 use crate::packet::{Micros, PacketMeta};
 use crate::parse::{LinkType, Skip, parse_frame};
 
@@ -271,6 +272,7 @@ pub fn capture_loop(
     batch_size: usize,
     stop: &AtomicBool,
     out: &Sender<Vec<PacketMeta>>,
+    when_full: WhenFull,
     counters: &Arc<CaptureCounters>,
 ) -> io::Result<()> {
     let link = rx.link();
@@ -304,7 +306,11 @@ pub fn capture_loop(
         if send {
             last_send = Instant::now();
             let full = std::mem::replace(&mut batch, Vec::with_capacity(batch_size));
-            match out.try_send(full) {
+            let sent = match when_full {
+                WhenFull::Block => out.send(full).map_err(|e| TrySendError::Disconnected(e.0)),
+                WhenFull::DropNewest => out.try_send(full),
+            };
+            match sent {
                 Ok(()) => {}
                 Err(TrySendError::Full(b)) => {
                     counters
@@ -396,7 +402,16 @@ mod tests {
         };
         let (tx, out) = crossbeam_channel::bounded(8);
         let counters = Arc::new(CaptureCounters::default());
-        capture_loop(&mut rx, &FixedClock(2_000), 64, &stop, &tx, &counters).unwrap();
+        capture_loop(
+            &mut rx,
+            &FixedClock(2_000),
+            64,
+            &stop,
+            &tx,
+            WhenFull::DropNewest,
+            &counters,
+        )
+        .unwrap();
         // The quiet read hands on the partial batch at once; the runt frame is skipped.
         let first: Vec<PacketMeta> = out.try_recv().unwrap();
         assert_eq!(
