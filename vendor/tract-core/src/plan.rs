@@ -17,7 +17,13 @@ use self::order::{build_flush_list, eval_order_for_nodes, eval_order_opt_ram_for
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SessionId(u64);
 
-static NEXT_SESSION_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+// 32-bit MIPS and PowerPC have no 64-bit atomics: portable-atomic's lock-based AtomicU64 there.
+#[cfg(not(target_has_atomic = "64"))]
+use portable_atomic::AtomicU64;
+#[cfg(target_has_atomic = "64")]
+use std::sync::atomic::AtomicU64;
+
+static NEXT_SESSION_ID: AtomicU64 = AtomicU64::new(0);
 
 impl SessionId {
     /// For evaluating an op outside any plan -- const folding, shape inference.
