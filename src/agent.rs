@@ -668,7 +668,7 @@ pub fn run_live(
                     &counters,
                 ) {
                     Ok(()) => {
-                        let n = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+                        let n = |c: &portable_atomic::AtomicU64| c.load(Ordering::Relaxed);
                         let frames = n(&counters.frames);
                         if counters.kernel_stats.load(Ordering::Relaxed) {
                             log::info!(
@@ -740,7 +740,7 @@ pub fn run_live(
 }
 
 fn publish_live(pipeline: &mut Pipeline, counters: &[Arc<CaptureCounters>]) {
-    let sum = |f: fn(&CaptureCounters) -> &std::sync::atomic::AtomicU64| {
+    let sum = |f: fn(&CaptureCounters) -> &portable_atomic::AtomicU64| {
         counters
             .iter()
             .map(|c| f(c).load(Ordering::Relaxed))
