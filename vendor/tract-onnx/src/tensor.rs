@@ -172,7 +172,20 @@ mod path_tests {
     }
 }
 
+/// `data` is `raw_data` or external data: ONNX stores both in little-endian byte order
+/// (onnx.proto, TensorProto.raw_data). `Tensor::from_raw` copies the bytes as they are, which is
+/// that order on little-endian hosts only: on big-endian ones, reverse each element first.
 fn create_tensor(shape: Vec<usize>, dt: DatumType, data: &[u8]) -> TractResult<Tensor> {
+    #[cfg(target_endian = "big")]
+    let swapped: Vec<u8>;
+    #[cfg(target_endian = "big")]
+    let data = match dt.size_of() {
+        size if size > 1 && data.len() % size == 0 => {
+            swapped = data.chunks_exact(size).flat_map(|e| e.iter().rev().copied()).collect();
+            &swapped[..]
+        }
+        _ => data,
+    };
     unsafe {
         match dt {
             DatumType::U8 => Tensor::from_raw::<u8>(&shape, data),
@@ -289,6 +302,20 @@ pub fn proto_from_reader<R: ::std::io::Read>(mut r: R) -> TractResult<TensorProt
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    // raw_data is little-endian whatever the host's byte order (a big-endian host read every
+    // multi-byte raw tensor byte-swapped).
+    #[test]
+    fn raw_data_is_little_endian() -> TractResult<()> {
+        let raw = [1.5f32.to_le_bytes(), (-2.25f32).to_le_bytes()].concat();
+        assert_eq!(create_tensor(vec![2], DatumType::F32, &raw)?, tensor1(&[1.5f32, -2.25]));
+        let raw = [7i64.to_le_bytes(), (-3i64).to_le_bytes()].concat();
+        assert_eq!(create_tensor(vec![2], DatumType::I64, &raw)?, tensor1(&[7i64, -3]));
+        let raw = [0x0102i16.to_le_bytes(), (-5i16).to_le_bytes()].concat();
+        assert_eq!(create_tensor(vec![2], DatumType::I16, &raw)?, tensor1(&[0x0102i16, -5]));
+        assert_eq!(create_tensor(vec![2], DatumType::I8, &[0x80, 7])?, tensor1(&[-128i8, 7]));
+        Ok(())
+    }
 
     // Regression: an ONNX TensorProto with a DataType value that prost
     // doesn't recognise used to abort the process via `unwrap()` on the

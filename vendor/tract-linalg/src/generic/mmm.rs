@@ -194,12 +194,20 @@ unsafe fn add_unicast<const MR: usize, const NR: usize, TI, TO>(
     }
 }
 
+/// Stores the low-order `size_of::<TC>()` bytes of each accumulator: a truncation, e.g. of an i32
+/// accumulator already clamped to the i8 range into an i8 output. Those bytes are the first ones
+/// of the accumulator on little-endian targets and the last ones on big-endian targets.
 unsafe fn store_t<const MR: usize, const NR: usize, TC, TI>(
     tile: &OutputStoreKer,
     ab: &[[TI; NR]; MR],
 ) where
     TC: Copy,
 {
+    let low_bytes = if cfg!(target_endian = "big") {
+        std::mem::size_of::<TI>().saturating_sub(std::mem::size_of::<TC>())
+    } else {
+        0
+    };
     unsafe {
         for i in 0usize..MR {
             for j in 0usize..NR {
@@ -207,7 +215,8 @@ unsafe fn store_t<const MR: usize, const NR: usize, TC, TI>(
                     .ptr
                     .offset(tile.row_byte_stride * i as isize + tile.col_byte_stride * j as isize)
                     as _;
-                let val: *const TC = (&ab[i].as_ref()[j]) as *const TI as _;
+                let val: *const TC =
+                    ((&ab[i].as_ref()[j]) as *const TI as *const u8).add(low_bytes) as _;
                 *loc = *val
             }
         }
@@ -480,6 +489,36 @@ MMMRustKernel! { generic; kernel::<i32, 4, 1> => generic_i32_4x1<i32>(4,1)
 // extra tests kernels
 #[cfg(test)]
 MMMRustKernel!(kernel::<f32, 3, 2> => generic_f32_3x2<f32>(3,2) store(f16, f64));
+
+#[cfg(test)]
+mod store_t_tests {
+    use super::*;
+
+    // An i32 accumulator stored as i8 or i16 keeps its low-order bytes, whatever the host's byte
+    // order (big-endian hosts stored the high-order ones).
+    #[test]
+    fn store_t_truncates_to_the_low_order_bytes() {
+        let ab = [[-3i32, 300, 0x1234_5678]];
+        let mut out8 = [0u8; 3];
+        let tile = OutputStoreKer {
+            ptr: out8.as_mut_ptr(),
+            row_byte_stride: 3,
+            col_byte_stride: 1,
+            item_size: 1,
+        };
+        unsafe { store_t::<1, 3, u8, i32>(&tile, &ab) };
+        assert_eq!(out8, [0xfd, 0x2c, 0x78]);
+        let mut out16 = [0u16; 3];
+        let tile = OutputStoreKer {
+            ptr: out16.as_mut_ptr() as *mut u8,
+            row_byte_stride: 6,
+            col_byte_stride: 2,
+            item_size: 2,
+        };
+        unsafe { store_t::<1, 3, u16, i32>(&tile, &ab) };
+        assert_eq!(out16, [0xfffd, 300, 0x5678]);
+    }
+}
 
 #[cfg(test)]
 MMMRustKernel! {kernel::<i32, 3, 2> => generic_i32_3x2<i32>(3,2)
