@@ -3,7 +3,8 @@
 # the native x86_64 build's.
 #
 #   cross/qemu-compare.sh [TARGET...] [-- cargo args...]
-#   cross/qemu-compare.sh                                  # aarch64 and armv7
+#   cross/qemu-compare.sh                                  # aarch64, armv7, mipsel and mips
+#   cross/qemu-compare.sh mips-unknown-linux-musl          # big-endian MIPS only
 #   cross/qemu-compare.sh aarch64-unknown-linux-musl -- --no-default-features
 #
 # Each binary (built by cross/build.sh, the native one as x86_64-unknown-linux-musl) reads
@@ -27,7 +28,8 @@ targets=()
 while [[ $# -gt 0 && $1 != -- ]]; do targets+=("$1"); shift; done
 [[ ${1:-} == -- ]] && shift
 cargo_args=("$@")
-[[ ${#targets[@]} -gt 0 ]] || targets=(aarch64-unknown-linux-musl armv7-unknown-linux-musleabihf)
+[[ ${#targets[@]} -gt 0 ]] || targets=(aarch64-unknown-linux-musl armv7-unknown-linux-musleabihf
+    mipsel-unknown-linux-musl mips-unknown-linux-musl)
 
 target_dir=${CARGO_TARGET_DIR:-target}
 case $target_dir in /*) ;; *) target_dir=$PWD/$target_dir ;; esac
@@ -54,13 +56,17 @@ qemu_for() {
         aarch64-*) echo qemu-aarch64-static ;;
         armv7-*) echo qemu-arm-static ;;
         mipsel-*) echo qemu-mipsel-static ;;
+        mips-*) echo qemu-mips-static ;;  # big-endian: the check for byte-order bugs
         *) echo "cross/qemu-compare.sh: no qemu for $1" >&2; return 1 ;;
     esac
 }
 
 need_qemu=0
-for t in "${targets[@]}"; do [[ -n $(qemu_for "$t") ]] && need_qemu=1; done
-if [[ $need_qemu -eq 1 ]] && ! command -v qemu-aarch64-static >/dev/null; then
+for t in "${targets[@]}"; do
+    q=$(qemu_for "$t")
+    [[ -n $q ]] && ! command -v "$q" >/dev/null && need_qemu=1
+done
+if [[ $need_qemu -eq 1 ]]; then
     sudo=; [[ $(id -u) -eq 0 ]] || sudo=sudo
     $sudo apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends qemu-user-static >/dev/null

@@ -11,11 +11,12 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, bounded};
+use portable_atomic::AtomicU64;
 
 use crate::alert::{Alert, ModelRef};
 use crate::capture::file::{CaptureReader, Repairs, Truncation};

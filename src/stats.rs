@@ -4,8 +4,9 @@
 //! batch (a store per counter, never a lock per packet). `snapshot` reads them all for the
 //! summary line, the periodic stats log and MQTT.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 
+use portable_atomic::AtomicU64;
 use serde::Serialize;
 
 use crate::parse::Skip;

@@ -220,6 +220,7 @@ fn openwrt_packages_of_the_cross_built_binaries() {
         "aarch64-unknown-linux-musl",
         "armv7-unknown-linux-musleabihf",
         "mipsel-unknown-linux-musl",
+        "mips-unknown-linux-musl",
         "x86_64-unknown-linux-musl",
     ];
     let built: Vec<&str> = targets

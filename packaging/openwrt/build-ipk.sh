@@ -7,6 +7,7 @@
 #   aarch64-unknown-linux-musl       aarch64_cortex-a53
 #   armv7-unknown-linux-musleabihf   arm_cortex-a7_neon-vfpv4
 #   mipsel-unknown-linux-musl        mipsel_24kc
+#   mips-unknown-linux-musl          mips_24kc
 #   x86_64-unknown-linux-musl        x86_64
 # The binary is ${CARGO_TARGET_DIR:-target}/TARGET/router/edgewatch (EDGEWATCH_BIN overrides it);
 # when it is missing, cross/build.sh TARGET builds it. The package is written to
@@ -21,7 +22,7 @@
 set -euo pipefail
 
 usage() {
-    sed -n '2,13s/^# \{0,1\}//p' "$0" >&2
+    sed -n '2,14s/^# \{0,1\}//p' "$0" >&2
     exit 2
 }
 if [ $# -lt 1 ] || [ $# -gt 2 ]; then
@@ -29,10 +30,11 @@ if [ $# -lt 1 ] || [ $# -gt 2 ]; then
 fi
 target="$1"
 case "$target" in
-    aarch64-unknown-linux-musl) arch=aarch64_cortex-a53 machine=AArch64 ;;
-    armv7-unknown-linux-musleabihf) arch=arm_cortex-a7_neon-vfpv4 machine=ARM ;;
-    mipsel-unknown-linux-musl) arch=mipsel_24kc machine=MIPS ;;
-    x86_64-unknown-linux-musl) arch=x86_64 machine=X86-64 ;;
+    aarch64-unknown-linux-musl) arch=aarch64_cortex-a53 machine=AArch64 endian=little ;;
+    armv7-unknown-linux-musleabihf) arch=arm_cortex-a7_neon-vfpv4 machine=ARM endian=little ;;
+    mipsel-unknown-linux-musl) arch=mipsel_24kc machine=MIPS endian=little ;;
+    mips-unknown-linux-musl) arch=mips_24kc machine=MIPS endian=big ;;
+    x86_64-unknown-linux-musl) arch=x86_64 machine=X86-64 endian=little ;;
     *)
         echo "build-ipk.sh: unsupported target $target" >&2
         usage
@@ -71,8 +73,9 @@ if ! grep -Eq "Machine: +.*$machine" <<<"$header"; then
     echo "build-ipk.sh: $bin is not a $machine binary ($(grep 'Machine:' <<<"$header" | sed 's/^ *//'))" >&2
     exit 1
 fi
-if ! grep -q 'little endian' <<<"$header"; then
-    echo "build-ipk.sh: $bin is big-endian; every supported target is little-endian" >&2
+# mips and mipsel share the machine: only the byte order tells them apart.
+if ! grep -q "$endian endian" <<<"$header"; then
+    echo "build-ipk.sh: $bin is not $endian-endian, as $target is ($(grep 'Data:' <<<"$header" | sed 's/^ *//; s/  */ /g'))" >&2
     exit 1
 fi
 if readelf -l "$bin" | grep -q 'INTERP'; then

@@ -49,14 +49,15 @@ fi
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 
-# The expected machine (readelf) and qemu-user program for an OpenWrt architecture.
+# The expected machine (readelf), qemu-user program and byte order for an OpenWrt architecture.
 machine_of() {
     case "$1" in
-        aarch64_*) echo "AArch64 aarch64" ;;
-        arm_*) echo "ARM arm" ;;
-        mipsel_*) echo "MIPS mipsel" ;;
-        x86_64) echo "X86-64 x86_64" ;;
-        *) echo "unknown unknown" ;;
+        aarch64_*) echo "AArch64 aarch64 little" ;;
+        arm_*) echo "ARM arm little" ;;
+        mipsel_*) echo "MIPS mipsel little" ;;
+        mips_*) echo "MIPS mips big" ;;
+        x86_64) echo "X86-64 x86_64 little" ;;
+        *) echo "unknown unknown unknown" ;;
     esac
 }
 
@@ -104,7 +105,7 @@ for ipk in "${ipks[@]}"; do
     check "Package" same "$(field Package)" "edgewatch"
     check "Version" same "$(field Version)" "$version-$release"
     arch="$(field Architecture)"
-    check "Architecture is a known OpenWrt one" test "$(machine_of "$arch")" != "unknown unknown"
+    check "Architecture is a known OpenWrt one" test "$(machine_of "$arch")" != "unknown unknown unknown"
     check "file name is edgewatch_<version>_<arch>.ipk" same "$name" "edgewatch_$version-${release}_$arch"
     check "Depends" same "$(field Depends)" "libc"
     check "Require-User (default_postinst creates the user)" same "$(field Require-User)" "edgewatch:edgewatch"
@@ -137,8 +138,10 @@ assert all(caps[s] == ["CAP_NET_RAW"] for s in sets), caps
 ' "$dir/data/etc/capabilities/edgewatch.json"
 
     bin="$dir/data/usr/bin/edgewatch"
-    read -r machine qemu <<<"$(machine_of "$arch")"
+    read -r machine qemu endian <<<"$(machine_of "$arch")"
     check "binary is a $machine ELF" grep -Eq "Machine: +.*$machine" <(readelf -h "$bin")
+    check "binary is $endian-endian (mips and mipsel share the machine)" \
+        grep -q "$endian endian" <(readelf -h "$bin")
     check "binary is statically linked" bash -c "! readelf -l '$bin' | grep -q INTERP"
 
     runner="$(runner_for "$bin" "$qemu")"

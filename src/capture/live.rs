@@ -9,10 +9,11 @@
 
 use std::io;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crossbeam_channel::{Sender, TrySendError};
+use portable_atomic::AtomicU64;
 
 use crate::config::{CaptureBackend, CaptureConfig};
 use crate::dispatch::WhenFull;
