@@ -32,7 +32,7 @@ use crate::mqtt::{DrainOutcome, Mqtt, MqttError};
 use crate::packet::PacketMeta;
 use crate::parse::parse_frame;
 use crate::scoring::{Merger, Mode, Reload, ScoringStage};
-use crate::signals::Signals;
+use crate::signals::{Interrupt, Signals};
 use crate::sink::{AlertSink, JsonLines};
 use crate::stats::{Snapshot, Stats};
 
@@ -52,7 +52,8 @@ pub enum AgentError {
 pub enum Input {
     /// A capture file, read as fast as the pipeline takes it: no queue drops a packet.
     Replay(CaptureReader),
-    /// Live interfaces, until SIGTERM or SIGINT: no queue stalls the capture.
+    /// Live interfaces, until SIGTERM or SIGINT: a stage that falls behind holds the capture
+    /// back, and the tpacket ring holds the packets.
     Live {
         /// One receiver per interface and capture thread, with its name for the logs.
         receivers: Vec<(String, Box<dyn LinkReceiver>)>,
@@ -158,6 +159,9 @@ pub fn run(cfg: &Config, plan: Plan) -> Result<Summary, Failure> {
         }
         None => None,
     };
+    // `run`: the first SIGTERM or SIGINT ends the capture, a later one the wait for the broker.
+    // `replay`: any ends the wait (the one that stopped the reading too).
+    let mut drain_interrupt = None;
     let result = match input {
         Input::Replay(reader) => replay(reader, pipeline, &signals),
         Input::Live {
@@ -174,7 +178,7 @@ pub fn run(cfg: &Config, plan: Plan) -> Result<Summary, Failure> {
                 batch_size: cfg.capture.batch_size,
                 stats_interval,
             };
-            run_live(live, pipeline, &signals)
+            run_live(live, pipeline, &signals, &mut drain_interrupt)
         }
     };
     if let Ok(summary) = &result {
@@ -182,10 +186,7 @@ pub fn run(cfg: &Config, plan: Plan) -> Result<Summary, Failure> {
     }
     // The broker still gets what the pipeline made when an output or a thread failed.
     let delivery = publisher.map(|(handle, thread)| {
-        let interrupt = match live {
-            true => signals.next_interrupt(),
-            false => signals.any_interrupt(),
-        };
+        let interrupt = drain_interrupt.unwrap_or_else(|| signals.any_interrupt());
         handle.finish(drain, interrupt);
         thread
             .join()
@@ -384,12 +385,13 @@ const ALERT_QUEUE: usize = 64;
 const LIVE_SCORE_DELAY: Duration = Duration::from_millis(50);
 /// Evaluations per report when a shard flushes its table.
 const FLUSH_CHUNK: usize = 256;
-/// A shard reports its events once it has this many (checked after each packet, which with the
-/// timers it fires may add a few more: see REPORT_ROOM; the timers fired at the end of a batch
-/// are split into reports of this many). Under a flood every packet starts a flow: the reports,
-/// and the memory the report queue holds, would otherwise grow with the batches of packets.
+/// A report holds this many events at most: a shard sends them once it has this many (after
+/// each packet, and after the timers at the end of a batch), in pieces of this many when a
+/// packet's timers fired thousands. Under a flood every packet starts a flow: the reports, and
+/// the memory the report queue holds, would otherwise grow with the batches of packets.
 const REPORT_EVENTS: usize = 256;
-/// Room for a report's events: a packet (and the timers it fires) may add a few past the mark.
+/// Room for the events gathered before a report goes: a packet (and the timers it fires) may
+/// add a few past REPORT_EVENTS.
 const REPORT_ROOM: usize = REPORT_EVENTS + REPORT_EVENTS / 8;
 /// Replay hands packets on in batches this many times `capture.batch_size`, for a fraction of the
 /// hand-overs between threads; live capture keeps the configured batches, for alert latency.
@@ -601,28 +603,37 @@ fn shard_worker(
     };
     // A shard's events come in order, so the last one is a watermark.
     let last_order = |events: &[FlowEvent]| events.last().map_or(Order::ZERO, FlowEvent::order);
+    // Sends the events in reports of REPORT_EVENTS, each with its last event's order as the
+    // watermark, and keeps the rest (fewer) for later. The flows of a flood can expire together,
+    // thousands of evaluations from one packet's timers: the scorer starts on them at once, and
+    // no report holds more than REPORT_EVENTS. False once the scorer is gone.
+    let send_full = |events: &mut Vec<FlowEvent>| {
+        if events.len() < REPORT_EVENTS {
+            return true;
+        }
+        let mut all = std::mem::take(events).into_iter();
+        while all.len() >= REPORT_EVENTS {
+            let piece: Vec<FlowEvent> = all.by_ref().take(REPORT_EVENTS).collect();
+            let watermark = last_order(&piece);
+            if !report(piece, watermark) {
+                return false;
+            }
+        }
+        events.reserve(REPORT_ROOM);
+        events.extend(all);
+        true
+    };
     let mut events = Vec::new();
     for batch in rx {
         for p in &batch.packets {
             table.process(p, &mut events);
-            if events.len() >= REPORT_EVENTS {
-                let watermark = last_order(&events);
-                let full = std::mem::replace(&mut events, Vec::with_capacity(REPORT_ROOM));
-                if !report(full, watermark) {
-                    return;
-                }
+            if !send_full(&mut events) {
+                return;
             }
         }
         table.advance(batch.reached.ts, &mut events);
-        // The flows of a flood can expire together: thousands of evaluations from one advance.
-        // They go in reports of REPORT_EVENTS too, so the scorer starts on them at once.
-        while events.len() > REPORT_EVENTS {
-            let rest = events.split_off(REPORT_EVENTS);
-            let chunk = std::mem::replace(&mut events, rest);
-            let watermark = last_order(&chunk);
-            if !report(chunk, watermark) {
-                return;
-            }
+        if !send_full(&mut events) {
+            return;
         }
         publish_flow_counters(&stats, &table, &mut published);
         // The next batch's events likely number about the same: room for them up front.
@@ -958,7 +969,14 @@ struct Live {
 
 /// Captures on live interfaces until a signal (or a failed pipeline thread) stops it, then
 /// flushes every flow and alert.
-fn run_live(live: Live, mut pipeline: Pipeline, signals: &Signals) -> Result<Summary, AgentError> {
+/// `drain_interrupt` is set when the input ends: the interrupt that then ends the wait for the
+/// broker.
+fn run_live(
+    live: Live,
+    mut pipeline: Pipeline,
+    signals: &Signals,
+    drain_interrupt: &mut Option<Interrupt>,
+) -> Result<Summary, AgentError> {
     let started = Instant::now();
     let Live {
         receivers,
@@ -973,12 +991,15 @@ fn run_live(live: Live, mut pipeline: Pipeline, signals: &Signals) -> Result<Sum
         .iter()
         .map(|_| Arc::new(CaptureCounters::default()))
         .collect();
-    let (tx, rx) = capture_queue.channel::<Vec<PacketMeta>>();
-    let when_full = capture_queue.when_full;
-    let captures = match start_captures(
-        receivers, &counters, &clock, batch_size, when_full, stop, tx,
+    let (captures, rx) = match start_captures(
+        receivers,
+        &counters,
+        &clock,
+        batch_size,
+        capture_queue,
+        stop,
     ) {
-        Ok(captures) => captures,
+        Ok(started) => started,
         Err(e) => {
             let _ = pipeline.finish();
             return Err(e);
@@ -1019,8 +1040,14 @@ fn run_live(live: Live, mut pipeline: Pipeline, signals: &Signals) -> Result<Sum
             );
         }
     }
+    // The input has ended: from here a SIGTERM or SIGINT ends the wait for the broker.
+    *drain_interrupt = Some(signals.next_interrupt());
+    // A capture thread still waiting for room (the pipeline broke) gets an error once the queue
+    // is gone; after a stop the threads have already hung up.
+    drop(rx);
+    let mut capture_panicked = false;
     for handle in captures {
-        let _ = handle.join();
+        capture_panicked |= handle.join().is_err();
     }
     publish_live(&mut pipeline, &counters);
     let stats = pipeline.finish()?;
@@ -1028,6 +1055,9 @@ fn run_live(live: Live, mut pipeline: Pipeline, signals: &Signals) -> Result<Sum
         "Stats at the end: {}",
         serde_json::to_string(&stats).unwrap_or_default()
     );
+    if capture_panicked {
+        return Err(AgentError::Panicked);
+    }
     Ok(Summary {
         stats,
         elapsed: started.elapsed(),
@@ -1037,17 +1067,18 @@ fn run_live(live: Live, mut pipeline: Pipeline, signals: &Signals) -> Result<Sum
     })
 }
 
-/// Starts one capture thread per receiver, each sending its batches to `tx`. On failure, the
-/// threads already started are stopped.
+/// Starts one capture thread per receiver, each sending its batches to the capture queue. On
+/// failure, the threads already started are stopped.
 fn start_captures(
     receivers: Vec<(String, Box<dyn LinkReceiver>)>,
     counters: &[Arc<CaptureCounters>],
     clock: &Arc<dyn Clock>,
     batch_size: usize,
-    when_full: WhenFull,
+    queue: Queue,
     stop: &Arc<AtomicBool>,
-    tx: Sender<Vec<PacketMeta>>,
-) -> Result<Vec<JoinHandle<()>>, AgentError> {
+) -> Result<CaptureThreads, AgentError> {
+    let (tx, rx) = queue.channel::<Vec<PacketMeta>>();
+    let when_full = queue.when_full;
     let mut captures = Vec::new();
     for ((name, mut receiver), counters) in receivers.into_iter().zip(counters.iter().cloned()) {
         let (tx, thread_stop, clock) = (tx.clone(), stop.clone(), clock.clone());
@@ -1066,7 +1097,9 @@ fn start_captures(
         match thread {
             Ok(t) => captures.push(t),
             Err(e) => {
+                // A thread waiting for room in the queue gets an error once it is gone.
                 stop.store(true, Ordering::Relaxed);
+                drop(rx);
                 for t in captures {
                     let _ = t.join();
                 }
@@ -1074,8 +1107,11 @@ fn start_captures(
             }
         }
     }
-    Ok(captures)
+    Ok((captures, rx))
 }
+
+/// The capture threads and the queue they send their batches to.
+type CaptureThreads = (Vec<JoinHandle<()>>, Receiver<Vec<PacketMeta>>);
 
 /// Reads the config and the model again and hands them to the scoring stage. Reading the model
 /// takes milliseconds; the capture threads keep filling their queue meanwhile, and nothing in

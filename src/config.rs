@@ -122,8 +122,9 @@ section! {
         };
         /// Put the interfaces in promiscuous mode (see traffic not addressed to this host).
         promiscuous: bool = true;
-        /// Packets per batch handed from the capture thread to a flow worker. Replay hands on
-        /// batches 4 times as large, with queues (below) half as long: twice the packets in flight.
+        /// Packets per batch handed from a capture thread to the dispatcher, and from the
+        /// dispatcher to each flow worker. Replay hands on batches 4 times as large, with queues
+        /// (below) half as long: twice the packets in flight.
         batch_size: usize = 128 => count(1, 4096);
         /// Batches each flow worker's queue holds. When it is full the dispatcher waits: live,
         /// the capture waits and the tpacket ring holds the packets; replay never loses a
@@ -262,9 +263,9 @@ section! {
             }
             None => Ok(()),
         };
-        /// Flows scored per inference call at most (live, a batch also ends with each batch of
-        /// packets, so a quiet link scores at once; replay fills its batches; bigger batches cost
-        /// less per flow).
+        /// Flows scored per inference call at most (bigger batches cost less per flow). Replay fills
+        /// its batches; live capture also scores a batch once its oldest flow has waited 50 ms,
+        /// so a quiet link still alerts within a fraction of a second.
         batch_size: usize = 256 => count(1, 65_536);
     }
 }

@@ -15,12 +15,12 @@ use crate::fasthash::FastMap;
 use crate::flow::{Order, shard_of};
 use crate::packet::{MAX_TS, Micros, PacketKind, PacketMeta};
 
-/// What to do when a shard's queue is full.
+/// What to do when a queue is full (the agent's `Queues` chooses per queue).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WhenFull {
-    /// Wait for room (replay: a file can wait, and output must not depend on timing).
+    /// Wait for room: nothing is lost, and the stage before waits in turn.
     Block,
-    /// Drop the batch and count its packets (live: the capture must never stall).
+    /// Drop the batch and count its packets.
     DropNewest,
 }
 

@@ -549,9 +549,12 @@ fn delivery_report(delivery: Option<&DrainOutcome>, timeout: Duration) -> ExitCo
         );
         ExitCode::SUCCESS
     } else {
+        let why = match outcome.interrupted {
+            true => "stopped waiting on a signal".to_string(),
+            false => format!("gave up after {:.0} s", timeout.as_secs_f64()),
+        };
         eprintln!(
-            "mqtt: gave up after {:.0} s: {} alerts not acknowledged are kept in the outbox {} for the next start ({} published{dropped})",
-            timeout.as_secs_f64(),
+            "mqtt: {why}: {} alerts not acknowledged are kept in the outbox {} for the next start ({} published{dropped})",
             outcome.waiting,
             outcome.outbox.display(),
             outcome.published

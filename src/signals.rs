@@ -1,8 +1,8 @@
 //! SIGTERM, SIGINT and SIGHUP as flags the agent reads.
 //!
-//! `main` installs them before it reads the config or the model, so that no signal finds the
-//! default action (which would end the process without flushing what was captured). The first
-//! SIGTERM or SIGINT stops the input; each later one ends the wait for the broker early.
+//! `main` installs them before it reads the config or the model, so that no SIGTERM or SIGINT
+//! finds the default action (which would end the process without flushing what was captured).
+//! The first stops the input; in `run`, a later one ends the wait for the broker early.
 
 use std::io;
 use std::sync::Arc;

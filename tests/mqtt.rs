@@ -703,7 +703,7 @@ fn sigterm_ends_the_wait_for_a_dead_broker() {
     let written = lines(&alerts).len();
     assert!(
         stderr.contains(&format!(
-            "{written} alerts not acknowledged are kept in the outbox"
+            "mqtt: stopped waiting on a signal: {written} alerts not acknowledged are kept in the outbox"
         )),
         "{stderr}"
     );

@@ -4,8 +4,9 @@
 //! AF_PACKET socket (`pnet`, cargo feature `pnet`, the portable fallback); `capture.backend`
 //! picks one. The OS sits behind [`LinkReceiver`], so the capture loop runs the same on a real
 //! interface and on frames a test hands it. The loop parses each frame into a `PacketMeta` at
-//! once and hands batches on; packet bytes never leave this thread. It never blocks on a full
-//! queue: the batch is dropped and counted.
+//! once and hands batches on; packet bytes never leave this thread. At a full queue it waits
+//! (tpacket: the ring holds the packets meanwhile) or drops and counts the batch (pnet), as the
+//! agent's queue table says.
 
 use std::io;
 use std::sync::Arc;

@@ -45,6 +45,8 @@ pub struct DrainOutcome {
     /// Alerts dropped because the outbox was full or could not be written.
     pub dropped: u64,
     pub outbox: std::path::PathBuf,
+    /// A signal ended the wait before the broker had everything.
+    pub interrupted: bool,
 }
 
 /// Errors that stop MQTT from starting. Problems while running (broker unreachable, refused,

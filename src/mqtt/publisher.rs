@@ -114,6 +114,7 @@ impl Mqtt {
             finish_rx,
             finish_at: None,
             interrupt: None,
+            interrupted: false,
             finish_closed: false,
             rng: seed(),
         };
@@ -185,6 +186,7 @@ impl Publisher {
             rejected: 0,
             dropped: c.dropped,
             outbox: self.outbox.path().to_path_buf(),
+            interrupted: false,
         }
     }
 }
@@ -383,6 +385,8 @@ struct Worker {
     interrupt: Option<Interrupt>,
     /// The `Publisher` is gone: nothing more will be asked.
     finish_closed: bool,
+    /// The interrupt fired.
+    interrupted: bool,
     rng: u64,
 }
 
@@ -606,6 +610,11 @@ impl Worker {
                     ) {
                         s.goodbye = Goodbye::Sent;
                         s.goodbye_deadline = Some(now + GOODBYE_TIMEOUT);
+                    } else {
+                        // No room in the client's queue: every alert is acknowledged, and the
+                        // broker publishes the "offline" last will once the connection drops.
+                        // Waiting for room would spin (the finishing deadline has passed).
+                        return Some(End::Finished(self.outcome(true)));
                     }
                 }
                 Goodbye::Sent if s.goodbye_deadline.is_some_and(|d| now >= d) => {
@@ -634,6 +643,7 @@ impl Worker {
     fn check_interrupt(&mut self) {
         if self.interrupt.as_ref().is_some_and(Interrupt::happened) {
             self.interrupt = None;
+            self.interrupted = true;
             let now = Instant::now();
             self.finish_at = Some(self.finish_at.map_or(now, |at| at.min(now)));
         }
@@ -667,6 +677,7 @@ impl Worker {
             rejected: self.rejected,
             dropped: c.dropped,
             outbox: self.outbox.path().to_path_buf(),
+            interrupted: self.interrupted,
         }
     }
 
