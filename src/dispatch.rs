@@ -218,7 +218,6 @@ mod tests {
     use super::*;
     use crate::packet::{Fragment, PROTO_UDP};
     use crossbeam_channel::{Receiver, unbounded};
-    use std::net::Ipv4Addr;
 
     /// A dispatcher over `shards` unbounded test channels (the test drains them synchronously).
     fn dispatcher(
@@ -238,23 +237,9 @@ mod tests {
 
     fn udp(ts: Micros, src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16) -> PacketMeta {
         PacketMeta {
-            ts,
-            seq: 0,
-            vlan: [0; 2],
-            src: IpAddr::V4(Ipv4Addr::from(src)),
-            dst: IpAddr::V4(Ipv4Addr::from(dst)),
-            sport,
-            dport,
-            proto: PROTO_UDP,
             ip_len: 1500,
             payload_len: 1472,
-            tcp_flags: 0,
-            tcp_window: 0,
-            ttl: 64,
-            icmp_type: 0,
-            icmp_code: 0,
-            kind: PacketKind::Normal,
-            fragment: None,
+            ..PacketMeta::for_test(ts, PROTO_UDP, (src, sport), (dst, dport))
         }
     }
 

@@ -964,30 +964,50 @@ fn new_flow(key: FlowKey, p: &PacketMeta) -> Flow {
     } else {
         (p.src, p.dst, p.sport, p.dport)
     };
-    let mut flow = Flow {
+    let mut flow = Flow::blank(
         key,
-        uid: key.stable_hash(p.ts),
-        initiator,
-        responder,
-        initiator_port: iport,
-        responder_port: rport,
-        start: p.ts,
-        last: p.ts,
-        fwd: DirStats::default(),
-        bwd: DirStats::default(),
-        first_sizes: [0; 8],
-        syn_seen: false,
-        synack_seen: false,
-        established: false,
-        closed: false,
-        icmp_error: false,
-        icmp_type: p.icmp_type,
-        icmp_code: p.icmp_code,
-        evals: 0,
-        last_active_eval: p.ts,
-    };
+        key.stable_hash(p.ts),
+        (initiator, iport),
+        (responder, rport),
+        p.ts,
+    );
+    (flow.icmp_type, flow.icmp_code) = (p.icmp_type, p.icmp_code);
     update(&mut flow, p);
     flow
+}
+
+impl Flow {
+    /// A flow from `initiator` to `responder` that starts at `start`, with nothing counted.
+    fn blank(
+        key: FlowKey,
+        uid: u64,
+        (initiator, initiator_port): (IpAddr, u16),
+        (responder, responder_port): (IpAddr, u16),
+        start: Micros,
+    ) -> Flow {
+        Flow {
+            key,
+            uid,
+            initiator,
+            responder,
+            initiator_port,
+            responder_port,
+            start,
+            last: start,
+            fwd: DirStats::default(),
+            bwd: DirStats::default(),
+            first_sizes: [0; 8],
+            syn_seen: false,
+            synack_seen: false,
+            established: false,
+            closed: false,
+            icmp_error: false,
+            icmp_type: 0,
+            icmp_code: 0,
+            evals: 0,
+            last_active_eval: start,
+        }
+    }
 }
 
 /// Adds a packet to a flow. Returns true when the packet ends a TCP flow.
@@ -1042,35 +1062,15 @@ impl Flow {
         } else {
             ((b, bport), (a, aport))
         };
-        Flow {
-            key: FlowKey {
-                lo,
-                hi,
-                lo_port,
-                hi_port,
-                proto,
-                vlan: [0; 2],
-            },
-            uid,
-            initiator: a,
-            responder: b,
-            initiator_port: aport,
-            responder_port: bport,
-            start,
-            last: start,
-            fwd: DirStats::default(),
-            bwd: DirStats::default(),
-            first_sizes: [0; 8],
-            syn_seen: false,
-            synack_seen: false,
-            established: false,
-            closed: false,
-            icmp_error: false,
-            icmp_type: 0,
-            icmp_code: 0,
-            evals: 0,
-            last_active_eval: start,
-        }
+        let key = FlowKey {
+            lo,
+            hi,
+            lo_port,
+            hi_port,
+            proto,
+            vlan: [0; 2],
+        };
+        Flow::blank(key, uid, (a, aport), (b, bport), start)
     }
 }
 
@@ -1090,23 +1090,11 @@ mod tests {
         flags: u8,
     ) -> PacketMeta {
         PacketMeta {
-            ts,
             seq,
-            vlan: [0; 2],
-            src: IpAddr::V4(Ipv4Addr::from(src)),
-            dst: IpAddr::V4(Ipv4Addr::from(dst)),
-            sport,
-            dport,
-            proto: PROTO_TCP,
             ip_len: 60,
-            payload_len: 0,
             tcp_flags: flags,
             tcp_window: 64240,
-            ttl: 64,
-            icmp_type: 0,
-            icmp_code: 0,
-            kind: PacketKind::Normal,
-            fragment: None,
+            ..PacketMeta::for_test(ts, PROTO_TCP, (src, sport), (dst, dport))
         }
     }
 

@@ -314,6 +314,7 @@ fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
             "--drain-timeout-s must be a number of seconds from 0 to {MAX_SECONDS} (a year)"
         )));
     }
+    let drain = Duration::from_secs_f64(drain_timeout_s);
     let plan = Plan {
         input: Input::Replay(reader),
         output: Output::Alerts {
@@ -323,7 +324,7 @@ fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         },
         workers: workers.unwrap_or_else(|| config.workers()),
         mqtt: mqtt_plan(&config, mqtt, state_dir, Vec::new()),
-        drain: Duration::from_secs_f64(drain_timeout_s),
+        drain,
         signals,
         drained: Box::new(|summary| {
             if summary.unusable_linktype().is_some() {
@@ -347,7 +348,6 @@ fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     if let Some(linktype) = summary.unusable_linktype() {
         return Err(unusable(&pcap, linktype));
     }
-    let drain = Duration::from_secs_f64(drain_timeout_s);
     Ok(delivery_report(summary.delivery.as_ref(), drain))
 }
 

@@ -85,6 +85,39 @@ impl PacketMeta {
     }
 }
 
+/// Packets built by hand for the tests of the dispatcher and the flow table.
+#[cfg(test)]
+impl PacketMeta {
+    /// An IPv4 packet of `proto` from `src:sport` to `dst:dport` at `ts`, TTL 64, with no
+    /// lengths, flags or window (set the ones a test needs with `..`).
+    pub(crate) fn for_test(
+        ts: Micros,
+        proto: u8,
+        (src, sport): ([u8; 4], u16),
+        (dst, dport): ([u8; 4], u16),
+    ) -> PacketMeta {
+        PacketMeta {
+            ts,
+            seq: 0,
+            vlan: [0; 2],
+            src: IpAddr::V4(src.into()),
+            dst: IpAddr::V4(dst.into()),
+            sport,
+            dport,
+            proto,
+            ip_len: 0,
+            payload_len: 0,
+            tcp_flags: 0,
+            tcp_window: 0,
+            ttl: 64,
+            icmp_type: 0,
+            icmp_code: 0,
+            kind: PacketKind::Normal,
+            fragment: None,
+        }
+    }
+}
+
 /// EVE name of an IP protocol number.
 pub fn proto_name(proto: u8) -> &'static str {
     match proto {

@@ -143,13 +143,7 @@ impl Broker {
     /// SIGTERM (mosquitto saves its sessions) and wait until it is gone.
     fn stop(&mut self) {
         let mut child = self.child.take().expect("broker running");
-        let ok = Command::new("kill")
-            .arg("-TERM")
-            .arg(child.id().to_string())
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "kill -TERM mosquitto");
+        sigterm(&child);
         child.wait().unwrap();
     }
 }
@@ -302,9 +296,14 @@ impl Agent {
     /// `replay lab-mini.pcap` with `config`, writing `alerts` and publishing to the broker on
     /// `port` through an outbox in `state`.
     fn replay(config: &Path, alerts: &Path, port: u16, state: &Path) -> Agent {
+        Agent::replay_with(config, alerts, port, state, &[])
+    }
+
+    /// The same with more arguments.
+    fn replay_with(config: &Path, alerts: &Path, port: u16, state: &Path, more: &[&str]) -> Agent {
         let pcap = data("lab-mini.pcap");
         let url = format!("mqtt://127.0.0.1:{port}");
-        Agent::spawn(&[
+        let mut args = vec![
             "replay",
             path(&pcap),
             "--config",
@@ -315,7 +314,9 @@ impl Agent {
             &url,
             "--state-dir",
             path(state),
-        ])
+        ];
+        args.extend_from_slice(more);
+        Agent::spawn(&args)
     }
 
     fn stderr(&self) -> String {
@@ -364,6 +365,16 @@ impl Drop for Agent {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Sends SIGTERM to a child process.
+fn sigterm(child: &Child) {
+    let ok = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill -TERM {}", child.id());
 }
 
 fn count(haystack: &str, needle: &str) -> usize {
@@ -606,21 +617,8 @@ fn outbox_survives_sigkill_while_the_broker_is_down() {
     let alerts = dir.path().join("alerts.jsonl");
     let url = format!("mqtt://127.0.0.1:{port}");
     let state = dir.path().join("state");
-    let pcap = data("lab-mini.pcap");
-    let agent = Agent::spawn(&[
-        "replay",
-        path(&pcap),
-        "--config",
-        path(&config),
-        "--alerts",
-        path(&alerts),
-        "--mqtt",
-        &url,
-        "--state-dir",
-        path(&state),
-        "--drain-timeout-s",
-        "600",
-    ]);
+    let long_drain = ["--drain-timeout-s", "600"];
+    let agent = Agent::replay_with(&config, &alerts, port, &state, &long_drain);
     // The summary line comes once the pipeline has finished: every alert is in the outbox.
     agent.wait_stderr("replay: ");
     agent.wait_stderr("is unreachable");
@@ -672,32 +670,13 @@ fn sigterm_ends_the_wait_for_a_dead_broker() {
     let port = free_port(); // nothing listens there
     let config = write_config(dir.path(), "hurry", "");
     let alerts = dir.path().join("alerts.jsonl");
-    let url = format!("mqtt://127.0.0.1:{port}");
     let state = dir.path().join("state");
-    let pcap = data("lab-mini.pcap");
-    let agent = Agent::spawn(&[
-        "replay",
-        path(&pcap),
-        "--config",
-        path(&config),
-        "--alerts",
-        path(&alerts),
-        "--mqtt",
-        &url,
-        "--state-dir",
-        path(&state),
-        "--drain-timeout-s",
-        "600",
-    ]);
+    let long_drain = ["--drain-timeout-s", "600"];
+    let agent = Agent::replay_with(&config, &alerts, port, &state, &long_drain);
     // The summary line comes once the pipeline has drained, before the wait for the broker.
     agent.wait_stderr("replay: ");
     agent.wait_stderr("is unreachable");
-    let ok = Command::new("kill")
-        .args(["-TERM", &agent.child.id().to_string()])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "kill -TERM edgewatch");
+    sigterm(&agent.child);
     let (status, stderr) = agent.wait(Duration::from_secs(60));
     assert_eq!(status.code(), Some(1), "{stderr}");
     let written = lines(&alerts).len();
