@@ -10,7 +10,8 @@
 # `taskset`, so that the figures are the agent's and not the generator's; set both empty to let
 # the scheduler place them. TRAFFIC=bench (the default) replays the bench capture below with
 # tcpreplay; TRAFFIC=flood sends TCP SYNs from one host to one port with random source ports
-# (every packet a new flow) with trafgen (netsniff-ng, installed when missing), and reports when
+# (every packet a new flow) with trafgen (netsniff-ng, installed when missing), TRAFFIC=spoofed
+# the same from a random source address each (a spoofed SYN flood), and both report when
 # the first flood alert was written, in seconds after the flood started (alert_s). With
 # BESIDE=1, tests/data/lab-mini.pcap (60 s of lab traffic with four attack episodes) is replayed
 # at its own pace beside each flood, the flood lasts as long, and the script says how many of
@@ -30,8 +31,11 @@
 # edgewatch process per packet read (utime + stime from /proc/PID/stat, 10 ms ticks, from just
 # before the replay to when the last frame is read; the whole pipeline, model included), and of
 # its capture threads alone (cap_ns/pkt: reading and parsing frames, the backend's own cost).
-# Ends with the highest rate with zero loss per backend. Needs root (namespaces), iproute2 and
-# python3.
+# Also: the SYNs the agent shed (shed, see docs/architecture.md, "Queues") and its peak RSS
+# (peak_kib, VmHWM). EXTRA_TOML is appended to the agent's config (e.g. the OpenWrt package's
+# memory bounds: $'[flow]\nmax_flows = 8192\n[host]\nmax_hosts = 4096\n[alert]\nmax_incidents = 1024').
+# Ends with the highest rate with zero loss (shed SYNs count as lost) per backend. Needs root
+# (namespaces), iproute2 and python3.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] || { echo "bench/live.sh: run as root (it makes network namespaces)" >&2; exit 1; }
@@ -53,7 +57,13 @@ seconds=${SECONDS_PER_TRIAL:-3}
 if ! command -v tcpreplay >/dev/null; then
     apt-get install -y tcpreplay >/dev/null
 fi
-if [ "$traffic" = flood ] && ! command -v trafgen >/dev/null; then
+flood=0
+case $traffic in
+    bench) ;;
+    flood | spoofed) flood=1 ;;
+    *) echo "bench/live.sh: TRAFFIC is bench, flood or spoofed" >&2; exit 1 ;;
+esac
+if [ "$flood" = 1 ] && ! command -v trafgen >/dev/null; then
     apt-get install -y netsniff-ng >/dev/null
 fi
 # EDGEWATCH_BIN=PATH measures another build (an older one, to compare) instead of this tree's.
@@ -67,11 +77,14 @@ capture="/tmp/edgewatch-live-${packets}.pcap"
 [ -f "$capture" ] || python3 bench/gen_capture.py --packets "$packets" --seed 1 --snaplen 65535 -q -o "$capture"
 
 work=$(mktemp -d)
-# The flood: a SYN to 10.99.0.1:80 from 10.99.0.2, a random source port and sequence number each.
-cat >"$work/syn.cfg" <<'EOF'
+# The flood: a SYN to 10.99.0.1:80 from 10.99.0.2 (spoofed: from a random address), a random
+# source port and sequence number each.
+saddr=10.99.0.2
+[ "$traffic" != spoofed ] || saddr="drnd()"
+cat >"$work/syn.cfg" <<EOF
 {
   eth(da=02:00:00:00:00:01, sa=02:00:00:00:00:02),
-  ipv4(saddr=10.99.0.2, daddr=10.99.0.1, ttl=64),
+  ipv4(saddr=$saddr, daddr=10.99.0.1, ttl=64),
   tcp(sp=drnd(), dp=80, seq=drnd(), syn, win=64240)
 }
 EOF
@@ -115,8 +128,8 @@ frames_now() { grep -o '"frames":[0-9]*' "$work/agent.log" | tail -1 | cut -d: -
 final() { { grep 'Stats at the end' "$work/agent.log" || true; } | grep -o "\"$1\":[0-9]*" | cut -d: -f2 || true; }
 
 declare -A best
-printf '%-8s %10s %10s %10s %9s %9s %9s %9s %10s %10s %8s\n' backend pps_reached sent read k_drops \
-    capq_drop shardq_drop lost cpu_ns/pkt cap_ns/pkt alert_s
+printf '%-8s %10s %10s %10s %9s %9s %9s %9s %9s %10s %10s %8s %9s\n' backend pps_reached sent read \
+    k_drops capq_drop shardq_drop shed lost cpu_ns/pkt cap_ns/pkt alert_s peak_kib
 for backend in "${backends[@]}"; do
     best[$backend]=none
     for rate in "${rates[@]}"; do
@@ -129,6 +142,7 @@ threads = $threads
 workers = $workers
 [output]
 stats_interval_s = 0.2
+${EXTRA_TOML:-}
 EOF
         rm -f "$work/alerts.jsonl"
         ip netns exec "$ns_a" "${agent_pin[@]}" "$bin" run --interface ewb0 \
@@ -147,7 +161,7 @@ EOF
             speed=(--pps="$rate")
         fi
         # Beside lab-mini's 60 s: a flood of 62 s (top speed: 30M packets, about a minute here).
-        if [ "$traffic" = flood ] && [ "$beside" = 1 ]; then
+        if [ "$flood" = 1 ] && [ "$beside" = 1 ]; then
             count=$(( rate > 0 ? rate * 62 : 30000000 ))
         fi
         loops=$(( (count + packets - 1) / packets ))
@@ -155,7 +169,7 @@ EOF
         cap_before=$(capture_ticks "$agent")
         started=$(date +%s.%N)
         alert_s=-
-        if [ "$traffic" = flood ]; then
+        if [ "$flood" = 1 ]; then
             ( while ! grep -q '"flood"' "$work/alerts.jsonl" 2>/dev/null; do sleep 0.05; done
               echo "$(date +%s.%N) - $started" | bc >"$work/alert_s" ) &
             watcher=$!
@@ -193,13 +207,14 @@ EOF
         done
         after=$(cpu_ticks "$agent")
         cap_after=$(capture_ticks "$agent")
+        peak_kib=$(awk '/^VmHWM/ { print $2 }' "/proc/$agent/status")
         # The socket's drop count (skmem d), which pnet does not read: see what `ss` says.
         ss_drops=$(ip netns exec "$ns_a" ss -0 -m -p -n | grep "pid=$agent," |
             grep -o 'skmem:([^)]*' | grep -o ',d[0-9]*' | tr -d ',d' | awk '{ n += $1 } END { print n + 0 }')
         kill -TERM "$agent"
         wait "$agent" || true
         agent=""
-        if [ "$traffic" = flood ]; then
+        if [ "$flood" = 1 ]; then
             kill "$watcher" 2>/dev/null || true
             wait "$watcher" 2>/dev/null || true
             [ ! -s "$work/alert_s" ] || alert_s=$(printf '%.2f' "$(cat "$work/alert_s")")
@@ -207,6 +222,7 @@ EOF
         fi
         capq_drops=$(final capture_queue_drops)
         shardq_drops=$(final shard_queue_drops)
+        shed=$(final shed_syns)
         # run: P packets, F flows, A alerts, S skipped, Q dropped, K dropped by the kernel
         read -r read_frames q_drops k_drops < <(awk '/^run: / {
             gsub(",", ""); print $2, $10, $12 }' "$work/agent.log")
@@ -215,7 +231,7 @@ EOF
         per_read=$(( read_frames > 0 ? read_frames : 1 ))
         ns_per_pkt=$(( (after - before) * 1000000000 / hz / per_read ))
         cap_ns_per_pkt=$(( (cap_after - cap_before) * 1000000000 / hz / per_read ))
-        if [ "$traffic" = flood ] && [ "$beside" = 1 ]; then
+        if [ "$flood" = 1 ] && [ "$beside" = 1 ]; then
             python3 - "$work/alerts.jsonl" tests/data/lab-mini.attacks.json <<'PY' >"$work/beside.txt"
 import json, sys
 alerts = [json.loads(l) for l in open(sys.argv[1])]
@@ -235,11 +251,11 @@ print(f"beside the flood: lab-mini episodes alerted with their class {found} of 
       f"(missed: {', '.join(missed) or 'none'}), lab hosts alerted falsely {len(false)}")
 PY
         fi
-        printf '%-8s %10s %10s %10s %9s %9s %9s %9s %10s %10s %8s\n' "$backend" "$reached" "$sent" \
-            "$read_frames" "$k_drops" "${capq_drops:-?}" "${shardq_drops:-?$q_drops}" "$lost" "$ns_per_pkt" \
-            "$cap_ns_per_pkt" "$alert_s"
+        printf '%-8s %10s %10s %10s %9s %9s %9s %9s %9s %10s %10s %8s %9s\n' "$backend" "$reached" \
+            "$sent" "$read_frames" "$k_drops" "${capq_drops:-?}" "${shardq_drops:-?$q_drops}" "${shed:-?}" \
+            "$lost" "$ns_per_pkt" "$cap_ns_per_pkt" "$alert_s" "$peak_kib"
         [ ! -s "$work/beside.txt" ] || { cat "$work/beside.txt"; rm -f "$work/beside.txt"; }
-        if [ "$lost" = 0 ] && [ "$q_drops" = 0 ] && [ "$k_drops" = 0 ]; then
+        if [ "$lost" = 0 ] && [ "$q_drops" = 0 ] && [ "$k_drops" = 0 ] && [ "${shed:-0}" = 0 ]; then
             if [ "${best[$backend]}" = none ] || [ "$reached" -gt "${best[$backend]%% *}" ]; then
                 best[$backend]="$reached pps (${ns_per_pkt} ns CPU per packet, ${cap_ns_per_pkt} ns in capture)"
             fi

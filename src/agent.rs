@@ -297,7 +297,10 @@ pub struct Queues {
     pub capture: Queue,
     /// Dispatcher -> each flow shard, batches of packets: the dispatcher waits, so a stage that
     /// falls behind for a burst (a mass expiry of flows under a flood) holds the capture back
-    /// rather than losing packets. A file never loses a packet.
+    /// rather than losing packets. A file never loses a packet. Live, a batch that finds its
+    /// queue full first sheds its bare SYNs but one in eight (`shed_syns`; see
+    /// `WhenFull::ShedThenBlock`), so that a flood of new flows slows the flows' packets as
+    /// little as it can.
     pub shard: Queue,
     /// Flow shards -> scoring, reports of flow events: a shard waits.
     pub report: Queue,
@@ -310,7 +313,7 @@ pub struct Queues {
 impl Queues {
     pub fn new(cfg: &Config, live: bool) -> Queues {
         let (shard_capacity, shard_when_full) = match live {
-            true => (cfg.capture.queue_capacity, WhenFull::Block),
+            true => (cfg.capture.queue_capacity, WhenFull::ShedThenBlock),
             false => (
                 cfg.capture.queue_capacity.div_ceil(REPLAY_QUEUE_DIVISOR),
                 WhenFull::Block,
@@ -504,6 +507,7 @@ impl Pipeline {
         Stats::set(&self.stats.fragments_unattributed, c.fragments_unattributed);
         Stats::set(&self.stats.capture_queue_drops, self.capture_queue_drops);
         Stats::set(&self.stats.shard_queue_drops, c.queue_drops);
+        Stats::set(&self.stats.shed_syns, c.shed_syns);
         Stats::set(
             &self.stats.queue_drops,
             c.queue_drops.saturating_add(self.capture_queue_drops),
@@ -1219,7 +1223,7 @@ mod tests {
         let replay = Queues::new(&cfg, false);
         let live = Queues::new(&cfg, true);
         assert_eq!(replay.shard.when_full, WhenFull::Block);
-        assert_eq!(live.shard.when_full, WhenFull::Block);
+        assert_eq!(live.shard.when_full, WhenFull::ShedThenBlock);
         let mut tpacket = cfg.clone();
         tpacket.capture.backend = CaptureBackend::Tpacket;
         assert_eq!(

@@ -9,11 +9,11 @@
 //! This module owns the record's layout; `incident` decides what goes in it.
 
 use std::fmt::Write;
+use std::net::IpAddr;
 use std::time::{Duration, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::flow::Flow;
 use crate::packet::{LAST_RFC3339_TS, Micros, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP};
 
 /// One alert, as written to JSON lines and MQTT (see docs/alert-schema.json).
@@ -226,23 +226,20 @@ pub fn signature_of(class: &str) -> (&'static str, u8, &'static str, u32) {
     }
 }
 
-/// Community ID v1 of a flow, from the initiator's point of view.
-pub fn community_id(f: &Flow) -> Option<String> {
-    let (sport, dport) = match f.key.proto {
-        PROTO_TCP | PROTO_UDP => (Some(f.initiator_port), Some(f.responder_port)),
-        PROTO_ICMP | PROTO_ICMPV6 => (Some(u16::from(f.icmp_type)), Some(u16::from(f.icmp_code))),
+/// Community ID v1 of a flow (its two ends, protocol, and ICMP type and code), from the
+/// initiator's point of view.
+pub fn community_id(
+    (initiator, initiator_port): (IpAddr, u16),
+    (responder, responder_port): (IpAddr, u16),
+    proto: u8,
+    (icmp_type, icmp_code): (u8, u8),
+) -> Option<String> {
+    let (sport, dport) = match proto {
+        PROTO_TCP | PROTO_UDP => (Some(initiator_port), Some(responder_port)),
+        PROTO_ICMP | PROTO_ICMPV6 => (Some(u16::from(icmp_type)), Some(u16::from(icmp_code))),
         _ => (None, None),
     };
-    community_id::calculate_community_id(
-        0,
-        f.initiator,
-        f.responder,
-        sport,
-        dport,
-        f.key.proto,
-        false,
-    )
-    .ok()
+    community_id::calculate_community_id(0, initiator, responder, sport, dport, proto, false).ok()
 }
 
 #[cfg(test)]

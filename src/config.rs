@@ -307,6 +307,11 @@ section! {
         flood_min_packets: u64 = 1000 => at_least(1);
         /// ... at this many packets per second or more (over their time, at least a second).
         flood_min_packets_per_s: f64 = 100.0 => positive;
+        /// Lone attempts (a SYN or datagram or two, unanswered) that the model calls probes are
+        /// a flood of their victim instead when this many distinct sources send them to it
+        /// (spoofed or many-bot floods), at the flood's rate: one alert about the victim, not a
+        /// scan candidate per source.
+        flood_min_sources: u64 = 16 => at_least(2);
         /// A slow DoS: this many TCP connections held against one service.
         slowdos_min_connections: u64 = 16 => at_least(1);
     }

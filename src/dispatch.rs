@@ -5,7 +5,9 @@
 //! gets a batch (possibly empty) at least every `batch_size × shards` packets, carrying the
 //! position reached, so downstream can merge shards deterministically. The agent chooses the
 //! shard queues' policy (`agent::Queues`): `Block`, so that a stage that falls behind holds the
-//! capture back and the tpacket ring absorbs the burst; `DropNewest` drops and counts instead.
+//! capture back and the tpacket ring absorbs the burst; `ShedThenBlock`, which first sheds the
+//! cheapest packets of a batch that finds its queue full (see [`WhenFull::ShedThenBlock`]);
+//! `DropNewest` drops and counts instead.
 
 use std::net::IpAddr;
 
@@ -20,8 +22,28 @@ use crate::packet::{MAX_TS, Micros, PacketKind, PacketMeta};
 pub enum WhenFull {
     /// Wait for room: nothing is lost, and the stage before waits in turn.
     Block,
+    /// Live capture under overload: a batch that finds its shard's queue full first sheds its
+    /// TCP SYNs without ACK but one in [`SHED_KEEP`] (counted as `shed_syns`), then waits for
+    /// room as `Block` does. A SYN is where a new flow costs most (a flow created, scored and
+    /// put into its hosts' context) and is worth least to keep under a flood of them: a real
+    /// client sends it again, and its connection is tracked from its next packets anyway. The
+    /// packets of flows already open are never shed, and a flood of SYNs still reaches the
+    /// flow tables, one in [`SHED_KEEP`], enough to be alerted. Only the kernel then drops,
+    /// at random, when even that is not enough (`kernel_drops`).
+    ShedThenBlock,
     /// Drop the batch and count its packets.
     DropNewest,
+}
+
+/// Under [`WhenFull::ShedThenBlock`], one shed candidate in this many is kept.
+pub const SHED_KEEP: u64 = 8;
+
+/// Takes the bare TCP SYNs out of `packets` but one in [`SHED_KEEP`], chosen by packet number
+/// so that the ones kept are spread over a flood; returns how many went.
+fn shed_syns(packets: &mut Vec<PacketMeta>) -> u64 {
+    let before = packets.len();
+    packets.retain(|p| !p.is_bare_syn() || p.seq % SHED_KEEP == 0);
+    (before - packets.len()) as u64
 }
 
 /// A batch of packets for one shard, and the global position the dispatcher has reached.
@@ -38,6 +60,8 @@ pub struct DispatchCounters {
     pub time_backwards: u64,
     pub fragments_unattributed: u64,
     pub queue_drops: u64,
+    /// SYNs shed under [`WhenFull::ShedThenBlock`].
+    pub shed_syns: u64,
 }
 
 /// Ports of a fragmented datagram, learned from its first fragment.
@@ -165,6 +189,13 @@ impl Dispatcher {
                 // A closed channel means the worker is gone; shutdown handles that.
                 let _ = self.shards[shard].send(batch);
             }
+            WhenFull::ShedThenBlock => match self.shards[shard].try_send(batch) {
+                Ok(()) | Err(TrySendError::Disconnected(_)) => {}
+                Err(TrySendError::Full(mut b)) => {
+                    self.counters.shed_syns += shed_syns(&mut b.packets);
+                    let _ = self.shards[shard].send(b);
+                }
+            },
             WhenFull::DropNewest => match self.shards[shard].try_send(batch) {
                 Ok(()) => {}
                 Err(TrySendError::Full(b)) | Err(TrySendError::Disconnected(b)) => {
@@ -537,6 +568,37 @@ mod tests {
             assert!(bs[0].packets.is_empty());
             assert_eq!((bs[0].reached.ts, bs[0].reached.a), (10_000, 1));
         }
+    }
+
+    #[test]
+    fn shedding_takes_bare_syns_but_one_in_eight_and_nothing_else() {
+        use crate::packet::{PROTO_TCP, tcp_flags};
+        let tcp = |seq: u64, flags: u8| PacketMeta {
+            seq,
+            tcp_flags: flags,
+            ..PacketMeta::for_test(seq, PROTO_TCP, ([10, 0, 0, 1], 40000), ([10, 0, 0, 2], 80))
+        };
+        let mut packets: Vec<PacketMeta> = (1..=64)
+            .map(|seq| {
+                let flags = match seq % 4 {
+                    0 | 2 => tcp_flags::SYN,
+                    1 => tcp_flags::ACK,
+                    _ => tcp_flags::SYN | tcp_flags::ACK,
+                };
+                tcp(seq, flags)
+            })
+            .collect();
+        packets.push(udp(65, [10, 0, 0, 3], 53, [10, 0, 0, 4], 53));
+        assert_eq!(packets.iter().filter(|p| p.is_bare_syn()).count(), 32);
+        assert_eq!(shed_syns(&mut packets), 32 - 8);
+        let kept: Vec<u64> = packets
+            .iter()
+            .filter(|p| p.is_bare_syn())
+            .map(|p| p.seq)
+            .collect();
+        assert_eq!(kept, [8, 16, 24, 32, 40, 48, 56, 64]);
+        // SYN-ACKs, ACKs and UDP all stay.
+        assert_eq!(packets.iter().filter(|p| !p.is_bare_syn()).count(), 33);
     }
 
     #[test]

@@ -802,9 +802,7 @@ impl FlowTable {
     ) {
         let (key, _) = FlowKey::of(p);
         let idle = *self.timeouts();
-        let is_syn = p.proto == PROTO_TCP
-            && p.tcp_flags & tcp_flags::SYN != 0
-            && p.tcp_flags & tcp_flags::ACK == 0;
+        let is_syn = p.is_bare_syn();
 
         if let Some(slot) = self.flows.find(&key) {
             let flow = self

@@ -8,10 +8,17 @@
 //! | scan | a source | `scan_min_targets` distinct (host, port) probed at `scan_min_targets_per_s`, as a grid (few hosts or few ports, or hosts x ports) |
 //! | bruteforce | a source at one service (host, port) | `bruteforce_min_sessions` sessions that exchanged data at `bruteforce_min_sessions_per_min` |
 //! | flood | a victim, whoever sends | `flood_min_flows` flows (or `flood_min_packets` packets of UDP/ICMP), at `flood_min_packets_per_s` or more |
+//! | flood of lone attempts | a victim | `flood_min_sources` sources, `flood_min_flows` flows at `flood_min_packets_per_s` |
 //! | slowdos | a victim's TCP service | `slowdos_min_connections` connections |
 //! | anything else | a (source, victim) pair | its first flow |
 //!
-//! each also by protocol (an alert record has one). Until its evidence is enough an incident is
+//! each also by protocol (an alert record has one). A lone attempt (a SYN or a datagram or two,
+//! unanswered) that the model calls a probe is a probe when one source sends many and part of a
+//! flood when many sources send one each, as a flood from spoofed sources does: when the victim's
+//! host context has seen `flood_min_sources` sources lately, its first evaluation also counts
+//! towards the victim's flood, and once that flood is alerted with
+//! `flood_min_sources` sources, its sources get no scan candidates of their own (a scanner
+//! already tracked keeps its candidate). Until its evidence is enough an incident is
 //! a candidate and raises nothing: one flow the model finds odd is not an attack. Then it raises
 //! one alert, and updates it (the same `alert_id`, the next `update` number, the evidence so far)
 //! at most every `update_interval_s` while it goes on, and a last time (`final`) when it has been
@@ -107,12 +114,61 @@ struct Raised {
 /// Sources tracked for a flood's `top_sources` (space-saving: the counts are estimates).
 const TOP_SOURCES: usize = 4;
 
+/// A source in the space-saving count: its address, its count, and how much of that count it
+/// may have inherited from the source it replaced (its count is at least `count - error`).
+#[derive(Clone, Copy, Debug, Default)]
+struct TopSlot {
+    ip: Option<IpAddr>,
+    count: u64,
+    error: u64,
+}
+
+/// What an incident keeps of its first flow: the record's `flow_id`, ports, VLAN and
+/// Community ID come from it. A quarter of a whole [`Flow`]: a flood of spoofed sources keeps
+/// thousands of candidates.
+#[derive(Clone, Copy, Debug)]
+struct First {
+    uid: u64,
+    initiator: IpAddr,
+    responder: IpAddr,
+    initiator_port: u16,
+    responder_port: u16,
+    proto: u8,
+    icmp_type: u8,
+    icmp_code: u8,
+    vlan: [u16; 2],
+}
+
+impl First {
+    fn of(f: &Flow) -> First {
+        First {
+            uid: f.uid,
+            initiator: f.initiator,
+            responder: f.responder,
+            initiator_port: f.initiator_port,
+            responder_port: f.responder_port,
+            proto: f.key.proto,
+            icmp_type: f.icmp_type,
+            icmp_code: f.icmp_code,
+            vlan: f.key.vlan,
+        }
+    }
+
+    fn community_id(&self) -> Option<String> {
+        community_id(
+            (self.initiator, self.initiator_port),
+            (self.responder, self.responder_port),
+            self.proto,
+            (self.icmp_type, self.icmp_code),
+        )
+    }
+}
+
 #[derive(Clone, Debug)]
 struct Incident {
     behaviour: Behaviour,
     key: Key,
-    /// The first flow counted: the record's `flow_id`, ports and VLAN come from it.
-    first: Flow,
+    first: First,
     raised: Option<Raised>,
     /// First and last evaluation counted.
     first_ts: Micros,
@@ -134,13 +190,36 @@ struct Incident {
     sources: Distinct<8>,
     unanswered: u64,
     sessions: u64,
+    /// Of `flows`, the lone attempts counted for a flood of many sources.
+    lone: u64,
     /// Sum of the counted flows' durations.
     duration: Micros,
-    top: [(Option<IpAddr>, u64); TOP_SOURCES],
+    top: [TopSlot; TOP_SOURCES],
+}
+
+/// How a flow's evaluation counts in an incident.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Counting {
+    /// As one of its flows: `before` is what the flow gave it so far, `last` says the flow
+    /// has ended.
+    Evaluation { before: Option<Counted>, last: bool },
+    /// As a lone attempt towards a flood of many sources, once.
+    LoneAttempt,
+}
+
+/// A SYN or a datagram or two that got nothing back: a probe, or one of a spoofed flood's
+/// packets.
+fn lone_attempt(f: &Flow) -> bool {
+    f.fwd.pkts <= 2
+        && f.bwd.payload_bytes == 0
+        && matches!(
+            f.outcome(),
+            Outcome::TcpHalfOpen | Outcome::TcpRejected | Outcome::Unanswered
+        )
 }
 
 /// What a counted flow has given its incident so far.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 struct Counted {
     key: Key,
     pkts: [u32; 2],
@@ -185,7 +264,7 @@ impl Incident {
         Incident {
             behaviour,
             key,
-            first: *f,
+            first: First::of(f),
             raised: None,
             first_ts: ts,
             last_ts: ts,
@@ -206,8 +285,9 @@ impl Incident {
             sources: Distinct::default(),
             unanswered: 0,
             sessions: 0,
+            lone: 0,
             duration: 0,
-            top: [(None, 0); TOP_SOURCES],
+            top: [TopSlot::default(); TOP_SOURCES],
         }
     }
 
@@ -263,13 +343,17 @@ impl Incident {
         if packets == 0 {
             return;
         }
-        if let Some(slot) = self.top.iter_mut().find(|(s, _)| *s == Some(ip)) {
-            slot.1 += packets;
+        if let Some(slot) = self.top.iter_mut().find(|s| s.ip == Some(ip)) {
+            slot.count += packets;
             return;
         }
         // The smallest (or an empty) slot takes it, with that slot's count as its floor.
-        if let Some(slot) = self.top.iter_mut().min_by_key(|(_, n)| *n) {
-            *slot = (Some(ip), slot.1 + packets);
+        if let Some(slot) = self.top.iter_mut().min_by_key(|s| s.count) {
+            *slot = TopSlot {
+                ip: Some(ip),
+                count: slot.count + packets,
+                error: slot.count,
+            };
         }
     }
 
@@ -306,8 +390,9 @@ impl Incident {
             Behaviour::Flood => {
                 // One UDP or ICMP 5-tuple can carry a flood; one TCP connection that much
                 // traffic is a transfer its receiver accepted.
-                let many = self.flows >= cfg.flood_min_flows
-                    || (self.key.proto != PROTO_TCP && self.packets() >= cfg.flood_min_packets);
+                let many = self.flows - self.lone >= cfg.flood_min_flows
+                    || (self.key.proto != PROTO_TCP && self.packets() >= cfg.flood_min_packets)
+                    || (self.flows >= cfg.flood_min_flows && self.many_sources(cfg));
                 many && self.packets_per_s() >= cfg.flood_min_packets_per_s
             }
             // Holding connections open is a TCP attack; UDP "connections" are datagrams.
@@ -316,6 +401,11 @@ impl Incident {
             }
             Behaviour::Other => self.flows >= 1,
         }
+    }
+
+    /// Whether `flood_min_sources` distinct sources took part.
+    fn many_sources(&self, cfg: &AlertConfig) -> bool {
+        f64::from(self.sources.estimate()) >= cfg.flood_min_sources as f64 - 0.5
     }
 
     fn evidence(&self) -> Evidence {
@@ -364,10 +454,13 @@ impl Incident {
     }
 
     fn top_sources(&self) -> Vec<TopSource> {
+        // What a source sent for sure. Sources with a packet or so each (spoofed ones) leave
+        // nothing sure above their floor: no top source is named then.
         let mut top: Vec<(IpAddr, u64)> = self
             .top
             .iter()
-            .filter_map(|(ip, n)| ip.map(|ip| (ip, *n)))
+            .filter_map(|s| Some((s.ip?, s.count - s.error)))
+            .filter(|&(_, sure)| sure >= 2)
             .collect();
         top.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
         top.into_iter()
@@ -403,8 +496,12 @@ pub struct AlertEngine {
     sensor_id: String,
     model: ModelRef,
     classes: Vec<String>,
+    /// The model's flood class, which lone attempts of many sources count towards.
+    flood_class: Option<usize>,
     threshold: f32,
-    incidents: FastMap<Key, Incident>,
+    /// Boxed: the table keeps spare and deleted buckets (up to three quarters of it), which then
+    /// cost a pointer each rather than a whole incident.
+    incidents: FastMap<Key, Box<Incident>>,
     /// When each incident may have gone quiet: (deadline, key). Stale entries are skipped.
     deadlines: BinaryHeap<Reverse<(Micros, Key)>>,
     /// Flows counted in an incident, with what they gave (removed at their final evaluation).
@@ -429,6 +526,7 @@ impl AlertEngine {
                 version: String::new(),
             },
             classes: Vec::new(),
+            flood_class: None,
             threshold,
             incidents: FastMap::default(),
             deadlines: BinaryHeap::new(),
@@ -450,6 +548,10 @@ impl AlertEngine {
             version: model.version.clone(),
         };
         self.classes = model.classes.clone();
+        self.flood_class = self
+            .classes
+            .iter()
+            .position(|c| Behaviour::of(c) == Behaviour::Flood);
         self.threshold = threshold;
         self.cfg = cfg.clone();
         self.tokens = self.tokens.min(cfg.max_alerts_per_s.max(1.0));
@@ -463,13 +565,15 @@ impl AlertEngine {
         micros(self.cfg.incident_idle_s)
     }
 
-    /// Offers one scored evaluation made at `ts`.
+    /// Offers one scored evaluation made at `ts`. `victim_sources`: the distinct sources that
+    /// started flows to the flow's responder lately (its host context's short window).
     pub fn offer(
         &mut self,
         ts: Micros,
         flow: &Flow,
         reason: EvalReason,
         score: Score,
+        victim_sources: f32,
         out: &mut Vec<Alert>,
     ) {
         self.advance(ts, out);
@@ -503,6 +607,46 @@ impl AlertEngine {
             }
             return;
         }
+        if behaviour == Behaviour::Scan
+            && let Some(flood) = self.flood_class
+            && f64::from(victim_sources) >= self.cfg.flood_min_sources as f64 - 0.5
+            && lone_attempt(flow)
+        {
+            let victim = Key::of(Behaviour::Flood, flood, flow);
+            // Its first evaluation only (the table counts it before it hands it on): a lone
+            // attempt has little to add later.
+            if flow.evals <= 1 {
+                self.count(victim, ts, flow, score.anomaly, Counting::LoneAttempt, out);
+            }
+            let spoofed = self
+                .incidents
+                .get(&victim)
+                .is_some_and(|i| i.raised.is_some() && i.lone > 0 && i.many_sources(&self.cfg));
+            if spoofed && !self.incidents.contains_key(&key) {
+                return;
+            }
+        }
+        let last = reason.is_final();
+        let counting = Counting::Evaluation { before, last };
+        self.count(key, ts, flow, score.anomaly, counting, out);
+    }
+
+    /// Counts a flow's evaluation in the incident of `key`, making it if needed, and raises or
+    /// updates its alert.
+    fn count(
+        &mut self,
+        key: Key,
+        ts: Micros,
+        flow: &Flow,
+        score: f32,
+        counting: Counting,
+        out: &mut Vec<Alert>,
+    ) {
+        let behaviour = Behaviour::of(self.class_name(key.class));
+        let (before, last) = match counting {
+            Counting::Evaluation { before, last } => (before, last),
+            Counting::LoneAttempt => (None, true),
+        };
         // A flow counts once per incident: a later evaluation adds what it sent since.
         let before = before.filter(|c| c.key == key);
         let now = Counted::of(key, flow);
@@ -512,14 +656,16 @@ impl AlertEngine {
         if fresh {
             self.make_room(ts, out);
             self.incidents
-                .insert(key, Incident::new(behaviour, key, ts, flow));
+                .insert(key, Box::new(Incident::new(behaviour, key, ts, flow)));
             self.deadlines.push(Reverse((ts + self.idle(), key)));
         }
         let Some(incident) = self.incidents.get_mut(&key) else {
             return;
         };
-        incident.take(ts, flow, score.anomaly, before, now, fresh);
-        if !reason.is_final() && self.counted.len() < self.cfg.max_incidents.saturating_mul(4) {
+        incident.take(ts, flow, score, before, now, fresh);
+        if counting == Counting::LoneAttempt {
+            incident.lone += 1;
+        } else if !last && self.counted.len() < self.cfg.max_incidents.saturating_mul(4) {
             self.counted.insert(flow.uid, now);
         }
         match &incident.raised {
@@ -677,14 +823,14 @@ impl AlertEngine {
         let dest_port =
             (has_ports && (i.key.port != 0 || !i.dst_ports_vary)).then_some(f.responder_port);
         let raised = i.raised.as_ref();
-        let mut vlan: Vec<u16> = f.key.vlan.iter().copied().filter(|&v| v != 0).collect();
+        let mut vlan: Vec<u16> = f.vlan.iter().copied().filter(|&v| v != 0).collect();
         vlan.truncate(2);
         Alert {
             timestamp: eve_time(ts),
             event_type: "alert".to_string(),
             host: self.sensor_id.clone(),
             flow_id: f.uid & ((1 << 53) - 1),
-            community_id: (i.flows == 1).then(|| community_id(f)).flatten(),
+            community_id: (i.flows == 1).then(|| f.community_id()).flatten(),
             src_ip: attacker.map(|ip| ip.to_string()),
             src_port,
             dest_ip: victim.map(|ip| ip.to_string()),
@@ -766,7 +912,7 @@ mod tests {
     use crate::flow::DirStats;
     use crate::model::ModelInfo;
     use crate::packet::PROTO_UDP;
-    use std::collections::HashSet;
+    use std::collections::{HashMap, HashSet};
     use std::net::Ipv4Addr;
 
     const SCAN: usize = 1;
@@ -814,16 +960,27 @@ mod tests {
         }
     }
 
-    /// Offers each flow once at its end, scored as `class`; then ends every incident.
+    /// Offers each flow once at its end, scored as `class`, with the distinct sources of its
+    /// responder so far as its host context; then ends every incident.
     fn run(cfg: &AlertConfig, class: usize, flows: &[Flow]) -> Vec<Alert> {
         let mut e = engine(cfg);
         let mut out = Vec::new();
+        let mut seen: HashMap<IpAddr, HashSet<IpAddr>> = HashMap::new();
         for f in flows {
             let score = Score {
                 anomaly: 0.99,
                 class: Some(class),
             };
-            e.offer(f.last, f, EvalReason::Idle, score, &mut out);
+            let sources = seen.entry(f.responder).or_default();
+            sources.insert(f.initiator);
+            e.offer(
+                f.last,
+                f,
+                EvalReason::Idle,
+                score,
+                sources.len() as f32,
+                &mut out,
+            );
         }
         e.flush(&mut out);
         out
@@ -831,6 +988,89 @@ mod tests {
 
     fn detail(a: &Alert) -> &Detail {
         &a.alert.context.edgewatch
+    }
+
+    /// The alerts' (class, source, victim, count of the last record).
+    fn incidents(out: &[Alert]) -> Vec<(String, Option<String>, Option<String>, u64)> {
+        let mut seen: Vec<_> = out
+            .iter()
+            .filter(|a| detail(a).last)
+            .map(|a| {
+                let d = detail(a);
+                (
+                    d.class.clone(),
+                    a.src_ip.clone(),
+                    a.dest_ip.clone(),
+                    d.count,
+                )
+            })
+            .collect();
+        seen.sort();
+        seen
+    }
+
+    #[test]
+    fn lone_syns_from_many_sources_are_a_flood_of_their_victim() {
+        // 200 sources, one SYN each, 5 ms apart, to one web server: what a spoofed SYN flood
+        // looks like, each flow scored as a probe.
+        let flows: Vec<Flow> = (0..200u64)
+            .map(|i| flow(PROTO_TCP, 20 + i as u8, 1, 80, i * 5_000, false))
+            .collect();
+        let out = run(&AlertConfig::default(), SCAN, &flows);
+        // The first 15, before the victim had 16 sources, stay their sources' candidates.
+        assert_eq!(
+            incidents(&out),
+            [("flood".to_string(), None, Some(ip(1).to_string()), 185)]
+        );
+        let raised = &out[0];
+        assert_eq!(detail(raised).update, 0);
+        assert_eq!(raised.dest_port, Some(80));
+        let evidence = &detail(raised).evidence;
+        assert!(evidence.sources.unwrap() >= 16, "{evidence:?}");
+        // One SYN per source: none of them is named as a top source.
+        assert!(evidence.top_sources.is_empty(), "{evidence:?}");
+    }
+
+    #[test]
+    fn lone_syns_from_one_source_stay_a_scan() {
+        // The same 200 SYNs from one source, to 200 ports: a port scan, not a flood.
+        let flows: Vec<Flow> = (0..200u64)
+            .map(|i| flow(PROTO_TCP, 9, 1, 1000 + i as u16, i * 5_000, false))
+            .collect();
+        let out = run(&AlertConfig::default(), SCAN, &flows);
+        assert_eq!(
+            incidents(&out),
+            [(
+                "scan".to_string(),
+                Some(ip(9).to_string()),
+                Some(ip(1).to_string()),
+                200
+            )]
+        );
+    }
+
+    #[test]
+    fn a_scanner_tracked_before_a_spoofed_flood_keeps_its_scan() {
+        // A scanner probes ports of host 2 while host 1 takes a flood of lone SYNs from 150
+        // sources; the scanner's probes keep counting as its scan.
+        let mut flows: Vec<Flow> = (0..150u64)
+            .map(|i| flow(PROTO_TCP, 100 + i as u8, 1, 80, i * 5_000, false))
+            .collect();
+        flows.extend((0..20u64).map(|i| flow(PROTO_TCP, 9, 2, 1000 + i as u16, i * 40_000, false)));
+        flows.sort_by_key(|f| f.last);
+        let out = run(&AlertConfig::default(), SCAN, &flows);
+        assert_eq!(
+            incidents(&out),
+            [
+                ("flood".to_string(), None, Some(ip(1).to_string()), 135),
+                (
+                    "scan".to_string(),
+                    Some(ip(9).to_string()),
+                    Some(ip(2).to_string()),
+                    20
+                ),
+            ]
+        );
     }
 
     #[test]
@@ -959,7 +1199,7 @@ mod tests {
         };
         let f = flow(PROTO_TCP, 9, 1, 80, 0, true);
         for reason in [EvalReason::Probe, EvalReason::Early, EvalReason::Active] {
-            e.offer(f.last, &f, reason, score, &mut out);
+            e.offer(f.last, &f, reason, score, 1.0, &mut out);
         }
         e.flush(&mut out);
         assert!(out.is_empty(), "one connection is not a slow DoS");
@@ -991,12 +1231,12 @@ mod tests {
         let mut f = flow(PROTO_UDP, 9, 1, 53, 0, false);
         f.fwd.pkts = 5000;
         f.last = 1_000_000;
-        e.offer(f.last, &f, EvalReason::Early, score, &mut out);
+        e.offer(f.last, &f, EvalReason::Early, score, 1.0, &mut out);
         // ... and next at its active timeout, 120 s on, 60,000 packets later: the first
         // incident went quiet (no evaluation for 30 s) and closed in between.
         f.fwd.pkts += 60_000;
         f.last = 121_000_000;
-        e.offer(f.last, &f, EvalReason::Active, score, &mut out);
+        e.offer(f.last, &f, EvalReason::Active, score, 1.0, &mut out);
         e.flush(&mut out);
         let alerts: Vec<(&str, u64, Option<f64>)> = out
             .iter()

@@ -83,6 +83,12 @@ impl PacketMeta {
     pub fn is_icmp(&self) -> bool {
         self.proto == PROTO_ICMP || self.proto == PROTO_ICMPV6
     }
+
+    /// A TCP SYN without ACK: a connection's first packet.
+    pub fn is_bare_syn(&self) -> bool {
+        self.proto == PROTO_TCP
+            && self.tcp_flags & (tcp_flags::SYN | tcp_flags::ACK) == tcp_flags::SYN
+    }
 }
 
 /// Packets built by hand for the tests of the dispatcher and the flow table.

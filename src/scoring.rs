@@ -130,6 +130,8 @@ struct Pending {
     ts: Micros,
     flow: Flow,
     reason: EvalReason,
+    /// The responder's distinct sources in its host context's short window.
+    victim_sources: f32,
 }
 
 pub struct ScoringStage {
@@ -207,7 +209,12 @@ impl ScoringStage {
                     let at = self.rows.len();
                     self.rows.resize(at + FEATURE_COUNT, 0.0);
                     crate::features::compute(&flow, reason, &src, &dst, &mut self.rows[at..]);
-                    self.pending.push(Pending { ts, flow, reason });
+                    self.pending.push(Pending {
+                        ts,
+                        flow,
+                        reason,
+                        victim_sources: dst[0].sources,
+                    });
                     let full = match &self.mode {
                         Mode::Alerts { batch_size, .. } => self.pending.len() >= *batch_size,
                         Mode::Features { .. } => true,
@@ -292,7 +299,7 @@ impl ScoringStage {
                     Ok(scores) => {
                         self.counters.flows_scored += scores.len() as u64;
                         for (p, score) in self.pending.iter().zip(scores) {
-                            engine.offer(p.ts, &p.flow, p.reason, score, alerts);
+                            engine.offer(p.ts, &p.flow, p.reason, score, p.victim_sources, alerts);
                         }
                     }
                     Err(e) => log::error!(

@@ -52,6 +52,8 @@ counters!(
     capture_queue_drops,
     shard_queue_drops,
     queue_drops,
+    // TCP SYNs shed by the dispatcher when a flow shard's queue was full (live only)
+    shed_syns,
     kernel_packets,
     kernel_drops,
     kernel_freezes,

@@ -11,7 +11,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::*;
-use edgewatch::config::{CaptureBackend, CaptureConfig, Config, MqttConfig};
+use edgewatch::config::{
+    AlertConfig, CaptureBackend, CaptureConfig, Config, FlowConfig, HostConfig, MqttConfig,
+};
 
 fn repo(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
@@ -101,13 +103,27 @@ fn openwrt_default_uci_config_gives_the_agent_defaults() {
     let config = Config::load(&out.toml).unwrap();
     let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
     let defaults = Config::default();
+    // The deliberate differences: a router's memory. The ring, the flow, host and incident
+    // bounds are smaller (packaging/README.md, "Memory"), and the outbox lives in RAM (/var).
     let expected = Config {
         sensor_id: hostname.trim().to_string(),
         capture: CaptureConfig {
             interfaces: vec!["br-lan".to_string()],
+            ring_blocks: 8,
             ..defaults.capture
         },
-        // The one deliberate difference: the outbox lives in RAM (/var) on a router.
+        flow: FlowConfig {
+            max_flows: 8192,
+            ..defaults.flow
+        },
+        host: HostConfig {
+            max_hosts: 4096,
+            ..defaults.host
+        },
+        alert: AlertConfig {
+            max_incidents: 1024,
+            ..defaults.alert
+        },
         mqtt: MqttConfig {
             outbox_max_mb: 4.0,
             ..defaults.mqtt
@@ -157,7 +173,8 @@ fn openwrt_uci_options_reach_the_agent_config() {
             ("threshold", "0.25"),
             ("workers", "2"),
             ("max_flows", "20000"),
-            ("max_hosts", "4096"),
+            ("max_hosts", "2048"),
+            ("max_incidents", "512"),
             ("max_alerts_per_s", "12.5"),
             ("stats_interval_s", "30"),
             ("mqtt_url", "mqtts://broker.example:8883"),
@@ -189,7 +206,8 @@ fn openwrt_uci_options_reach_the_agent_config() {
     assert_eq!(config.model.threshold, Some(0.25));
     assert_eq!(config.flow.workers, 2);
     assert_eq!(config.flow.max_flows, 20000);
-    assert_eq!(config.host.max_hosts, 4096);
+    assert_eq!(config.host.max_hosts, 2048);
+    assert_eq!(config.alert.max_incidents, 512);
     assert_eq!(config.alert.max_alerts_per_s, 12.5);
     assert_eq!(config.output.stats_interval_s, 30.0);
     assert_eq!(config.mqtt.url, "mqtts://broker.example:8883");

@@ -167,6 +167,50 @@ fn a_single_pair_flood_gives_the_same_output_for_any_worker_count() {
 }
 
 #[test]
+fn a_spoofed_syn_flood_is_one_flood_alert_about_its_victim() {
+    // 20,000 SYNs to one web server, each from another source address and port, 100 µs apart
+    // (10,000 per second, 2 s), as hping3 --rand-source sends them; no answers. With the
+    // shipped model and default settings.
+    const T0: u32 = 1_714_564_800;
+    let victim = [10, 9, 0, 10];
+    let records: Vec<_> = (0..20_000u32)
+        .map(|i| {
+            let us = i * 100;
+            let src = [100 + (i >> 16) as u8, (i >> 8) as u8, i as u8, 1];
+            let frame = ipv4_frame(src, victim, 6, &tcp(1024 + (i % 60000) as u16, 80, 0x02));
+            rec(T0 + us / 1_000_000, us % 1_000_000, frame)
+        })
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let capture = dir.path().join("spoofed.pcap");
+    std::fs::write(&capture, pcap(1, 65535, &records)).unwrap();
+    let alerts = replay_alerts(capture.to_str().unwrap(), &[]);
+    let parsed: Vec<serde_json::Value> = alerts
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let ids: std::collections::HashSet<&str> = parsed
+        .iter()
+        .map(|a| edgewatch(a)["alert_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 1, "one incident: {alerts:#?}");
+    let first = &parsed[0];
+    assert_eq!(edgewatch(first)["class"], "flood");
+    assert_eq!(first["dest_ip"], "10.9.0.10");
+    assert_eq!(first["dest_port"], 80);
+    assert!(first.get("src_ip").is_none(), "many sources: {first}");
+    // Raised in the flood's first second: at its first flows' probe evaluation, 0.5 s on.
+    let raised = first["timestamp"].as_str().unwrap();
+    assert!(raised.starts_with("2024-05-01T12:00:00."), "{raised}");
+    let last = parsed.last().unwrap();
+    assert_eq!(edgewatch(last)["final"], true);
+    let evidence = &edgewatch(last)["evidence"];
+    assert!(evidence["flows"].as_u64().unwrap() > 19_000, "{evidence}");
+    assert!(evidence["sources"].as_u64().unwrap() >= 1_000, "{evidence}");
+    assert!(evidence.get("top_sources").is_none(), "{evidence}");
+}
+
+#[test]
 fn icmp_errors_about_flows_never_seen_make_no_flow() {
     // A capture that holds only the answers to a UDP scan (one direction of the traffic): the
     // victim's port-unreachable errors, each quoting a probe of another port. Each error is

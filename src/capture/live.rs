@@ -309,7 +309,10 @@ pub fn capture_loop(
             last_send = Instant::now();
             let full = std::mem::replace(&mut batch, Vec::with_capacity(batch_size));
             let sent = match when_full {
-                WhenFull::Block => out.send(full).map_err(|e| TrySendError::Disconnected(e.0)),
+                // Shedding looks at parsed packets: the dispatcher's queues do it.
+                WhenFull::Block | WhenFull::ShedThenBlock => {
+                    out.send(full).map_err(|e| TrySendError::Disconnected(e.0))
+                }
                 WhenFull::DropNewest => out.try_send(full),
             };
             match sent {

@@ -117,7 +117,8 @@ impl Validator {
                         packets: n("packets").unwrap_or(0),
                         drops: n("kernel_drops")
                             .unwrap_or(0)
-                            .saturating_add(n("queue_drops").unwrap_or(0)),
+                            .saturating_add(n("queue_drops").unwrap_or(0))
+                            .saturating_add(n("shed_syns").unwrap_or(0)),
                         outbox_depth: n("outbox_depth").unwrap_or(0),
                         alerts_published: n("alerts_published").unwrap_or(0),
                         uptime_s: n("uptime_s").unwrap_or(0),

@@ -134,7 +134,7 @@ pub enum SensorUpdate {
     Stats {
         sensor_id: String,
         packets: i64,
-        /// kernel_drops + queue_drops.
+        /// kernel_drops + queue_drops + shed_syns: packets the sensor did not look at.
         drops: i64,
         outbox_depth: i64,
         alerts_published: i64,
