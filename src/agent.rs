@@ -297,10 +297,10 @@ pub struct Queues {
     pub capture: Queue,
     /// Dispatcher -> each flow shard, batches of packets: the dispatcher waits, so a stage that
     /// falls behind for a burst (a mass expiry of flows under a flood) holds the capture back
-    /// rather than losing packets. A file never loses a packet. Live, a batch that finds its
-    /// queue full first sheds its bare SYNs but one in eight (`shed_syns`; see
-    /// `WhenFull::ShedThenBlock`), so that a flood of new flows slows the flows' packets as
-    /// little as it can.
+    /// rather than losing packets. A file never loses a packet. Live, while half the capture
+    /// queue waits, a batch that finds its queue full first sheds its bare SYNs but one in
+    /// eight (`shed_syns`; see `WhenFull::ShedThenBlock`), so that a flood of new flows slows
+    /// the flows' packets as little as it can.
     pub shard: Queue,
     /// Flow shards -> scoring, reports of flow events: a shard waits.
     pub report: Queue,
@@ -1014,6 +1014,10 @@ fn run_live(
     loop {
         match rx.recv_timeout(READ_TIMEOUT) {
             Ok(batch) => {
+                // The capture is behind when half its queue waits: only then may a full shard
+                // queue shed (a queue full for a moment only makes the dispatcher wait).
+                let behind = rx.len() * 2 >= capture_queue.capacity;
+                pipeline.dispatcher.set_behind(behind);
                 for p in batch {
                     pipeline.dispatcher.push(p);
                 }

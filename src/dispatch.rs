@@ -22,9 +22,11 @@ use crate::packet::{MAX_TS, Micros, PacketKind, PacketMeta};
 pub enum WhenFull {
     /// Wait for room: nothing is lost, and the stage before waits in turn.
     Block,
-    /// Live capture under overload: a batch that finds its shard's queue full first sheds its
-    /// TCP SYNs without ACK but one in [`SHED_KEEP`] (counted as `shed_syns`), then waits for
-    /// room as `Block` does. A SYN is where a new flow costs most (a flow created, scored and
+    /// Live capture under overload: while the capture is behind (see
+    /// [`Dispatcher::set_behind`]), a batch that finds its shard's queue full first sheds its
+    /// TCP SYNs without ACK but one in [`SHED_KEEP`] (counted as `shed_syns`); then it waits
+    /// for room as `Block` does. A queue full for a moment, with the capture keeping up, only
+    /// makes it wait. A SYN is where a new flow costs most (a flow created, scored and
     /// put into its hosts' context) and is worth least to keep under a flood of them: a real
     /// client sends it again, and its connection is tracked from its next packets anyway. The
     /// packets of flows already open are never shed, and a flood of SYNs still reaches the
@@ -89,6 +91,8 @@ pub struct Dispatcher {
     max_fragments: usize,
     /// The packet time before which a full fragment table is not swept again.
     next_sweep: Micros,
+    /// The capture is falling behind: shedding may begin.
+    behind: bool,
     pub counters: DispatchCounters,
 }
 
@@ -114,8 +118,15 @@ impl Dispatcher {
             fragments: FastMap::default(),
             max_fragments,
             next_sweep: 0,
+            behind: false,
             counters: DispatchCounters::default(),
         }
+    }
+
+    /// Says whether the capture is falling behind (live: its queue to the dispatcher is half
+    /// full or more), which lets [`WhenFull::ShedThenBlock`] shed.
+    pub fn set_behind(&mut self, behind: bool) {
+        self.behind = behind;
     }
 
     /// The position reached: the last packet's time and number.
@@ -187,6 +198,9 @@ impl Dispatcher {
         match self.when_full {
             WhenFull::Block => {
                 // A closed channel means the worker is gone; shutdown handles that.
+                let _ = self.shards[shard].send(batch);
+            }
+            WhenFull::ShedThenBlock if !self.behind => {
                 let _ = self.shards[shard].send(batch);
             }
             WhenFull::ShedThenBlock => match self.shards[shard].try_send(batch) {
