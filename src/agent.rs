@@ -297,10 +297,11 @@ pub struct Queues {
     pub capture: Queue,
     /// Dispatcher -> each flow shard, batches of packets: the dispatcher waits, so a stage that
     /// falls behind for a burst (a mass expiry of flows under a flood) holds the capture back
-    /// rather than losing packets. A file never loses a packet. Live, while half the capture
-    /// queue waits, a batch that finds its queue full first sheds its bare SYNs but one in
-    /// eight (`shed_syns`; see `WhenFull::ShedThenBlock`), so that a flood of new flows slows
-    /// the flows' packets as little as it can.
+    /// rather than losing packets. A file never loses a packet. Live, a batch that finds its
+    /// queue full while half the capture queue waits starts shedding bare SYNs but one in
+    /// eight until a quarter or less waits (`shed_syns`, `shed_episodes`; see
+    /// `WhenFull::ShedThenBlock`), so that a flood of new flows slows the flows' packets as
+    /// little as it can.
     pub shard: Queue,
     /// Flow shards -> scoring, reports of flow events: a shard waits.
     pub report: Queue,
@@ -508,6 +509,7 @@ impl Pipeline {
         Stats::set(&self.stats.capture_queue_drops, self.capture_queue_drops);
         Stats::set(&self.stats.shard_queue_drops, c.queue_drops);
         Stats::set(&self.stats.shed_syns, c.shed_syns);
+        Stats::set(&self.stats.shed_episodes, c.shed_episodes);
         Stats::set(
             &self.stats.queue_drops,
             c.queue_drops.saturating_add(self.capture_queue_drops),
@@ -1014,10 +1016,11 @@ fn run_live(
     loop {
         match rx.recv_timeout(READ_TIMEOUT) {
             Ok(batch) => {
-                // The capture is behind when half its queue waits: only then may a full shard
-                // queue shed (a queue full for a moment only makes the dispatcher wait).
-                let behind = rx.len() * 2 >= capture_queue.capacity;
-                pipeline.dispatcher.set_behind(behind);
+                // Shedding begins at a full shard queue only while half the capture's queue
+                // waits, and ends once a quarter or less does.
+                pipeline
+                    .dispatcher
+                    .set_backlog(rx.len(), capture_queue.capacity);
                 for p in batch {
                     pipeline.dispatcher.push(p);
                 }

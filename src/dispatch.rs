@@ -22,11 +22,12 @@ use crate::packet::{MAX_TS, Micros, PacketKind, PacketMeta};
 pub enum WhenFull {
     /// Wait for room: nothing is lost, and the stage before waits in turn.
     Block,
-    /// Live capture under overload: while the capture is behind (see
-    /// [`Dispatcher::set_behind`]), a batch that finds its shard's queue full first sheds its
-    /// TCP SYNs without ACK but one in [`SHED_KEEP`] (counted as `shed_syns`); then it waits
-    /// for room as `Block` does. A queue full for a moment, with the capture keeping up, only
-    /// makes it wait. A SYN is where a new flow costs most (a flow created, scored and
+    /// Live capture under overload: when a batch finds its shard's queue full while the capture
+    /// is behind (see [`Dispatcher::set_backlog`]), the dispatcher starts shedding: it takes
+    /// TCP SYNs without ACK out of that batch and of every packet it routes after it, but one
+    /// in [`SHED_KEEP`] (counted as `shed_syns`), until the capture has caught up; the batch
+    /// then waits for room as with `Block`. A queue full for a moment, with the capture keeping
+    /// up, only makes it wait. A SYN is where a new flow costs most (a flow created, scored and
     /// put into its hosts' context) and is worth least to keep under a flood of them: a real
     /// client sends it again, and its connection is tracked from its next packets anyway. The
     /// packets of flows already open are never shed, and a flood of SYNs still reaches the
@@ -40,11 +41,16 @@ pub enum WhenFull {
 /// Under [`WhenFull::ShedThenBlock`], one shed candidate in this many is kept.
 pub const SHED_KEEP: u64 = 8;
 
-/// Takes the bare TCP SYNs out of `packets` but one in [`SHED_KEEP`], chosen by packet number
-/// so that the ones kept are spread over a flood; returns how many went.
+/// Whether shedding takes this packet: a bare TCP SYN, but one in [`SHED_KEEP`], chosen by
+/// packet number so that the ones kept are spread over a flood.
+fn sheds(p: &PacketMeta) -> bool {
+    p.is_bare_syn() && !p.seq.is_multiple_of(SHED_KEEP)
+}
+
+/// Takes out of `packets` what shedding takes; returns how many went.
 fn shed_syns(packets: &mut Vec<PacketMeta>) -> u64 {
     let before = packets.len();
-    packets.retain(|p| !p.is_bare_syn() || p.seq % SHED_KEEP == 0);
+    packets.retain(|p| !sheds(p));
     (before - packets.len()) as u64
 }
 
@@ -64,6 +70,8 @@ pub struct DispatchCounters {
     pub queue_drops: u64,
     /// SYNs shed under [`WhenFull::ShedThenBlock`].
     pub shed_syns: u64,
+    /// Times shedding began.
+    pub shed_episodes: u64,
 }
 
 /// Ports of a fragmented datagram, learned from its first fragment.
@@ -93,6 +101,8 @@ pub struct Dispatcher {
     next_sweep: Micros,
     /// The capture is falling behind: shedding may begin.
     behind: bool,
+    /// Shedding SYNs (see [`WhenFull::ShedThenBlock`]) until the capture has caught up.
+    shedding: bool,
     pub counters: DispatchCounters,
 }
 
@@ -119,14 +129,19 @@ impl Dispatcher {
             max_fragments,
             next_sweep: 0,
             behind: false,
+            shedding: false,
             counters: DispatchCounters::default(),
         }
     }
 
-    /// Says whether the capture is falling behind (live: its queue to the dispatcher is half
-    /// full or more), which lets [`WhenFull::ShedThenBlock`] shed.
-    pub fn set_behind(&mut self, behind: bool) {
-        self.behind = behind;
+    /// Tells how many of `capacity` batches wait in the capture's queue to the dispatcher (live).
+    /// Half of it or more is behind, which lets [`WhenFull::ShedThenBlock`] begin shedding; a
+    /// quarter or less is caught up, which ends it.
+    pub fn set_backlog(&mut self, waiting: usize, capacity: usize) {
+        self.behind = waiting * 2 >= capacity;
+        if waiting * 4 <= capacity {
+            self.shedding = false;
+        }
     }
 
     /// The position reached: the last packet's time and number.
@@ -163,8 +178,12 @@ impl Dispatcher {
         }
     }
 
-    /// Queues a numbered packet for its flow's shard.
+    /// Queues a numbered packet for its flow's shard (or sheds it).
     fn route(&mut self, p: PacketMeta) {
+        if self.shedding && sheds(&p) {
+            self.counters.shed_syns += 1;
+            return;
+        }
         let shard = shard_of(&p, self.shards.len());
         self.pending[shard].push(p);
         if self.pending[shard].len() >= self.batch_size {
@@ -206,6 +225,10 @@ impl Dispatcher {
             WhenFull::ShedThenBlock => match self.shards[shard].try_send(batch) {
                 Ok(()) | Err(TrySendError::Disconnected(_)) => {}
                 Err(TrySendError::Full(mut b)) => {
+                    if !self.shedding {
+                        self.shedding = true;
+                        self.counters.shed_episodes += 1;
+                    }
                     self.counters.shed_syns += shed_syns(&mut b.packets);
                     let _ = self.shards[shard].send(b);
                 }

@@ -52,8 +52,9 @@ counters!(
     capture_queue_drops,
     shard_queue_drops,
     queue_drops,
-    // TCP SYNs shed by the dispatcher when a flow shard's queue was full (live only)
+    // TCP SYNs shed by the dispatcher while the capture was behind, and times it began (live)
     shed_syns,
+    shed_episodes,
     kernel_packets,
     kernel_drops,
     kernel_freezes,
