@@ -376,7 +376,7 @@ impl Incident {
             Behaviour::Scan => {
                 let targets = f64::from(self.targets.estimate());
                 let fewest = f64::from(self.hosts.estimate().min(self.ports.estimate()));
-                targets >= cfg.scan_min_targets as f64 - 0.5
+                reaches(targets, cfg.scan_min_targets)
                     && targets / self.window_s().max(1.0) >= cfg.scan_min_targets_per_s
                     // A grid of hosts x ports, not one port per host: P2P and discovery
                     // clients reach many peers, each on a port of its own.
@@ -405,7 +405,7 @@ impl Incident {
 
     /// Whether `flood_min_sources` distinct sources took part.
     fn many_sources(&self, cfg: &AlertConfig) -> bool {
-        f64::from(self.sources.estimate()) >= cfg.flood_min_sources as f64 - 0.5
+        reaches(f64::from(self.sources.estimate()), cfg.flood_min_sources)
     }
 
     fn evidence(&self) -> Evidence {
@@ -470,6 +470,12 @@ impl Incident {
             })
             .collect()
     }
+}
+
+/// Whether a distinct-count estimate reaches a minimum count: within half of it, as the
+/// estimates are exact only near small counts.
+fn reaches(estimate: f64, min: u64) -> bool {
+    estimate >= min as f64 - 0.5
 }
 
 fn round3(x: f64) -> f64 {
@@ -609,7 +615,7 @@ impl AlertEngine {
         }
         if behaviour == Behaviour::Scan
             && let Some(flood) = self.flood_class
-            && f64::from(victim_sources) >= self.cfg.flood_min_sources as f64 - 0.5
+            && reaches(f64::from(victim_sources), self.cfg.flood_min_sources)
             && lone_attempt(flow)
         {
             let victim = Key::of(Behaviour::Flood, flood, flow);
