@@ -8,8 +8,8 @@
 #
 # The binary lands in ${CARGO_TARGET_DIR:-target}/TARGET/router/edgewatch. Extra arguments go to
 # cargo as they are. The script installs what it needs (rustup targets and toolchains, Debian
-# cross compilers, or zig from PyPI) and checks with `file` that the result is static and
-# stripped.
+# cross compilers, or zig from PyPI), checks with `file` that the result is static and stripped,
+# and fails when an aarch64 router binary is over 6 MiB (EDGEWATCH_CROSS_MAX_BYTES).
 # cross/README.md says which target uses which toolchain and why.
 #
 # Router builds of the router targets (all but x86_64) build Rust's std from source with a
@@ -29,6 +29,8 @@
 #   EDGEWATCH_CROSS_IMMEDIATE_ABORT=0|1  panic = "immediate-abort" (default: 1 for router builds
 #                                      with std from source). 0 keeps panic = "abort", whose
 #                                      panics print their message: 328 KB more on aarch64
+#   EDGEWATCH_CROSS_MAX_BYTES=N        fail when the binary is larger than N bytes; 0: no check
+#                                      (default: 6291456, 6 MiB, for aarch64 router builds)
 #   EDGEWATCH_CROSS_MAP=FILE           also write the linker map of the binary to FILE, for
 #                                      cross/size-report.py (relinks only the binary)
 #   EDGEWATCH_CROSS_PROFILE=PROFILE    cargo profile (default: router). `dev` builds in a
@@ -277,3 +279,16 @@ size=$(stat -c %s "$bin")
 echo "$bin"
 echo "  $info"
 echo "  $size bytes, built in ${elapsed}s"
+
+# The flash budget: the aarch64 router binary fits 6 MiB (default features: MQTT, TLS, pnet).
+max_bytes=${EDGEWATCH_CROSS_MAX_BYTES:-}
+if [[ -z $max_bytes ]]; then
+    max_bytes=0
+    [[ $profile == router && $target == aarch64-* ]] && max_bytes=6291456
+fi
+[[ $max_bytes =~ ^[0-9]+$ ]] || die "EDGEWATCH_CROSS_MAX_BYTES must be a number of bytes, not '$max_bytes'"
+if [[ $max_bytes -gt 0 && $size -gt $max_bytes ]]; then
+    die "$bin is $size bytes, $((size - max_bytes)) over the $max_bytes allowed for $target $profile builds.
+  cross/README.md says what takes the space (cross/size-report.py) and what brought it under.
+  A build that may be larger (other features, EDGEWATCH_CROSS_IMMEDIATE_ABORT=0): EDGEWATCH_CROSS_MAX_BYTES=0."
+fi
