@@ -93,7 +93,9 @@ profile_dir=${EDGEWATCH_CROSS_PROFILE:-router}
 
 build() {
     if [[ ${EDGEWATCH_QEMU_SKIP_BUILD:-0} != 1 ]]; then
-        cross/build.sh "$1" "${cargo_args[@]}" >&2
+        # `|| return`: set -e does not apply inside `if ! bin=$(build ...)`, and a failed build
+        # (or a binary over cross/build.sh's size limit) must not compare the binary it left.
+        cross/build.sh "$1" "${cargo_args[@]}" >&2 || return 1
     fi
     local bin=$target_dir/$1/$profile_dir/edgewatch
     [[ -x $bin ]] || { echo "cross/qemu-compare.sh: no binary $bin" >&2; return 1; }
