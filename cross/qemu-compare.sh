@@ -19,8 +19,9 @@
 # EDGEWATCH_CROSS_PROFILE=dev builds (and looks for) the dev profile's binaries, as cross/build.sh.
 # EDGEWATCH_QEMU_NATIVE=BIN takes BIN (e.g. the target/debug/edgewatch that `cargo test` built) as
 # the reference instead of building x86_64-unknown-linux-musl. CI runs
+#   EDGEWATCH_QEMU_NATIVE=target/debug/edgewatch cross/qemu-compare.sh aarch64-unknown-linux-musl
 #   EDGEWATCH_CROSS_PROFILE=dev EDGEWATCH_QEMU_NATIVE=target/debug/edgewatch \
-#       cross/qemu-compare.sh aarch64-unknown-linux-musl
+#       cross/qemu-compare.sh mipsel-unknown-linux-musl
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
