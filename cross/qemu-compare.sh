@@ -19,8 +19,9 @@
 # EDGEWATCH_CROSS_PROFILE=dev builds (and looks for) the dev profile's binaries, as cross/build.sh.
 # EDGEWATCH_QEMU_NATIVE=BIN takes BIN (e.g. the target/debug/edgewatch that `cargo test` built) as
 # the reference instead of building x86_64-unknown-linux-musl. CI runs
+#   EDGEWATCH_QEMU_NATIVE=target/debug/edgewatch cross/qemu-compare.sh aarch64-unknown-linux-musl
 #   EDGEWATCH_CROSS_PROFILE=dev EDGEWATCH_QEMU_NATIVE=target/debug/edgewatch \
-#       cross/qemu-compare.sh aarch64-unknown-linux-musl
+#       cross/qemu-compare.sh mipsel-unknown-linux-musl
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -93,7 +94,9 @@ profile_dir=${EDGEWATCH_CROSS_PROFILE:-router}
 
 build() {
     if [[ ${EDGEWATCH_QEMU_SKIP_BUILD:-0} != 1 ]]; then
-        cross/build.sh "$1" "${cargo_args[@]}" >&2
+        # `|| return`: set -e does not apply inside `if ! bin=$(build ...)`, and a failed build
+        # (or a binary over cross/build.sh's size limit) must not compare the binary it left.
+        cross/build.sh "$1" "${cargo_args[@]}" >&2 || return 1
     fi
     local bin=$target_dir/$1/$profile_dir/edgewatch
     [[ -x $bin ]] || { echo "cross/qemu-compare.sh: no binary $bin" >&2; return 1; }

@@ -45,6 +45,47 @@ def legacy_components(sym):
     return out or None
 
 
+B62 = re.compile(r"[0-9a-zA-Z]*_")
+
+
+def v0_crate(sym):
+    """The first crate root of a Rust v0-mangled name (_R...): the crate of the item, of an
+    impl's module, or of the generic function instantiated; None when it is not found before
+    something this short reader does not follow (a back-reference, a type)."""
+    i = 2
+    if i < len(sym) and sym[i].isdigit():  # encoding version
+        i += 1
+    while i < len(sym):
+        c = sym[i]
+        if c == "N":  # nested path: a namespace character follows
+            i += 2
+        elif c in "MX":  # inherent or trait impl: an optional disambiguator, then its module
+            i += 1
+            if sym.startswith("s", i):
+                m = B62.match(sym, i + 1)
+                if not m:
+                    return None
+                i = m.end()
+        elif c in "IYRQPSA":  # generic arguments, <T as Trait>, references, pointers, slices
+            i += 1
+        elif c == "C":  # the crate root: optional disambiguator s<base62>_, then its name
+            i += 1
+            if sym.startswith("s", i):
+                m = B62.match(sym, i + 1)
+                if not m:
+                    return None
+                i = m.end()
+            m = re.match(r"(\d+)_?", sym[i:])
+            if not m:
+                return None
+            n = int(m.group(1))
+            start = i + m.end()
+            return sym[start:start + n] or None
+        else:
+            return None
+    return None
+
+
 def crate_of(sym, obj):
     """The crate a section belongs to: the first path component, or for
     `<Type as Trait>::f` the crate of Type; C and assembly objects by their archive."""
@@ -62,7 +103,7 @@ def crate_of(sym, obj):
     if m and not rust_obj:
         return "[C/asm] " + m.group(1)
     if sym and sym.startswith("_R"):
-        return "[v0-mangled]"
+        return v0_crate(sym) or "[v0-mangled]"
     if not rust_obj:
         return "[C/asm] " + base
     return "[other rust] " + (sym or "?")[:40]
@@ -106,6 +147,9 @@ def main():
         if kind in (".bss", ".tbss"):
             continue  # takes no file space
         sym = sec[len(kind) + 1:] if sec.startswith(kind + ".") else ""
+        for prefix in ("unlikely.", "hot.", "startup.", "exit.", "split."):
+            if sym.startswith(prefix):  # function sections that GCC and LLVM group by use
+                sym = sym[len(prefix):]
         crate = crate_of(sym, obj)
         by_kind[kind] += size
         by_crate[crate] += size

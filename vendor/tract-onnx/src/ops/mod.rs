@@ -7,6 +7,7 @@ mod cast;
 pub mod cumsum;
 mod d2s;
 mod einsum;
+#[cfg(feature = "fft")]
 mod fft;
 mod grid_sample;
 pub mod logic;
@@ -35,6 +36,7 @@ pub fn register_all_ops(reg: &mut OnnxOpRegister) {
     cast::register_all_ops(reg);
     cumsum::register_all_ops(reg);
     d2s::register_all_ops(reg);
+    #[cfg(feature = "fft")]
     fft::register_all_ops(reg);
     logic::register_all_ops(reg);
     math::register_all_ops(reg);
