@@ -5,7 +5,7 @@
 //!
 //! | behaviour | incident of | alert when (`[alert]` settings) |
 //! |---|---|---|
-//! | scan | a source | `scan_min_targets` distinct (host, port) probed at `scan_min_targets_per_s`, as a grid (few hosts or few ports, or hosts x ports) |
+//! | scan | a source | `scan_min_targets` distinct (host, port) probed at `scan_min_targets_per_s`, as a grid (few hosts or few ports, or hosts x ports); TCP probes of any class count too |
 //! | bruteforce | a source at one service (host, port) | `bruteforce_min_sessions` sessions that exchanged data at `bruteforce_min_sessions_per_min` |
 //! | flood | a victim, whoever sends | `flood_min_flows` flows (or `flood_min_packets` packets of UDP/ICMP), at `flood_min_packets_per_s` or more |
 //! | flood of lone attempts | a victim | `flood_min_sources` sources, `flood_min_flows` flows at `flood_min_packets_per_s` |
@@ -16,19 +16,25 @@
 //! unanswered) that the model calls a probe is a probe when one source sends many and part of a
 //! flood when many sources send one each, as a flood from spoofed sources does: when the victim's
 //! host context has seen `flood_min_sources` sources lately, its first evaluation also counts
-//! towards the victim's flood, and once that flood is alerted with
-//! `flood_min_sources` sources, its sources get no scan candidates of their own (a scanner
-//! already tracked keeps its candidate). Until its evidence is enough an incident is
-//! a candidate and raises nothing: one flow the model finds odd is not an attack. Then it raises
-//! one alert, and updates it (the same `alert_id`, the next `update` number, the evidence so far)
-//! at most every `update_interval_s` while it goes on, and a last time (`final`) when it has been
-//! quiet for `incident_idle_s`. A flow counts once in an incident however often it is evaluated;
-//! its later evaluations add only what it sent since.
+//! towards the victim's flood, and once that flood is alerted with `flood_min_sources` sources, its
+//! sources get no scan candidates of their own (a scanner already tracked keeps its candidate). A
+//! flagged TCP connection attempt that got nowhere (a SYN, no payload either way, refused,
+//! unanswered or reset by its initiator) also counts towards its source's scan whatever its class:
+//! the class head confuses scan and flood on such flows, and the scan's minimums decide (a flood of
+//! one target stays one target). A lone attempt among them to a victim whose flood is alerted from
+//! `flood_min_sources` sources is one of that flood's packets: it makes no scan candidate of its
+//! own either. Until its evidence is enough an incident is a candidate and raises nothing: one flow
+//! the model finds odd is not an attack. Then it raises one alert, and updates it (the same
+//! `alert_id`, the next `update` number, the evidence so far) at most every `update_interval_s`
+//! while it goes on, and a last time (`final`) when it has been quiet for `incident_idle_s`. A flow
+//! counts once in an incident however often it is evaluated; its later evaluations add only what it
+//! sent since.
 //!
 //! Memory is bounded: `max_incidents` incidents and candidates, the least recently active one
 //! going first (a candidate dropped, an incident closed), and four times as many flows
-//! remembered as counted. It runs on packet time, so replay output does not depend on the wall
-//! clock. It builds records (`alert`); writing them is the sinks' job.
+//! remembered as counted (one entry a flow, a probe's share of its source's scan included). It
+//! runs on packet time, so replay output does not depend on the wall clock. It builds records
+//! (`alert`); writing them is the sinks' job.
 //!
 //! With `mode = "flow"` every evaluation at or above the threshold is an alert of its own (for
 //! tests, model comparisons and receivers that group alerts themselves).
@@ -200,9 +206,8 @@ struct Incident {
 /// How a flow's evaluation counts in an incident.
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Counting {
-    /// As one of its flows: `before` is what the flow gave it so far, `last` says the flow
-    /// has ended.
-    Evaluation { before: Option<Counted>, last: bool },
+    /// As one of its flows: `before` is what the flow gave so far (to this incident or another).
+    Evaluation { before: Option<Counted> },
     /// As a lone attempt towards a flood of many sources, once.
     LoneAttempt,
 }
@@ -218,6 +223,16 @@ fn lone_attempt(f: &Flow) -> bool {
         )
 }
 
+/// A TCP connection attempt that got nowhere: opened with a SYN, no payload either way, and
+/// refused, unanswered, or reset by its initiator (a connect scan's probe of an open port).
+fn is_probe(f: &Flow) -> bool {
+    f.key.proto == PROTO_TCP
+        && f.syn_seen
+        && f.fwd.payload_bytes == 0
+        && f.bwd.payload_bytes == 0
+        && (matches!(f.outcome(), Outcome::TcpRejected | Outcome::TcpHalfOpen) || f.fwd.rst > 0)
+}
+
 /// What a counted flow has given its incident so far.
 #[derive(Clone, Copy, Debug, PartialEq)]
 struct Counted {
@@ -227,6 +242,9 @@ struct Counted {
     duration: Micros,
     unanswered: bool,
     session: bool,
+    /// Given, the same, to its source's scan too: a probe of another class (in a byte of
+    /// padding, so a probe needs no entry of its own).
+    probe: bool,
 }
 
 impl Counted {
@@ -239,11 +257,28 @@ impl Counted {
             duration: 0,
             unanswered: false,
             session: false,
+            probe: false,
         }
     }
 
     fn of(key: Key, f: &Flow) -> Counted {
         Counted::none(key).now(f)
+    }
+
+    /// What the flow gave the incident of `key` so far, if it was counted there: the incident
+    /// of its class, or its source's scan (`scan`) as a probe.
+    fn share(self, key: Key, scan: Option<Key>) -> Option<Counted> {
+        if self.key == key {
+            Some(self)
+        } else if self.probe && scan == Some(key) {
+            Some(Counted {
+                key,
+                probe: false,
+                ..self
+            })
+        } else {
+            None
+        }
     }
 
     /// What the flow says now (the numbers the incident should hold for it).
@@ -504,6 +539,8 @@ pub struct AlertEngine {
     classes: Vec<String>,
     /// The model's flood class, which lone attempts of many sources count towards.
     flood_class: Option<usize>,
+    /// The model's scan class, which probes of other classes count towards too.
+    scan_class: Option<usize>,
     threshold: f32,
     /// Boxed: the table keeps spare and deleted buckets (up to three quarters of it), which then
     /// cost a pointer each rather than a whole incident.
@@ -533,6 +570,7 @@ impl AlertEngine {
             },
             classes: Vec::new(),
             flood_class: None,
+            scan_class: None,
             threshold,
             incidents: FastMap::default(),
             deadlines: BinaryHeap::new(),
@@ -558,6 +596,10 @@ impl AlertEngine {
             .classes
             .iter()
             .position(|c| Behaviour::of(c) == Behaviour::Flood);
+        self.scan_class = self
+            .classes
+            .iter()
+            .position(|c| Behaviour::of(c) == Behaviour::Scan);
         self.threshold = threshold;
         self.cfg = cfg.clone();
         self.tokens = self.tokens.min(cfg.max_alerts_per_s.max(1.0));
@@ -632,13 +674,45 @@ impl AlertEngine {
                 return;
             }
         }
-        let last = reason.is_final();
-        let counting = Counting::Evaluation { before, last };
+        let counting = Counting::Evaluation { before };
         self.count(key, ts, flow, score.anomaly, counting, out);
+        let mut now = Counted::of(key, flow);
+        // A flagged connection attempt that got nowhere is a probe whatever the class head calls
+        // it (it confuses scan and flood on such flows): it is also evidence of its source's
+        // scan, and the scan's minimums (distinct targets, as a grid) decide whether it is one.
+        // A flood of one target stays one target.
+        if let Some(scan) = self.probe_scan(behaviour, flow) {
+            self.count(scan, ts, flow, score.anomaly, counting, out);
+            now.probe = true;
+        }
+        if !reason.is_final() && self.counted.len() < self.cfg.max_incidents.saturating_mul(4) {
+            self.counted.insert(flow.uid, now);
+        }
+    }
+
+    /// The scan of `flow`'s source, if the flow counts there as a probe besides the incident of
+    /// its class (`behaviour`).
+    fn probe_scan(&self, behaviour: Behaviour, flow: &Flow) -> Option<Key> {
+        if behaviour == Behaviour::Scan || !is_probe(flow) {
+            return None;
+        }
+        let scan = Key::of(Behaviour::Scan, self.scan_class?, flow);
+        // As for the lone attempts the model calls probes (those of another class count in a
+        // flood as its flows, not as lone attempts): one to a victim whose flood is alerted
+        // from `flood_min_sources` sources is one of its packets (from a spoofed source), and
+        // makes no scan candidate (a scanner already tracked keeps its candidate).
+        let spoofed = lone_attempt(flow)
+            && self.flood_class.is_some_and(|flood| {
+                let victim = Key::of(Behaviour::Flood, flood, flow);
+                self.incidents
+                    .get(&victim)
+                    .is_some_and(|i| i.raised.is_some() && i.many_sources(&self.cfg))
+            });
+        (!spoofed || self.incidents.contains_key(&scan)).then_some(scan)
     }
 
     /// Counts a flow's evaluation in the incident of `key`, making it if needed, and raises or
-    /// updates its alert.
+    /// updates its alert. The caller remembers what the flow gave (`counted`).
     fn count(
         &mut self,
         key: Key,
@@ -649,12 +723,13 @@ impl AlertEngine {
         out: &mut Vec<Alert>,
     ) {
         let behaviour = Behaviour::of(self.class_name(key.class));
-        let (before, last) = match counting {
-            Counting::Evaluation { before, last } => (before, last),
-            Counting::LoneAttempt => (None, true),
+        let before = match counting {
+            Counting::Evaluation { before } => before,
+            Counting::LoneAttempt => None,
         };
         // A flow counts once per incident: a later evaluation adds what it sent since.
-        let before = before.filter(|c| c.key == key);
+        let scan = self.scan_class.map(|s| Key::of(Behaviour::Scan, s, flow));
+        let before = before.and_then(|c| c.share(key, scan));
         let now = Counted::of(key, flow);
         // A new incident of a key seen before (the last one went quiet and closed): the flow
         // is one of its flows, with what it sent since its last evaluation.
@@ -671,8 +746,6 @@ impl AlertEngine {
         incident.take(ts, flow, score, before, now, fresh);
         if counting == Counting::LoneAttempt {
             incident.lone += 1;
-        } else if !last && self.counted.len() < self.cfg.max_incidents.saturating_mul(4) {
-            self.counted.insert(flow.uid, now);
         }
         match &incident.raised {
             None if incident.enough(&self.cfg) => self.raise(key, ts, out),
@@ -923,6 +996,7 @@ mod tests {
 
     const SCAN: usize = 1;
     const BRUTE: usize = 2;
+    const FLOOD: usize = 3;
     const SLOW: usize = 4;
 
     fn engine(cfg: &AlertConfig) -> AlertEngine {
@@ -1076,6 +1150,107 @@ mod tests {
                     20
                 ),
             ]
+        );
+    }
+
+    /// Offers each (flow, class, reason) at the flow's end, with one source for its victim; then
+    /// ends every incident.
+    fn run_each(cfg: &AlertConfig, evaluations: &[(&Flow, usize, EvalReason)]) -> Vec<Alert> {
+        let mut e = engine(cfg);
+        let mut out = Vec::new();
+        for &(f, class, reason) in evaluations {
+            let score = Score {
+                anomaly: 0.99,
+                class: Some(class),
+            };
+            e.offer(f.last, f, reason, score, 1.0, &mut out);
+        }
+        e.flush(&mut out);
+        out
+    }
+
+    #[test]
+    fn probes_the_class_head_calls_flood_count_towards_their_sources_scan() {
+        // 9 connect probes of one host's ports, 0.1 s apart, 3 of them called flood: 6 called
+        // scan are short of scan_min_targets (8), the 9 probes are not.
+        let probes: Vec<Flow> = (0..9u16)
+            .map(|i| flow(PROTO_TCP, 9, 1, 1000 + i, u64::from(i) * 100_000, false))
+            .collect();
+        let class = |i: usize| if i.is_multiple_of(3) { FLOOD } else { SCAN };
+        let all: Vec<_> = (probes.iter().enumerate())
+            .map(|(i, f)| (f, class(i), EvalReason::Idle))
+            .collect();
+        let scan = (
+            "scan".to_string(),
+            Some(ip(9).to_string()),
+            Some(ip(1).to_string()),
+        );
+        let (c, s, d) = scan.clone();
+        assert_eq!(
+            incidents(&run_each(&AlertConfig::default(), &all)),
+            [(c, s, d, 9)]
+        );
+        let called_scan: Vec<_> = all.iter().filter(|e| e.1 == SCAN).copied().collect();
+        assert!(run_each(&AlertConfig::default(), &called_scan).is_empty());
+        // Evaluated twice, called flood and then scan, each probe still counts once.
+        let twice: Vec<_> = (probes.iter())
+            .flat_map(|f| [(f, FLOOD, EvalReason::Early), (f, SCAN, EvalReason::Idle)])
+            .collect();
+        let (c, s, d) = scan;
+        assert_eq!(
+            incidents(&run_each(&AlertConfig::default(), &twice)),
+            [(c, s, d, 9)]
+        );
+    }
+
+    #[test]
+    fn a_flood_of_one_target_from_one_source_stays_a_flood() {
+        // 20 half-open connections of 100 SYNs each, one every 10 ms, from one source to one
+        // service: probes, but of one target.
+        let flood: Vec<Flow> = (0..20u64)
+            .map(|i| {
+                let mut f = flow(PROTO_TCP, 9, 1, 443, i * 10_000, false);
+                f.fwd.pkts = 100;
+                f
+            })
+            .collect();
+        assert_eq!(
+            incidents(&run(&AlertConfig::default(), FLOOD, &flood)),
+            [(
+                "flood".to_string(),
+                Some(ip(9).to_string()),
+                Some(ip(1).to_string()),
+                20
+            )]
+        );
+    }
+
+    #[test]
+    fn lone_syns_called_flood_make_no_scan_candidates_once_their_flood_is_alerted() {
+        // A spoofed SYN flood, each SYN called flood: each is a probe of its source, until the
+        // victim's flood is alerted from many sources.
+        let mut e = engine(&AlertConfig::default());
+        let mut out = Vec::new();
+        let mut raised_at = None;
+        for i in 0..200u64 {
+            let f = flow(PROTO_TCP, 20 + i as u8, 1, 80, i * 5_000, false);
+            let score = Score {
+                anomaly: 0.99,
+                class: Some(FLOOD),
+            };
+            e.offer(f.last, &f, EvalReason::Idle, score, 1.0, &mut out);
+            if raised_at.is_none() && !out.is_empty() {
+                raised_at = Some(i as usize);
+            }
+        }
+        let scans = e.incidents.keys().filter(|k| k.class == SCAN).count();
+        let raised_at = raised_at.expect("the flood is alerted");
+        assert!(raised_at < 150, "{raised_at}");
+        assert_eq!(scans, raised_at);
+        e.flush(&mut out);
+        assert_eq!(
+            incidents(&out),
+            [("flood".to_string(), None, Some(ip(1).to_string()), 200)]
         );
     }
 
