@@ -1,13 +1,16 @@
 #!/usr/bin/env python3
 """Evaluates edgewatch's alerts, per source of captures, the way an operator would judge them.
 
-An alert (one `alert_id`, whatever its updates) is TRUE when it names an attack episode: its
-class is the episode's, it names the episode's attacker (src_ip, alert.source or a flood's
-top_sources) or, for a flood or slow DoS from many sources, the episode's victim, and its time
-([first_seen, last_seen]) overlaps the episode ([start - 1 s, end + 5 s]; a public capture's
-episode spans the whole capture). The first true alert of an episode detects it; a second one is
-a DUPLICATE and counts as false, like every alert that names no episode, or names one with the
-wrong class.
+An alert (one `alert_id`, whatever its updates) TELLS of an attack episode when its class is the
+episode's, it names the episode's attacker (src_ip, alert.source or a flood's top_sources) or, for
+a flood or slow DoS from many sources, the episode's victim, and one of its records (the alert or
+an update) is raised during the episode ([start - 1 s, end + 5 s]; a public capture's episode
+spans the whole capture). The alert whose record comes first detects the episode, at that
+record's time; it is TRUE. An incident that goes on over two attacks of one attacker tells of both
+with its updates. Every other alert is false: a DUPLICATE (it tells of an episode another alert
+told of first), one that names no episode, or one with the wrong class. (Until 2026-12-06 an
+alert counted for at most one episode, the first one its [first_seen, last_seen] overlapped, and
+a second episode told of by the same incident's updates counted as missed.)
 
 Per source (a lab setting, or a repository of public captures):
   flows              flows in the source's captures (edgewatch's count)
@@ -106,13 +109,8 @@ def named(a):
     return hosts - {None}
 
 
-def span(a):
-    d = detail(a)
-    return ts_of(d["first_seen"]), ts_of(d["last_seen"])
-
-
-def matches(a, ep):
-    """Whether alert `a` names episode `ep` (class aside)."""
+def names_episode(a, ep):
+    """Whether alert `a` names episode `ep`'s attacker or victim (class and time aside)."""
     attackers = set(ep["attackers"])
     if "*" in attackers:
         names = a.get("dest_ip") in ep["victims"]
@@ -120,26 +118,28 @@ def matches(a, ep):
         names = bool(named(a) & attackers) or (
             detail(a)["class"] in ("flood", "slowdos") and "src_ip" not in a
             and a.get("dest_ip") in ep["victims"])
-    if not names:
-        return False
+    return names
+
+
+def told(a, ep):
+    """When alert `a` first told of episode `ep` (None: it did not): its first record raised
+    during the episode, or for a public capture (no start) its first record."""
+    if detail(a)["class"] != ep["class"] or not names_episode(a, ep):
+        return None
     if ep.get("start") is None:
-        return True
-    first, last = span(a)
-    return first <= ep["end"] + GRACE_AFTER and last >= ep["start"] - GRACE_BEFORE
+        return a["times"][0]
+    lo, hi = ep["start"] - GRACE_BEFORE, ep["end"] + GRACE_AFTER
+    return next((t for t in a["times"] if lo <= t <= hi), None)
 
 
 def judge(alerts, episodes):
-    """Splits alerts into true and false; returns (true ids, per-episode first true alert)."""
-    true_ids, first = set(), {}
-    for aid, a in sorted(alerts.items(), key=lambda kv: span(kv[1])[0]):
-        for i, ep in enumerate(episodes):
-            if not matches(a, ep):
-                continue
-            if detail(a)["class"] == ep["class"] and i not in first:
-                first[i] = a
-                true_ids.add(aid)
-                break
-    return true_ids, first
+    """Returns (true alert ids, {episode index: time its first telling alert told of it})."""
+    first = {}
+    for i, ep in enumerate(episodes):
+        tells = [(t, aid) for aid, a in alerts.items() if (t := told(a, ep)) is not None]
+        if tells:
+            first[i] = min(tells)
+    return {aid for _, aid in first.values()}, {i: t for i, (t, _) in first.items()}
 
 
 def new_result(name):
@@ -170,12 +170,7 @@ def add_capture(res, flows, benign_flows, alerts, episodes, name):
             pc["detected"] += 1
             res["detected"] += 1
             if ep.get("start") is not None:
-                # An incident can start before the episode (a benign prelude against the same
-                # victim): the operator hears of the attack at its first record from the
-                # episode on.
-                times = first[i]["times"]
-                told = min((t for t in times if t >= ep["start"] - GRACE_BEFORE), default=times[0])
-                delay = round(told - ep["start"], 3)
+                delay = round(first[i] - ep["start"], 3)
                 res["delays"].append(delay)
                 pc["first_alert_max_s"] = max(pc.get("first_alert_max_s", delay), delay)
         else:
@@ -229,6 +224,11 @@ def lab(args, binary):
 
 
 # ---- public captures --------------------------------------------------------------------------
+
+# The public sources whose benign captures may be trained on (label.py --public); every other
+# source is for evaluation only.
+TRAINING_SOURCES = ("ntop+nDPI", "nfstream+nfstream", "zeek+zeek", "the-tcpdump-group+tcpdump")
+
 
 def load_labels(path):
     """labels.csv: repo,path,role,class,attackers,victims,notes. role: attack (an episode of
@@ -328,7 +328,7 @@ def main():
             p.add_argument("dir")
             p.add_argument("--labels", required=True)
             p.add_argument("--role", choices=["eval", "train", "all"], default="all")
-            p.add_argument("--training-sources", default="ntop+nDPI,nfstream+nfstream,zeek+zeek,the-tcpdump-group+tcpdump",
+            p.add_argument("--training-sources", default=",".join(TRAINING_SOURCES),
                            help="repositories whose captures may be trained on (kept out with --role eval)")
             p.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     p = sub.add_parser("table")

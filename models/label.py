@@ -18,6 +18,11 @@ Usage:
       runs `edgewatch features LAB_DIR/capture.pcap` (cached as LAB_DIR/features.csv) and writes
       DATA/<run>.csv.gz (feature CSV + columns run,label,class,episode,attacker) for each lab run.
   python3 models/label.py --features FEATURES.csv --attacks ATTACKS.json -o OUT.csv.gz
+  python3 models/label.py --public CORPUS --labels models/public/labels.csv --out-dir DATA
+      the benign captures of the public training sources (evaluate.TRAINING_SOURCES; fetched by
+      bench/corpus.sh into CORPUS/<owner>+<repo>/) as benign rows, one DATA/public-<repo>.csv.gz
+      per source (run public-<repo>, attacker 0). Captures that labels.csv marks attack or exclude
+      are left out, and so are those the agent cannot read.
   python3 models/label.py --sample OUT.csv.gz [--sample-rows 4000] DATA/a.csv.gz DATA/b.csv.gz ...
       a small class-balanced sample of labeled files (models/data/sample.csv.gz for CI).
 Library: load_features(csv), load_attacks(json), label_rows(meta, episodes) -> (label, class, episode),
@@ -26,6 +31,7 @@ Needs: numpy (models/requirements.txt).
 """
 
 import argparse
+import concurrent.futures
 import csv
 import gzip
 import ipaddress
@@ -33,6 +39,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 
 import numpy as np
 
@@ -146,6 +153,59 @@ def summary(run, label, cls, episode, attacker):
     return ", ".join(parts)
 
 
+def label_public(corpus, labels_csv, out_dir, binary, jobs):
+    """Writes DATA/public-<repo>.csv.gz: every feature row of the training sources' benign
+    captures, labeled benign."""
+    sys.path.insert(0, HERE)
+    from evaluate import TRAINING_SOURCES, load_labels
+    labels = load_labels(labels_csv)
+
+    def features(full):
+        with tempfile.TemporaryDirectory() as tmp:
+            out = os.path.join(tmp, "f.csv")
+            p = subprocess.run([binary, "features", full, "-o", out], capture_output=True, text=True)
+            if p.returncode != 0:
+                return None
+            with open(out, newline="") as f:
+                reader = csv.reader(f)
+                return next(reader), list(reader)
+
+    for repo in TRAINING_SOURCES:
+        base = os.path.join(corpus, repo)
+        if not os.path.isdir(base):
+            sys.exit(f"{base}: missing (bench/corpus.sh fetches the public captures)")
+        files, left_out = [], 0
+        for dirpath, _, names in os.walk(base):
+            for n in sorted(names):
+                full = os.path.join(dirpath, n)
+                # Listed captures are attacks, left out, or benign said explicitly.
+                if any(r["role"] != "benign" for r in labels.get(f"{repo}/{os.path.relpath(full, base)}", [])):
+                    left_out += 1
+                    continue
+                files.append(full)
+        header, rows, unreadable = None, [], 0
+        with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
+            for got in pool.map(features, sorted(files)):
+                if got is None:
+                    unreadable += 1
+                    continue
+                header = header or got[0]
+                if got[0] != header:
+                    sys.exit(f"{repo}: feature columns differ between captures")
+                rows.extend(got[1])
+        if header is None:
+            sys.exit(f"{repo}: no capture could be read")
+        out = os.path.join(out_dir, f"public-{repo}.csv.gz")
+        os.makedirs(out_dir, exist_ok=True)
+        with gzip.open(out, "wt", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(header + LABEL_COLUMNS)
+            for r in rows:
+                w.writerow(r + [f"public-{repo}", 0, "", -1, 0])
+        print(f"public-{repo}: {len(rows)} benign rows from {len(files) - unreadable} captures "
+              f"({left_out} attack/excluded left out, {unreadable} unreadable) -> {out}")
+
+
 def make_sample(inputs, out, rows, seed=1):
     """Up to rows/5 rows of each of benign and the four classes, drawn evenly from the inputs."""
     rng = np.random.default_rng(seed)
@@ -183,7 +243,15 @@ def main():
     ap.add_argument("--sample", help="write a class-balanced sample of the labeled CSVs given as arguments here")
     ap.add_argument("--sample-rows", type=int, default=4000)
     ap.add_argument("--refresh", action="store_true", help="recompute features even when LAB_DIR/features.csv exists")
+    ap.add_argument("--public", metavar="CORPUS", help="label the public training sources' benign captures under CORPUS (with --labels, --out-dir)")
+    ap.add_argument("--labels", help="models/public/labels.csv, for --public")
+    ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="captures read at once with --public")
     args = ap.parse_args()
+    if args.public:
+        if not (args.labels and args.out_dir):
+            ap.error("--public needs --labels and --out-dir")
+        label_public(args.public, args.labels, args.out_dir, find_binary(args.binary), args.jobs)
+        return
 
     if args.sample:
         make_sample(args.labs, args.sample, args.sample_rows)

@@ -14,7 +14,11 @@ within the class, half per episode, so one huge flood episode does not drown the
 benign rows together count --benign-weight times the attack total. Within the benign total, a row
 whose source or destination is a lab attacker (label.py's `attacker` column: the attackers' own
 ordinary traffic around their attacks, which the host context makes look like the attack) weighs
---attacker-benign-weight times an ordinary benign row (default 1: all benign rows alike).
+--attacker-benign-weight times an ordinary benign row (default 1: all benign rows alike), and a
+row of the public captures (label.py --public: runs named public-<repo>) --public-benign-weight
+times. The normalization ranges come from the lab runs alone when there are any: a public capture's
+outliers (a day-long flow, a jumbo frame) saturate at the range's end instead of widening it and
+coarsening every lab feature's int8 grid.
 
 The int8 model is static, per-tensor: weights int8 symmetric (max |w| / 127), activations
 quantized at every dense layer's input with a scale calibrated on training rows (the percentile of
@@ -73,14 +77,20 @@ def load_runs(paths):
             np.concatenate(atts))
 
 
-def row_weights(y, cls, ep, runs, benign_weight, attacker=None, attacker_benign_weight=1.0):
+def public_rows(runs):
+    """Rows of public captures (label.py --public names their runs public-<repo>)."""
+    return np.array([str(r).startswith("public-") for r in runs], bool)
+
+
+def row_weights(y, cls, ep, runs, benign_weight, attacker=None, attacker_benign_weight=1.0, public_benign_weight=1.0):
     w = np.zeros(len(y), np.float64)
     ben = y == 0
     # Benign rows share benign_weight x the attack total; an attacker's benign row counts
-    # attacker_benign_weight ordinary ones.
+    # attacker_benign_weight ordinary ones, a public capture's row public_benign_weight.
     share = np.ones(len(y), np.float64)
     if attacker is not None:
         share[attacker == 1] = attacker_benign_weight
+    share[public_rows(runs)] = public_benign_weight
     w[ben] = benign_weight * len(CLASSES) * share[ben] / max(share[ben].sum(), 1e-12)
     for c in range(len(CLASSES)):
         m = cls == c
@@ -508,6 +518,8 @@ def main():
     ap.add_argument("--benign-weight", type=float, default=8.0, help="benign total weight / attack total weight (default 8)")
     ap.add_argument("--attacker-benign-weight", type=float, default=1.0,
                     help="weight of a benign row to or from a lab attacker relative to another benign row, within the benign total (default 1; needs label.py's attacker column)")
+    ap.add_argument("--public-benign-weight", type=float, default=1.0,
+                    help="weight of a benign row of the public captures (label.py --public) relative to a lab benign row, within the benign total (default 1)")
     ap.add_argument("--target-fpr", type=float, default=0.001, help="benign row FPR on training data for the threshold (default 0.001)")
     ap.add_argument("--min-threshold", type=float, default=0.5)
     ap.add_argument("--version", default=None, help="edgewatch.version (default: mlp-<date>)")
@@ -547,12 +559,14 @@ def main():
 
     # Normalization: centre of the training range and half its width, so every feature spans
     # [-1, 1] (stored as the graph's norm_mean / norm_std); constant features are divided by 1.
-    lo, hi = x.min(0), x.max(0)
+    lab = ~public_rows(runs)
+    ranged = x[lab] if lab.any() else x
+    lo, hi = ranged.min(0), ranged.max(0)
     mean = ((lo + hi) / 2).astype(np.float32)
     std = ((hi - lo) / 2).astype(np.float32)
     std = np.where(std < 1e-6, 1.0, std).astype(np.float32)
     xn = np.clip((x - mean) / std, -CLIP, CLIP).astype(np.float32)
-    w = row_weights(y, cls, ep, runs, args.benign_weight, att, args.attacker_benign_weight)
+    w = row_weights(y, cls, ep, runs, args.benign_weight, att, args.attacker_benign_weight, args.public_benign_weight)
     params = train(xn, y, cls, w, args.epochs, args.seed, lr=args.lr)
 
     version = args.version or "mlp-" + datetime.date.today().strftime("%Y%m%d")
@@ -579,6 +593,7 @@ def main():
     report = {
         "rows": int(len(x)), "runs": sorted(set(runs.tolist())), "epochs": args.epochs, "threshold": t,
         "recipe": {"benign_weight": args.benign_weight, "attacker_benign_weight": args.attacker_benign_weight,
+                   "public_benign_weight": args.public_benign_weight,
                    "target_fpr": args.target_fpr, "min_threshold": args.min_threshold, "max_per_episode": args.max_per_episode,
                    "lr": args.lr, "seed": args.seed},
         "version": version, "size_f32": size32, "size_int8": size8,

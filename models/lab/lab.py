@@ -1199,6 +1199,13 @@ dns-forward-max=1000
             wl = os.path.join(self.run_dir, "attacks", f"words-{ep.idx:02d}.txt")
             ep.files[wl] = "\n".join(words) + "\n"
             argv = ["hydra", "-I", "-t", "4", "-w", "5"]
+            # A third of the guessers are slow, one login at a time every few seconds (a guesser
+            # that keeps under rate limits). Their own generator keeps the plan's draws as they were.
+            pace = random.Random(f"ewlab-hydra-pace-{self.seed}-{ep.idx}")
+            if pace.random() < 1 / 3:
+                wait = pace.choice([2, 3, 4, 6])
+                argv = ["hydra", "-I", "-c", str(wait), "-w", "5"]
+                p.update(login_every_s=wait)
             if rng.random() < 0.35:
                 ul = os.path.join(self.run_dir, "attacks", f"users-{ep.idx:02d}.txt")
                 ep.files[ul] = "\n".join(rng.sample(["root", "admin", TEST_USER, "user", "pi", "ubnt", "test", "oracle"],
