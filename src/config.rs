@@ -284,8 +284,9 @@ section! {
         /// Incidents (and candidates still gathering evidence) tracked at once at most; past it the
         /// least recently active one is closed or dropped.
         max_incidents: usize = 8192 => count(1, MAX_TABLE);
-        /// An incident with no new flow for this long is over: its alert gets a final update, and
-        /// the same behaviour later is a new alert.
+        /// An incident with no new flow evaluation for this long, and none of its flows still
+        /// open, is over: its alert gets a final update, and the same behaviour later is a new
+        /// alert.
         incident_idle_s: f64 = 30.0 => seconds;
         /// An alert is updated at most this often while its incident grows.
         update_interval_s: f64 = 10.0 => seconds;
@@ -303,14 +304,16 @@ section! {
         bruteforce_min_sessions_per_min: f64 = 20.0 => positive;
         /// A flood: this many flows against one victim, ...
         flood_min_flows: u64 = 8 => at_least(1);
-        /// ... or this many UDP or ICMP packets in fewer flows (one 5-tuple can carry a flood), ...
-        flood_min_packets: u64 = 1000 => at_least(1);
+        /// ... or this many UDP or ICMP packets in fewer flows (one 5-tuple can carry a flood;
+        /// with `flow.early_eval_packets` = 8 its third early evaluation, at 512 packets, reaches
+        /// 500), ...
+        flood_min_packets: u64 = 500 => at_least(1);
         /// ... at this many packets per second or more (over their time, at least a second).
         flood_min_packets_per_s: f64 = 100.0 => positive;
-        /// Lone attempts (a SYN or datagram or two, unanswered) that the model calls probes are
-        /// a flood of their victim instead when this many distinct sources send them to it
-        /// (spoofed or many-bot floods), at the flood's rate: one alert about the victim, not a
-        /// scan candidate per source.
+        /// Lone attempts (a SYN or datagram or two, unanswered) to one host are a flood of it,
+        /// whatever the model scores them, when this many distinct sources send them (spoofed
+        /// or many-bot floods), at the flood's rate: one alert about the victim, not a scan
+        /// candidate per source.
         flood_min_sources: u64 = 16 => at_least(2);
         /// A slow DoS: this many TCP connections held against one service.
         slowdos_min_connections: u64 = 16 => at_least(1);

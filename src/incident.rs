@@ -14,9 +14,11 @@
 //!
 //! each also by protocol (an alert record has one). A lone attempt (a SYN or a datagram or two,
 //! unanswered) that the model calls a probe is a probe when one source sends many and part of a
-//! flood when many sources send one each, as a flood from spoofed sources does: when the victim's
-//! host context has seen `flood_min_sources` sources lately, its first evaluation also counts
-//! towards the victim's flood, and once that flood is alerted with `flood_min_sources` sources, its
+//! flood when many sources send one each, as a flood from spoofed sources does: when the victim
+//! (one host, not a multicast or broadcast group) has seen `flood_min_sources` sources lately in
+//! its host context, the attempt's first evaluation also counts towards the victim's flood,
+//! whatever the model scores it (one SYN from a random address is nothing to score; the flood's
+//! minimums decide), and once that flood is alerted with `flood_min_sources` sources, its
 //! sources get no scan candidates of their own (a scanner already tracked keeps its candidate). A
 //! flagged TCP connection attempt that got nowhere (a SYN, no payload either way, refused,
 //! unanswered or reset by its initiator) also counts towards its source's scan whatever its class:
@@ -26,9 +28,10 @@
 //! own either. Until its evidence is enough an incident is a candidate and raises nothing: one flow
 //! the model finds odd is not an attack. Then it raises one alert, and updates it (the same
 //! `alert_id`, the next `update` number, the evidence so far) at most every `update_interval_s`
-//! while it goes on, and a last time (`final`) when it has been quiet for `incident_idle_s`. A flow
-//! counts once in an incident however often it is evaluated; its later evaluations add only what it
-//! sent since.
+//! while it goes on, and a last time (`final`) when it has been quiet for `incident_idle_s` (no
+//! evaluation counted, and none of its flows open: a one-flow flood evaluated early and next at
+//! its end is one incident). A flow counts once in an incident however often it is evaluated; its
+//! later evaluations add only what it sent since.
 //!
 //! Memory is bounded: `max_incidents` incidents and candidates, the least recently active one
 //! going first (a candidate dropped, an incident closed), and four times as many flows
@@ -198,6 +201,10 @@ struct Incident {
     sessions: u64,
     /// Of `flows`, the lone attempts counted for a flood of many sources.
     lone: u64,
+    /// Flows counted here whose last evaluation is still to come (of those `counted` holds):
+    /// while one is open the incident has not gone quiet. A one-flow flood is evaluated early
+    /// and then at its end, which can be minutes later.
+    open: u32,
     /// Sum of the counted flows' durations.
     duration: Micros,
     top: [TopSlot; TOP_SOURCES],
@@ -221,6 +228,14 @@ fn lone_attempt(f: &Flow) -> bool {
             f.outcome(),
             Outcome::TcpHalfOpen | Outcome::TcpRejected | Outcome::Unanswered
         )
+}
+
+/// Whether `ip` is one host's address (not a multicast group, a broadcast or unspecified).
+fn unicast(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => !(v4.is_multicast() || v4.is_broadcast() || v4.is_unspecified()),
+        IpAddr::V6(v6) => !(v6.is_multicast() || v6.is_unspecified()),
+    }
 }
 
 /// A TCP connection attempt that got nowhere: opened with a SYN, no payload either way, and
@@ -321,6 +336,7 @@ impl Incident {
             unanswered: 0,
             sessions: 0,
             lone: 0,
+            open: 0,
             duration: 0,
             top: [TopSlot::default(); TOP_SOURCES],
         }
@@ -626,11 +642,30 @@ impl AlertEngine {
     ) {
         self.advance(ts, out);
         let before = if reason.is_final() {
-            self.counted.remove(&flow.uid)
+            let before = self.counted.remove(&flow.uid);
+            if let Some(b) = before {
+                self.set_open(b.key, false);
+            }
+            before
         } else {
             self.counted.get(&flow.uid).copied()
         };
+        let to_flooded = lone_attempt(flow)
+            && unicast(flow.responder)
+            && reaches(f64::from(victim_sources), self.cfg.flood_min_sources);
         if score.anomaly < self.threshold {
+            // A lone attempt to a victim that many sources reach counts towards its flood
+            // whatever the model scores it: one SYN from a random address is nothing to score,
+            // a flood of them is (the flood's minimums decide). A multicast or broadcast group
+            // is no victim: many devices announce themselves there.
+            if to_flooded
+                && flow.evals <= 1
+                && self.cfg.mode == AlertMode::Incident
+                && let Some(flood) = self.flood_class
+            {
+                let victim = Key::of(Behaviour::Flood, flood, flow);
+                self.count(victim, ts, flow, score.anomaly, Counting::LoneAttempt, out);
+            }
             return;
         }
         self.counters.flows_above_threshold += 1;
@@ -657,8 +692,7 @@ impl AlertEngine {
         }
         if behaviour == Behaviour::Scan
             && let Some(flood) = self.flood_class
-            && reaches(f64::from(victim_sources), self.cfg.flood_min_sources)
-            && lone_attempt(flow)
+            && to_flooded
         {
             let victim = Key::of(Behaviour::Flood, flood, flow);
             // Its first evaluation only (the table counts it before it hands it on): a lone
@@ -686,7 +720,24 @@ impl AlertEngine {
             now.probe = true;
         }
         if !reason.is_final() && self.counted.len() < self.cfg.max_incidents.saturating_mul(4) {
-            self.counted.insert(flow.uid, now);
+            let was = self.counted.insert(flow.uid, now).map(|c| c.key);
+            if was != Some(key) {
+                if let Some(was) = was {
+                    self.set_open(was, false);
+                }
+                self.set_open(key, true);
+            }
+        }
+    }
+
+    /// Counts a flow of the incident of `key` as open (its last evaluation to come) or no longer.
+    fn set_open(&mut self, key: Key, open: bool) {
+        if let Some(i) = self.incidents.get_mut(&key) {
+            i.open = if open {
+                i.open.saturating_add(1)
+            } else {
+                i.open.saturating_sub(1)
+            };
         }
     }
 
@@ -769,6 +820,12 @@ impl AlertEngine {
                 break;
             }
             self.deadlines.pop();
+            if self.incidents.get(&key).is_some_and(|i| i.open > 0) {
+                // Not quiet while a flow of it is open: looked at again an idle time later.
+                let again = quiet_at.saturating_add(self.idle());
+                self.deadlines.push(Reverse((again, key)));
+                continue;
+            }
             self.close(key, quiet_at, out);
         }
     }
@@ -1043,12 +1100,17 @@ mod tests {
     /// Offers each flow once at its end, scored as `class`, with the distinct sources of its
     /// responder so far as its host context; then ends every incident.
     fn run(cfg: &AlertConfig, class: usize, flows: &[Flow]) -> Vec<Alert> {
+        run_scored(cfg, class, 0.99, flows)
+    }
+
+    /// `run` with the anomaly score `anomaly` for every flow.
+    fn run_scored(cfg: &AlertConfig, class: usize, anomaly: f32, flows: &[Flow]) -> Vec<Alert> {
         let mut e = engine(cfg);
         let mut out = Vec::new();
         let mut seen: HashMap<IpAddr, HashSet<IpAddr>> = HashMap::new();
         for f in flows {
             let score = Score {
-                anomaly: 0.99,
+                anomaly,
                 class: Some(class),
             };
             let sources = seen.entry(f.responder).or_default();
@@ -1109,6 +1171,70 @@ mod tests {
         assert!(evidence.sources.unwrap() >= 16, "{evidence:?}");
         // One SYN per source: none of them is named as a top source.
         assert!(evidence.top_sources.is_empty(), "{evidence:?}");
+    }
+
+    #[test]
+    fn lone_attempts_from_many_sources_flood_their_victim_whatever_their_score() {
+        // The same spoofed flood with every SYN scored benign: still one flood of the victim.
+        let flows: Vec<Flow> = (0..200u64)
+            .map(|i| flow(PROTO_TCP, 20 + i as u8, 1, 80, i * 5_000, false))
+            .collect();
+        let out = run_scored(&AlertConfig::default(), SCAN, 0.01, &flows);
+        assert_eq!(
+            incidents(&out),
+            [("flood".to_string(), None, Some(ip(1).to_string()), 185)]
+        );
+        // Devices announcing themselves to a multicast group are no flood of it.
+        let group = IpAddr::V4(Ipv4Addr::new(224, 0, 0, 251));
+        let announcements: Vec<Flow> = flows
+            .iter()
+            .map(|f| Flow {
+                responder: group,
+                ..*f
+            })
+            .collect();
+        let out = run_scored(&AlertConfig::default(), SCAN, 0.01, &announcements);
+        assert!(out.is_empty(), "{out:?}");
+        // Nor is a flood scored benign in one flow of its own.
+        let out = run_scored(&AlertConfig::default(), SCAN, 0.01, &flows[..1]);
+        assert!(out.is_empty(), "{out:?}");
+    }
+
+    #[test]
+    fn a_one_flow_flood_evaluated_at_its_end_minutes_later_is_one_alert() {
+        // One UDP flow of 10,000 packets a second for 90 s: early evaluations at 8, 64 and 512
+        // packets, then its last one 30 s after it ends (idle timeout), 120 s on, long after
+        // `incident_idle_s` (30 s) of no evaluation.
+        let mut e = engine(&AlertConfig::default());
+        let mut out = Vec::new();
+        let mut f = flow(PROTO_UDP, 9, 1, 53, 0, false);
+        let score = Score {
+            anomaly: 0.99,
+            class: Some(FLOOD),
+        };
+        for (pkts, reason) in [
+            (8u32, EvalReason::Early),
+            (64, EvalReason::Early),
+            (512, EvalReason::Early),
+            (900_000, EvalReason::Idle),
+        ] {
+            f.fwd.pkts = pkts;
+            f.fwd.bytes = 100 * u64::from(pkts);
+            f.last = u64::from(pkts) * 100;
+            let ts = if reason == EvalReason::Idle {
+                120_000_000
+            } else {
+                f.last
+            };
+            f.evals += 1;
+            e.offer(ts, &f, reason, score, 1.0, &mut out);
+        }
+        e.flush(&mut out);
+        let ids: HashSet<&str> = out.iter().map(|a| detail(a).alert_id.as_str()).collect();
+        assert_eq!(ids.len(), 1, "{out:#?}");
+        let last = out.last().unwrap();
+        assert!(detail(last).last, "{last:?}");
+        assert_eq!(last.flow.pkts_toserver, 900_000, "{last:?}");
     }
 
     #[test]
@@ -1401,7 +1527,7 @@ mod tests {
     }
 
     #[test]
-    fn a_long_flow_counts_in_the_next_incident_after_the_last_one_closed() {
+    fn a_long_flow_keeps_its_incident_open_between_its_evaluations() {
         let mut e = engine(&AlertConfig::default());
         let mut out = Vec::new();
         let score = Score {
@@ -1413,24 +1539,28 @@ mod tests {
         f.fwd.pkts = 5000;
         f.last = 1_000_000;
         e.offer(f.last, &f, EvalReason::Early, score, 1.0, &mut out);
-        // ... and next at its active timeout, 120 s on, 60,000 packets later: the first
-        // incident went quiet (no evaluation for 30 s) and closed in between.
+        // ... and next at its active timeout, 120 s on, 60,000 packets later: no evaluation
+        // for 30 s, but its flow is open, so the incident has not gone quiet.
         f.fwd.pkts += 60_000;
         f.last = 121_000_000;
         e.offer(f.last, &f, EvalReason::Active, score, 1.0, &mut out);
         e.flush(&mut out);
-        let alerts: Vec<(&str, u64, Option<f64>)> = out
+        let alerts: Vec<(&str, u64, u64)> = out
             .iter()
             .map(|a| {
                 let d = detail(a);
-                (d.alert_id.as_str(), d.count, d.evidence.packets_per_s)
+                (d.alert_id.as_str(), d.count, a.flow.pkts_toserver)
             })
             .collect();
         let ids: HashSet<&str> = alerts.iter().map(|a| a.0).collect();
-        assert_eq!(ids.len(), 2, "two episodes: {alerts:?}");
-        assert!(alerts.iter().all(|a| a.1 == 1), "one flow each: {alerts:?}");
-        // The second one's rate is its 60,000 packets over the 120 s since the first.
-        assert_eq!(alerts.last().unwrap().2, Some(500.0), "{alerts:?}");
+        assert_eq!(ids.len(), 1, "one episode: {alerts:?}");
+        // Raised at the first evaluation, updated with the packets sent since.
+        assert_eq!(alerts.first().unwrap().2, 5_000, "{alerts:?}");
+        assert_eq!(
+            alerts.last().unwrap(),
+            &(alerts[0].0, 1, 65_000),
+            "{alerts:?}"
+        );
     }
 
     #[test]
