@@ -19,8 +19,8 @@ Usage:
       DATA/<run>.csv.gz (feature CSV + columns run,label,class,episode,attacker) for each lab run.
   python3 models/label.py --features FEATURES.csv --attacks ATTACKS.json -o OUT.csv.gz
   python3 models/label.py --public CORPUS --labels models/public/labels.csv --out-dir DATA
-      the benign captures of the public training sources (evaluate.TRAINING_SOURCES; fetched by
-      bench/corpus.sh into CORPUS/<owner>+<repo>/) as benign rows, one DATA/public-<repo>.csv.gz
+      the benign captures of the public training sources (evaluate.TRAINING_SOURCES, fetched into
+      CORPUS/<owner>+<repo>/ as bench/README.md says, "Captures in the wild") as benign rows, one DATA/public-<repo>.csv.gz
       per source (run public-<repo>, attacker 0). Captures that labels.csv marks attack or exclude
       are left out, and so are those the agent cannot read.
   python3 models/label.py --sample OUT.csv.gz [--sample-rows 4000] DATA/a.csv.gz DATA/b.csv.gz ...
@@ -173,7 +173,7 @@ def label_public(corpus, labels_csv, out_dir, binary, jobs):
     for repo in TRAINING_SOURCES:
         base = os.path.join(corpus, repo)
         if not os.path.isdir(base):
-            sys.exit(f"{base}: missing (bench/corpus.sh fetches the public captures)")
+            sys.exit(f"{base}: missing (bench/README.md, \"Captures in the wild\", says how to fetch it)")
         files, left_out = [], 0
         for dirpath, _, names in os.walk(base):
             for n in sorted(names):
