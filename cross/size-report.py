@@ -48,6 +48,14 @@ def legacy_components(sym):
 B62 = re.compile(r"[0-9a-zA-Z]*_")
 
 
+def skip_disambiguator(sym, i):
+    """The index after an optional disambiguator s<base62>_ at sym[i]; None when it is cut off."""
+    if not sym.startswith("s", i):
+        return i
+    m = B62.match(sym, i + 1)
+    return m.end() if m else None
+
+
 def v0_crate(sym):
     """The first crate root of a Rust v0-mangled name (_R...): the crate of the item, of an
     impl's module, or of the generic function instantiated; None when it is not found before
@@ -60,21 +68,15 @@ def v0_crate(sym):
         if c == "N":  # nested path: a namespace character follows
             i += 2
         elif c in "MX":  # inherent or trait impl: an optional disambiguator, then its module
-            i += 1
-            if sym.startswith("s", i):
-                m = B62.match(sym, i + 1)
-                if not m:
-                    return None
-                i = m.end()
+            i = skip_disambiguator(sym, i + 1)
+            if i is None:
+                return None
         elif c in "IYRQPSA":  # generic arguments, <T as Trait>, references, pointers, slices
             i += 1
         elif c == "C":  # the crate root: optional disambiguator s<base62>_, then its name
-            i += 1
-            if sym.startswith("s", i):
-                m = B62.match(sym, i + 1)
-                if not m:
-                    return None
-                i = m.end()
+            i = skip_disambiguator(sym, i + 1)
+            if i is None:
+                return None
             m = re.match(r"(\d+)_?", sym[i:])
             if not m:
                 return None
