@@ -658,13 +658,8 @@ impl AlertEngine {
             // whatever the model scores it: one SYN from a random address is nothing to score,
             // a flood of them is (the flood's minimums decide). A multicast or broadcast group
             // is no victim: many devices announce themselves there.
-            if to_flooded
-                && flow.evals <= 1
-                && self.cfg.mode == AlertMode::Incident
-                && let Some(flood) = self.flood_class
-            {
-                let victim = Key::of(Behaviour::Flood, flood, flow);
-                self.count(victim, ts, flow, score.anomaly, Counting::LoneAttempt, out);
+            if to_flooded && self.cfg.mode == AlertMode::Incident {
+                self.count_lone_attempt(ts, flow, score.anomaly, out);
             }
             return;
         }
@@ -691,15 +686,9 @@ impl AlertEngine {
             return;
         }
         if behaviour == Behaviour::Scan
-            && let Some(flood) = self.flood_class
             && to_flooded
+            && let Some(victim) = self.count_lone_attempt(ts, flow, score.anomaly, out)
         {
-            let victim = Key::of(Behaviour::Flood, flood, flow);
-            // Its first evaluation only (the table counts it before it hands it on): a lone
-            // attempt has little to add later.
-            if flow.evals <= 1 {
-                self.count(victim, ts, flow, score.anomaly, Counting::LoneAttempt, out);
-            }
             let spoofed = self
                 .incidents
                 .get(&victim)
@@ -728,6 +717,23 @@ impl AlertEngine {
                 self.set_open(key, true);
             }
         }
+    }
+
+    /// Counts a lone attempt towards its victim's flood, at its first evaluation only (the table
+    /// counts it before it hands it on: a lone attempt has little to add later); returns the
+    /// victim's flood key (None: the model has no flood class).
+    fn count_lone_attempt(
+        &mut self,
+        ts: Micros,
+        flow: &Flow,
+        score: f32,
+        out: &mut Vec<Alert>,
+    ) -> Option<Key> {
+        let victim = Key::of(Behaviour::Flood, self.flood_class?, flow);
+        if flow.evals <= 1 {
+            self.count(victim, ts, flow, score, Counting::LoneAttempt, out);
+        }
+        Some(victim)
     }
 
     /// Counts a flow of the incident of `key` as open (its last evaluation to come) or no longer.
