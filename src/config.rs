@@ -302,6 +302,13 @@ section! {
         bruteforce_min_sessions: u64 = 4 => at_least(1);
         /// ... at this many sessions per minute or more (over their time, at least a second).
         bruteforce_min_sessions_per_min: f64 = 20.0 => positive;
+        /// A brute force also, whatever the model scores: this many sessions (TCP, data both ways,
+        /// at most 60 s each) from one source to one service, one after another (never two at
+        /// once), each within `incident_idle_s` of the one before, back to back (connected at
+        /// least half of their time, taken as at least a second) and alike (bytes each way
+        /// within a factor of 2 of the first session's): password guessing one connection at a
+        /// time. 0: off.
+        bruteforce_repeat_min_sessions: u64 = 10;
         /// A flood: this many flows against one victim, ...
         flood_min_flows: u64 = 8 => at_least(1);
         /// ... or this many UDP or ICMP packets in fewer flows (one 5-tuple can carry a flood;

@@ -262,6 +262,9 @@ pub struct Flow {
     pub closed: bool,
     /// An ICMP error came back for this flow.
     pub icmp_error: bool,
+    /// One came from the host the quoted packet was for (a port unreachable from the target
+    /// itself), not from a router on the way (no route, TTL exceeded, filtered).
+    pub icmp_from_peer: bool,
     /// ICMP type and code of the initiator's first packet (for the Community ID).
     pub icmp_type: u8,
     pub icmp_code: u8,
@@ -774,7 +777,7 @@ impl FlowTable {
             }
         };
 
-        if let PacketKind::IcmpError { .. } = p.kind {
+        if let PacketKind::IcmpError { reporter } = p.kind {
             // An error is evidence about the flow it quotes (refused, unreachable), which is in
             // this shard: the dispatcher shards it by the quoted 5-tuple. It is not made a flow
             // of its own: that flow would blame the reporter (a victim answering a scan, a
@@ -785,6 +788,7 @@ impl FlowTable {
             match self.flows.get_mut(&key) {
                 Some(flow) if !flow.closed => {
                     flow.icmp_error = true;
+                    flow.icmp_from_peer |= reporter == p.dst;
                     self.counters.icmp_errors_attributed += 1;
                 }
                 _ => self.counters.icmp_errors_unattributed += 1,
@@ -1000,6 +1004,7 @@ impl Flow {
             established: false,
             closed: false,
             icmp_error: false,
+            icmp_from_peer: false,
             icmp_type: 0,
             icmp_code: 0,
             evals: 0,
@@ -1076,6 +1081,7 @@ impl Flow {
 mod tests {
     use super::*;
     use crate::config::Config;
+    use crate::packet::PROTO_UDP;
     use std::net::Ipv4Addr;
 
     fn pkt(
@@ -1166,6 +1172,43 @@ mod tests {
             evals(&out),
             vec![(EvalReason::TcpEnd, Some(Outcome::TcpRejected))]
         );
+    }
+
+    #[test]
+    fn an_icmp_error_says_whether_the_target_or_a_router_sent_it() {
+        let cfg = Config::default().flow;
+        let mut t = FlowTable::new(&cfg, 100);
+        let mut out = Vec::new();
+        let error = |seq, from: [u8; 4], dport| PacketMeta {
+            seq,
+            kind: PacketKind::IcmpError {
+                reporter: IpAddr::V4(Ipv4Addr::from(from)),
+            },
+            ..PacketMeta::for_test(2_000, PROTO_UDP, (A, 40000), (B, dport))
+        };
+        // A port unreachable from the target; a TTL exceeded from a router on the way.
+        for (i, (dport, from)) in [(161, B), (33434, [10, 0, 0, 254])].into_iter().enumerate() {
+            let seq = 2 * i as u64;
+            let probe = PacketMeta {
+                seq,
+                ..PacketMeta::for_test(1_000, PROTO_UDP, (A, 40000), (B, dport))
+            };
+            t.process(&probe, &mut out);
+            t.process(&error(seq + 1, from, dport), &mut out);
+        }
+        t.flush(&mut out);
+        let flows: Vec<(u16, bool, bool)> = out
+            .iter()
+            .filter_map(|e| match e {
+                FlowEvent::Eval { flow, .. } => {
+                    Some((flow.responder_port, flow.icmp_error, flow.icmp_from_peer))
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(flows.len(), 2, "{flows:?}");
+        assert!(flows.contains(&(161, true, true)), "{flows:?}");
+        assert!(flows.contains(&(33434, true, false)), "{flows:?}");
     }
 
     #[test]

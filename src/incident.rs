@@ -5,8 +5,8 @@
 //!
 //! | behaviour | incident of | alert when (`[alert]` settings) |
 //! |---|---|---|
-//! | scan | a source | `scan_min_targets` distinct (host, port) probed at `scan_min_targets_per_s`, as a grid (few hosts or few ports, or hosts x ports); TCP probes of any class count too |
-//! | bruteforce | a source at one service (host, port) | `bruteforce_min_sessions` sessions that exchanged data at `bruteforce_min_sessions_per_min` |
+//! | scan | a source | `scan_min_targets` distinct (host, port) probed at `scan_min_targets_per_s`, as a grid (few hosts or few ports, or hosts x ports); TCP probes of any class count too, and attempts their target refused (or TCP ones it never answered) whatever the model scores |
+//! | bruteforce | a source at one service (host, port) | `bruteforce_min_sessions` sessions that exchanged data at `bruteforce_min_sessions_per_min`; or, whatever the model scores, `bruteforce_repeat_min_sessions` sessions one after another, back to back and alike (`repeat`) |
 //! | flood | a victim, whoever sends | `flood_min_flows` flows (or `flood_min_packets` packets of UDP/ICMP), at `flood_min_packets_per_s` or more |
 //! | flood of lone attempts | a victim | `flood_min_sources` sources, `flood_min_flows` flows at `flood_min_packets_per_s` |
 //! | slowdos | a victim's TCP service | `slowdos_min_connections` connections |
@@ -25,8 +25,12 @@
 //! the class head confuses scan and flood on such flows, and the scan's minimums decide (a flood of
 //! one target stays one target). A lone attempt among them to a victim whose flood is alerted from
 //! `flood_min_sources` sources is one of that flood's packets: it makes no scan candidate of its
-//! own either. Until its evidence is enough an incident is a candidate and raises nothing: one flow
-//! the model finds odd is not an attack. Then it raises one alert, and updates it (the same
+//! own either. Two behaviours count whatever the model scores, each of their flows looking
+//! ordinary: a TCP attempt its target refused or never answered, or a UDP datagram its target
+//! refused, counts at its last evaluation (an answer may be slow to come) towards its source's
+//! scan; and a series of sessions one after another (`repeat`) is a brute force. Until its
+//! evidence is enough an incident is a candidate and raises nothing: one flow the model finds
+//! odd is not an attack. Then it raises one alert, and updates it (the same
 //! `alert_id`, the next `update` number, the evidence so far) at most every `update_interval_s`
 //! while it goes on, and a last time (`final`) when it has been quiet for `incident_idle_s` (no
 //! evaluation counted, and none of its flows open: a one-flow flood evaluated early and next at
@@ -35,9 +39,10 @@
 //!
 //! Memory is bounded: `max_incidents` incidents and candidates, the least recently active one
 //! going first (a candidate dropped, an incident closed), and four times as many flows
-//! remembered as counted (one entry a flow, a probe's share of its source's scan included). It
-//! runs on packet time, so replay output does not depend on the wall clock. It builds records
-//! (`alert`); writing them is the sinks' job.
+//! remembered as counted (one entry a flow, a probe's share of its source's scan included), and
+//! as many series of sessions (`repeat`) as incidents. It runs on packet time, so replay output
+//! does not depend on the wall clock. It builds records (`alert`); writing them is the sinks'
+//! job.
 //!
 //! With `mode = "flow"` every evaluation at or above the threshold is an alert of its own (for
 //! tests, model comparisons and receivers that group alerts themselves).
@@ -56,6 +61,7 @@ use crate::fasthash::FastMap;
 use crate::flow::{EvalReason, Flow, Outcome};
 use crate::model::{ModelInfo, Score};
 use crate::packet::{Micros, PROTO_TCP, PROTO_UDP, proto_name};
+use crate::repeat::{Repeats, Series};
 
 /// What an incident is about, from the model's class name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -208,6 +214,8 @@ struct Incident {
     /// Sum of the counted flows' durations.
     duration: Micros,
     top: [TopSlot; TOP_SOURCES],
+    /// A brute force by its repeated sessions (`repeat`), whatever the model scored them.
+    repeated: bool,
 }
 
 /// How a flow's evaluation counts in an incident.
@@ -246,6 +254,29 @@ fn is_probe(f: &Flow) -> bool {
         && f.fwd.payload_bytes == 0
         && f.bwd.payload_bytes == 0
         && (matches!(f.outcome(), Outcome::TcpRejected | Outcome::TcpHalfOpen) || f.fwd.rst > 0)
+}
+
+/// A connection attempt that got nowhere by its target's doing, the evidence a scan leaves
+/// whatever a model makes of each probe: a TCP SYN never established, no payload either way,
+/// refused by the target (a reset, or an ICMP error the target itself sent) or never answered;
+/// or a datagram or two the target refused with an ICMP error. An error from a router on the way
+/// (no route, TTL exceeded) says the path is broken, not that the target refused: a host with
+/// no working route tries server after server, traceroute's probes expire hop after hop. Nor
+/// does an attempt its initiator reset count: clients cancel connections they no longer need
+/// (happy eyeballs, preconnects), a scanner's refused and unanswered probes are most of its
+/// probes.
+fn refused_or_unanswered(f: &Flow) -> bool {
+    let refused = f.icmp_from_peer || (f.key.proto == PROTO_TCP && f.bwd.rst > 0);
+    let answered = f.icmp_error || f.synack_seen || f.bwd.pkts > 0;
+    f.bwd.payload_bytes == 0
+        && match f.key.proto {
+            PROTO_TCP => {
+                f.syn_seen && !f.established && f.fwd.payload_bytes == 0 && (refused || !answered)
+            }
+            // A UDP probe may carry a payload (nmap's for DNS, SNMP, ...).
+            PROTO_UDP => f.fwd.pkts <= 2 && f.icmp_from_peer,
+            _ => false,
+        }
 }
 
 /// What a counted flow has given its incident so far.
@@ -339,6 +370,7 @@ impl Incident {
             open: 0,
             duration: 0,
             top: [TopSlot::default(); TOP_SOURCES],
+            repeated: false,
         }
     }
 
@@ -408,6 +440,22 @@ impl Incident {
         }
     }
 
+    /// Takes the evidence of a series of repeated sessions (which may hold flows counted
+    /// already: the larger of each count stands).
+    fn absorb(&mut self, s: &Series) {
+        self.repeated = true;
+        self.start = self.start.min(s.start);
+        self.end = self.end.max(s.end);
+        self.flows = self.flows.max(s.sessions);
+        self.sessions = self.sessions.max(s.sessions);
+        for d in 0..2 {
+            self.pkts[d] = self.pkts[d].max(s.pkts[d]);
+            self.bytes[d] = self.bytes[d].max(s.bytes[d]);
+        }
+        self.duration = self.duration.max(s.busy);
+        self.score = self.score.max(s.score);
+    }
+
     fn window_s(&self) -> f64 {
         self.end.saturating_sub(self.start) as f64 / 1e6
     }
@@ -434,9 +482,10 @@ impl Incident {
                     && (fewest <= 2.5 || fewest * 4.0 <= targets)
             }
             Behaviour::Bruteforce => {
-                self.sessions >= cfg.bruteforce_min_sessions
-                    && self.sessions as f64 * 60.0 / self.window_s().max(1.0)
-                        >= cfg.bruteforce_min_sessions_per_min
+                self.repeated
+                    || (self.sessions >= cfg.bruteforce_min_sessions
+                        && self.sessions as f64 * 60.0 / self.window_s().max(1.0)
+                            >= cfg.bruteforce_min_sessions_per_min)
             }
             Behaviour::Flood => {
                 // One UDP or ICMP 5-tuple can carry a flood; one TCP connection that much
@@ -557,6 +606,8 @@ pub struct AlertEngine {
     flood_class: Option<usize>,
     /// The model's scan class, which probes of other classes count towards too.
     scan_class: Option<usize>,
+    /// The model's brute-force class, which repeated sessions count towards too.
+    bruteforce_class: Option<usize>,
     threshold: f32,
     /// Boxed: the table keeps spare and deleted buckets (up to three quarters of it), which then
     /// cost a pointer each rather than a whole incident.
@@ -565,6 +616,8 @@ pub struct AlertEngine {
     deadlines: BinaryHeap<Reverse<(Micros, Key)>>,
     /// Flows counted in an incident, with what they gave (removed at their final evaluation).
     counted: FastMap<u64, Counted>,
+    /// Series of sessions, for brute forces the model does not see (`repeat`).
+    repeats: Repeats,
     tokens: f64,
     last_refill: Micros,
     pub counters: AlertCounters,
@@ -587,10 +640,12 @@ impl AlertEngine {
             classes: Vec::new(),
             flood_class: None,
             scan_class: None,
+            bruteforce_class: None,
             threshold,
             incidents: FastMap::default(),
             deadlines: BinaryHeap::new(),
             counted: FastMap::default(),
+            repeats: Repeats::new(cfg.max_incidents),
             // A full bucket to start with.
             tokens: cfg.max_alerts_per_s,
             last_refill: 0,
@@ -616,6 +671,10 @@ impl AlertEngine {
             .classes
             .iter()
             .position(|c| Behaviour::of(c) == Behaviour::Scan);
+        self.bruteforce_class = self
+            .classes
+            .iter()
+            .position(|c| Behaviour::of(c) == Behaviour::Bruteforce);
         self.threshold = threshold;
         self.cfg = cfg.clone();
         self.tokens = self.tokens.min(cfg.max_alerts_per_s.max(1.0));
@@ -641,6 +700,32 @@ impl AlertEngine {
         out: &mut Vec<Alert>,
     ) {
         self.advance(ts, out);
+        let min_sessions = self.cfg.bruteforce_repeat_min_sessions;
+        let series =
+            (reason.is_final() && self.cfg.mode == AlertMode::Incident && min_sessions > 0)
+                .then(|| {
+                    let idle = self.idle();
+                    self.repeats
+                        .session(flow, score.anomaly, ts, idle, min_sessions)
+                })
+                .flatten();
+        self.judge(ts, flow, reason, score, victim_sources, out);
+        if let Some(series) = series {
+            let counted = score.anomaly >= self.threshold && score.class == self.bruteforce_class;
+            self.repeated_logins(ts, flow, score.anomaly, series, counted, out);
+        }
+    }
+
+    /// Counts one evaluation in the incidents it is evidence of.
+    fn judge(
+        &mut self,
+        ts: Micros,
+        flow: &Flow,
+        reason: EvalReason,
+        score: Score,
+        victim_sources: f32,
+        out: &mut Vec<Alert>,
+    ) {
         let before = if reason.is_final() {
             let before = self.counted.remove(&flow.uid);
             if let Some(b) = before {
@@ -658,8 +743,22 @@ impl AlertEngine {
             // whatever the model scores it: one SYN from a random address is nothing to score,
             // a flood of them is (the flood's minimums decide). A multicast or broadcast group
             // is no victim: many devices announce themselves there.
-            if to_flooded && self.cfg.mode == AlertMode::Incident {
+            if self.cfg.mode != AlertMode::Incident {
+                return;
+            }
+            if to_flooded {
                 self.count_lone_attempt(ts, flow, score.anomaly, out);
+            } else if reason.is_final()
+                && refused_or_unanswered(flow)
+                && let Some(scan) = self.scan_class
+            {
+                // A connection attempt its target refused, or that nothing answered to its end,
+                // is evidence of its source's scan whatever the model scores it: the scan's
+                // minimums (distinct targets, as a grid) decide. Judged at the flow's end only,
+                // so that an answer slow to come over a long link is not taken for silence.
+                let key = Key::of(Behaviour::Scan, scan, flow);
+                let counting = Counting::Evaluation { before };
+                self.count(key, ts, flow, score.anomaly, counting, out);
             }
             return;
         }
@@ -717,6 +816,39 @@ impl AlertEngine {
                 self.set_open(key, true);
             }
         }
+    }
+
+    /// A session of a series of repeated sessions that is a brute force: the brute force of its
+    /// source at its service takes the series' evidence (and the flow, unless the model's brute
+    /// force counted it already: `counted`).
+    fn repeated_logins(
+        &mut self,
+        ts: Micros,
+        flow: &Flow,
+        score: f32,
+        series: Series,
+        counted: bool,
+        out: &mut Vec<Alert>,
+    ) {
+        let Some(class) = self.bruteforce_class else {
+            return;
+        };
+        let key = Key::of(Behaviour::Bruteforce, class, flow);
+        let fresh = !self.incidents.contains_key(&key);
+        if fresh {
+            self.make_room(ts, out);
+            let incident = Incident::new(Behaviour::Bruteforce, key, ts, flow);
+            self.incidents.insert(key, Box::new(incident));
+            self.deadlines.push(Reverse((ts + self.idle(), key)));
+        }
+        let Some(incident) = self.incidents.get_mut(&key) else {
+            return;
+        };
+        if !counted {
+            incident.take(ts, flow, score, None, Counted::of(key, flow), true);
+        }
+        incident.absorb(&series);
+        self.progress(key, ts, out);
     }
 
     /// Counts a lone attempt towards its victim's flood, at its first evaluation only (the table
@@ -804,6 +936,14 @@ impl AlertEngine {
         if counting == Counting::LoneAttempt {
             incident.lone += 1;
         }
+        self.progress(key, ts, out);
+    }
+
+    /// Raises the alert of the incident of `key` once its evidence is enough, or updates it.
+    fn progress(&mut self, key: Key, ts: Micros, out: &mut Vec<Alert>) {
+        let Some(incident) = self.incidents.get(&key) else {
+            return;
+        };
         match &incident.raised {
             None if incident.enough(&self.cfg) => self.raise(key, ts, out),
             None => {}
@@ -870,6 +1010,7 @@ impl AlertEngine {
         }
         self.deadlines.clear();
         self.counted.clear();
+        self.repeats.clear();
     }
 
     fn close(&mut self, key: Key, at: Micros, out: &mut Vec<Alert>) {
@@ -1057,6 +1198,7 @@ mod tests {
     use std::collections::{HashMap, HashSet};
     use std::net::Ipv4Addr;
 
+    const BENIGN: usize = 0;
     const SCAN: usize = 1;
     const BRUTE: usize = 2;
     const FLOOD: usize = 3;
@@ -1487,6 +1629,158 @@ mod tests {
             .map(|i| flow(PROTO_TCP, 9, 1, 22, u64::from(i) * 200_000, false))
             .collect();
         assert!(run(&cfg, BRUTE, &probes).is_empty());
+    }
+
+    /// `n` sessions to ssh, each `len` µs long, one starting every `every` µs, with `fwd`
+    /// payload bytes (the client's).
+    fn logins(n: u16, len: Micros, every: Micros, fwd: impl Fn(u16) -> u64) -> Vec<Flow> {
+        (0..n)
+            .map(|i| {
+                let mut f = flow(PROTO_TCP, 9, 1, 22, u64::from(i) * every, true);
+                f.last = f.start + len;
+                f.fwd.payload_bytes = fwd(i);
+                f.fwd.bytes = 480 + fwd(i);
+                f
+            })
+            .collect()
+    }
+
+    #[test]
+    fn sessions_back_to_back_are_a_brute_force_whatever_the_model_scores() {
+        // 12 logins of 2 s, one every 2.1 s: 28 a minute, each scored benign.
+        let out = run_scored(
+            &AlertConfig::default(),
+            BRUTE,
+            0.0,
+            &logins(12, 2_000_000, 2_100_000, |_| 300),
+        );
+        assert!(!out.is_empty());
+        assert_eq!(detail(&out[0]).class, "bruteforce");
+        assert_eq!(detail(&out[0]).evidence.sessions, Some(10));
+        assert_eq!(detail(out.last().unwrap()).evidence.sessions, Some(12));
+        assert_eq!(incidents(&out).len(), 1, "{:?}", incidents(&out));
+        assert_eq!(out[0].dest_port, Some(22));
+        // Slower than the model's brute force (6 a minute) is still one when back to back.
+        let slow = run_scored(
+            &AlertConfig::default(),
+            BRUTE,
+            0.0,
+            &logins(12, 8_000_000, 10_000_000, |_| 300),
+        );
+        assert!(!slow.is_empty());
+        // The model's brute force of the same service and the series are one incident.
+        let both = run(
+            &AlertConfig::default(),
+            BRUTE,
+            &logins(12, 2_000_000, 2_100_000, |_| 300),
+        );
+        assert_eq!(incidents(&both).len(), 1, "{:?}", incidents(&both));
+        assert_eq!(detail(both.last().unwrap()).evidence.sessions, Some(12));
+        // Off.
+        let off = AlertConfig {
+            bruteforce_repeat_min_sessions: 0,
+            ..AlertConfig::default()
+        };
+        assert!(
+            run_scored(&off, BRUTE, 0.0, &logins(12, 2_000_000, 2_100_000, |_| 300)).is_empty()
+        );
+    }
+
+    #[test]
+    fn sessions_side_by_side_with_pauses_or_unlike_are_not_a_brute_force() {
+        let cfg = AlertConfig::default();
+        // Side by side (a browser): 2 s sessions, one every second.
+        assert!(
+            run_scored(&cfg, BRUTE, 0.0, &logins(20, 2_000_000, 1_000_000, |_| 300)).is_empty()
+        );
+        // Polling: 0.5 s sessions every 10 s.
+        assert!(run_scored(&cfg, BRUTE, 0.0, &logins(20, 500_000, 10_000_000, |_| 300)).is_empty());
+        // Within one second (a benchmark), however many.
+        assert!(run_scored(&cfg, BRUTE, 0.0, &logins(40, 10_000, 20_000, |_| 300)).is_empty());
+        // Transfers of different sizes.
+        let sizes = |i: u16| 300 << (i % 4);
+        assert!(run_scored(&cfg, BRUTE, 0.0, &logins(20, 2_000_000, 2_100_000, sizes)).is_empty());
+    }
+
+    #[test]
+    fn refused_attempts_are_a_scan_whatever_the_model_scores() {
+        let cfg = AlertConfig::default();
+        // SYNs to 12 ports of one host, 0.1 s apart, refused, each scored benign.
+        let refused: Vec<Flow> = (0..12u16)
+            .map(|i| {
+                let mut f = flow(PROTO_TCP, 9, 1, 1000 + i, u64::from(i) * 100_000, false);
+                f.bwd.pkts = 1;
+                f.bwd.rst = 1;
+                f
+            })
+            .collect();
+        let out = run_scored(&cfg, BENIGN, 0.0, &refused);
+        assert_eq!(
+            incidents(&out),
+            [(
+                "scan".into(),
+                Some("10.0.0.9".into()),
+                Some("10.0.0.1".into()),
+                12
+            )]
+        );
+        // Unanswered to their end: the same.
+        let unanswered: Vec<Flow> = (0..12u16)
+            .map(|i| flow(PROTO_TCP, 9, 1, 1000 + i, u64::from(i) * 100_000, false))
+            .collect();
+        assert_eq!(
+            incidents(&run_scored(&cfg, BENIGN, 0.0, &unanswered)).len(),
+            1
+        );
+        // Answered, then cancelled by the client (happy eyeballs, preconnects): not a scan.
+        let cancelled: Vec<Flow> = refused
+            .iter()
+            .map(|f| Flow {
+                bwd: DirStats { rst: 0, ..f.bwd },
+                fwd: DirStats { rst: 1, ..f.fwd },
+                synack_seen: true,
+                ..*f
+            })
+            .collect();
+        assert!(run_scored(&cfg, BENIGN, 0.0, &cancelled).is_empty());
+        // Still waiting for an answer at an early evaluation (a long link) is not silence.
+        let mut e = engine(&cfg);
+        let mut early = Vec::new();
+        let benign = Score {
+            anomaly: 0.0,
+            class: Some(BENIGN),
+        };
+        for f in &unanswered {
+            e.offer(f.last, f, EvalReason::Probe, benign, 1.0, &mut early);
+        }
+        assert!(early.is_empty());
+        // Unreachable by a router's word (no route): the path is broken, the target refused
+        // nothing.
+        let no_route: Vec<Flow> = unanswered
+            .iter()
+            .map(|f| Flow {
+                icmp_error: true,
+                ..*f
+            })
+            .collect();
+        assert!(run_scored(&cfg, BENIGN, 0.0, &no_route).is_empty());
+        // UDP datagrams to 12 ports, refused by the target itself: a scan. The same refused
+        // by routers (traceroute's expired probes), or unanswered, are not.
+        let datagrams = |from_peer: bool, error: bool| -> Vec<Flow> {
+            (0..12u16)
+                .map(|i| Flow {
+                    icmp_error: error,
+                    icmp_from_peer: from_peer,
+                    ..flow(PROTO_UDP, 9, 1, 1000 + i, u64::from(i) * 100_000, false)
+                })
+                .collect()
+        };
+        assert_eq!(
+            incidents(&run_scored(&cfg, BENIGN, 0.0, &datagrams(true, true))).len(),
+            1
+        );
+        assert!(run_scored(&cfg, BENIGN, 0.0, &datagrams(false, true)).is_empty());
+        assert!(run_scored(&cfg, BENIGN, 0.0, &datagrams(false, false)).is_empty());
     }
 
     #[test]

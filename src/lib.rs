@@ -28,6 +28,7 @@ pub mod model;
 pub mod mqtt;
 pub mod packet;
 pub mod parse;
+pub mod repeat;
 pub mod scoring;
 pub mod signals;
 pub mod sink;
