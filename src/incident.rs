@@ -205,6 +205,9 @@ struct Incident {
     sources: Distinct<8>,
     unanswered: u64,
     sessions: u64,
+    /// TCP connections established (handshake completed): what a slow DoS holds. A SYN flood's
+    /// half-open attempts are not held connections.
+    held: u64,
     /// Of `flows`, the lone attempts counted for a flood of many sources.
     lone: u64,
     /// Flows counted here whose last evaluation is still to come (of those `counted` holds):
@@ -288,6 +291,7 @@ struct Counted {
     duration: Micros,
     unanswered: bool,
     session: bool,
+    held: bool,
     /// Given, the same, to its source's scan too: a probe of another class (in a byte of
     /// padding, so a probe needs no entry of its own).
     probe: bool,
@@ -303,6 +307,7 @@ impl Counted {
             duration: 0,
             unanswered: false,
             session: false,
+            held: false,
             probe: false,
         }
     }
@@ -335,6 +340,7 @@ impl Counted {
             duration: f.last.saturating_sub(f.start),
             unanswered: !matches!(f.outcome(), Outcome::TcpEstablished | Outcome::Answered),
             session: f.established && f.fwd.payload_bytes > 0 && f.bwd.payload_bytes > 0,
+            held: f.established,
             ..self
         }
     }
@@ -366,6 +372,7 @@ impl Incident {
             sources: Distinct::default(),
             unanswered: 0,
             sessions: 0,
+            held: 0,
             lone: 0,
             open: 0,
             duration: 0,
@@ -418,6 +425,7 @@ impl Incident {
             .saturating_sub(u64::from(before.unanswered));
         self.sessions =
             (self.sessions + u64::from(now.session)).saturating_sub(u64::from(before.session));
+        self.held = (self.held + u64::from(now.held)).saturating_sub(u64::from(before.held));
         self.count_source(f.initiator, new_pkts[0] + new_pkts[1]);
     }
 
@@ -495,9 +503,10 @@ impl Incident {
                     || (self.flows >= cfg.flood_min_flows && self.many_sources(cfg));
                 many && self.packets_per_s() >= cfg.flood_min_packets_per_s
             }
-            // Holding connections open is a TCP attack; UDP "connections" are datagrams.
+            // Holding connections open is a TCP attack (UDP "connections" are datagrams), and a
+            // connection is held once established: half-open attempts are a SYN flood's.
             Behaviour::SlowDos => {
-                self.key.proto == PROTO_TCP && self.flows >= cfg.slowdos_min_connections
+                self.key.proto == PROTO_TCP && self.held >= cfg.slowdos_min_connections
             }
             Behaviour::Other => self.flows >= 1,
         }
@@ -539,7 +548,7 @@ impl Incident {
                 e.top_sources = self.top_sources();
             }
             Behaviour::SlowDos => {
-                e.connections = Some(self.flows);
+                e.connections = Some(self.held);
                 e.sources = Some(count(&self.sources));
                 // Per connection: its bytes over its time, on average.
                 let duration_s = self.duration as f64 / 1e6;
@@ -1794,6 +1803,11 @@ mod tests {
         assert!(!out.is_empty());
         assert_eq!(detail(&out[0]).evidence.connections, Some(16));
         assert!(run(&AlertConfig::default(), SLOW, &held(PROTO_UDP)).is_empty());
+        // A SYN flood's half-open attempts hold nothing, whatever the class head calls them.
+        let half_open: Vec<Flow> = (0..20u16)
+            .map(|i| flow(PROTO_TCP, 9, 1, 80, u64::from(i) * 10_000, false))
+            .collect();
+        assert!(run(&AlertConfig::default(), SLOW, &half_open).is_empty());
     }
 
     #[test]
