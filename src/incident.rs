@@ -27,10 +27,10 @@
 //! `flood_min_sources` sources is one of that flood's packets: it makes no scan candidate of its
 //! own either. Two behaviours count whatever the model scores, each of their flows looking
 //! ordinary: a TCP attempt its target refused or never answered, or a UDP datagram its target
-//! refused, counts at its last evaluation (an answer may be slow to come) towards its source's
-//! scan; and a series of sessions one after another (`repeat`) is a brute force. Until its
-//! evidence is enough an incident is a candidate and raises nothing: one flow the model finds
-//! odd is not an attack. Then it raises one alert, and updates it (the same
+//! refused, counts towards its source's scan (silence only at its last evaluation: an answer
+//! may be slow to come); and a series of sessions one after another (`repeat`) is a brute
+//! force. Until its evidence is enough an incident is a candidate and raises nothing: one flow
+//! the model finds odd is not an attack. Then it raises one alert, and updates it (the same
 //! `alert_id`, the next `update` number, the evidence so far) at most every `update_interval_s`
 //! while it goes on, and a last time (`final`) when it has been quiet for `incident_idle_s` (no
 //! evaluation counted, and none of its flows open: a one-flow flood evaluated early and next at
@@ -757,17 +757,20 @@ impl AlertEngine {
             }
             if to_flooded {
                 self.count_lone_attempt(ts, flow, score.anomaly, out);
-            } else if reason.is_final()
+            } else if (reason.is_final() || flow.icmp_from_peer)
                 && refused_or_unanswered(flow)
                 && let Some(scan) = self.scan_class
             {
                 // A connection attempt its target refused, or that nothing answered to its end,
                 // is evidence of its source's scan whatever the model scores it: the scan's
-                // minimums (distinct targets, as a grid) decide. Judged at the flow's end only,
-                // so that an answer slow to come over a long link is not taken for silence.
+                // minimums (distinct targets, as a grid) decide. Silence is judged at the flow's
+                // end only, so that an answer slow to come over a long link is not taken for
+                // it; a refusal is final when it comes (a UDP flow ends only when it has been
+                // idle for `flow.udp_timeout_s`).
                 let key = Key::of(Behaviour::Scan, scan, flow);
                 let counting = Counting::Evaluation { before };
                 self.count(key, ts, flow, score.anomaly, counting, out);
+                self.remember(reason, flow, Counted::of(key, flow));
             }
             return;
         }
@@ -816,13 +819,19 @@ impl AlertEngine {
             self.count(scan, ts, flow, score.anomaly, counting, out);
             now.probe = true;
         }
+        self.remember(reason, flow, now);
+    }
+
+    /// Remembers what a flow gave its incident (`now`) until its last evaluation, which is then
+    /// not counted again; the incident stays open meanwhile.
+    fn remember(&mut self, reason: EvalReason, flow: &Flow, now: Counted) {
         if !reason.is_final() && self.counted.len() < self.cfg.max_incidents.saturating_mul(4) {
             let was = self.counted.insert(flow.uid, now).map(|c| c.key);
-            if was != Some(key) {
+            if was != Some(now.key) {
                 if let Some(was) = was {
                     self.set_open(was, false);
                 }
-                self.set_open(key, true);
+                self.set_open(now.key, true);
             }
         }
     }
@@ -1790,6 +1799,28 @@ mod tests {
         );
         assert!(run_scored(&cfg, BENIGN, 0.0, &datagrams(false, true)).is_empty());
         assert!(run_scored(&cfg, BENIGN, 0.0, &datagrams(false, false)).is_empty());
+        // A refusal counts when it comes, once: at an early evaluation, and not again at the
+        // flow's end (a UDP flow's idle timeout later).
+        let mut e = engine(&cfg);
+        let mut out = Vec::new();
+        let refused = datagrams(true, true);
+        for f in &refused {
+            e.offer(f.last, f, EvalReason::Probe, benign, 1.0, &mut out);
+        }
+        assert_eq!(out.len(), 1, "raised at the early evaluations");
+        for f in &refused {
+            e.offer(
+                f.last + 30_000_000,
+                f,
+                EvalReason::Idle,
+                benign,
+                1.0,
+                &mut out,
+            );
+        }
+        e.flush(&mut out);
+        assert_eq!(incidents(&out).len(), 1);
+        assert_eq!(incidents(&out)[0].3, 12, "{:?}", incidents(&out));
     }
 
     #[test]
