@@ -30,11 +30,12 @@
 //! refused, counts towards its source's scan (silence only at its last evaluation: an answer
 //! may be slow to come); and a series of sessions one after another (`repeat`) is a brute
 //! force. Until its evidence is enough an incident is a candidate and raises nothing: one flow
-//! the model finds odd is not an attack. Then it raises one alert, and updates it (the same
-//! `alert_id`, the next `update` number, the evidence so far) at most every `update_interval_s`
-//! while it goes on, and a last time (`final`) when it has been quiet for `incident_idle_s` (no
-//! evaluation counted, and none of its flows open: a one-flow flood evaluated early and next at
-//! its end is one incident). A flow counts once in an incident however often it is evaluated; its
+//! the model finds odd is not an attack (a candidate older than twice the time its minimums take
+//! at their minimum rate starts over, so that old evidence does not dilute a burst). Then it
+//! raises one alert, and updates it (the same `alert_id`, the next `update` number, the
+//! evidence so far) at most every `update_interval_s` while it goes on, and a last time
+//! (`final`) when it has been quiet for `incident_idle_s` (no evaluation counted, and none of its
+//! flows open: a one-flow flood evaluated early and next at its end is one incident). A flow counts once in an incident however often it is evaluated; its
 //! later evaluations add only what it sent since.
 //!
 //! Memory is bounded: `max_incidents` incidents and candidates, the least recently active one
@@ -852,13 +853,7 @@ impl AlertEngine {
             return;
         };
         let key = Key::of(Behaviour::Bruteforce, class, flow);
-        let fresh = !self.incidents.contains_key(&key);
-        if fresh {
-            self.make_room(ts, out);
-            let incident = Incident::new(Behaviour::Bruteforce, key, ts, flow);
-            self.incidents.insert(key, Box::new(incident));
-            self.deadlines.push(Reverse((ts + self.idle(), key)));
-        }
+        self.open_incident(Behaviour::Bruteforce, key, ts, flow, out);
         let Some(incident) = self.incidents.get_mut(&key) else {
             return;
         };
@@ -940,13 +935,7 @@ impl AlertEngine {
         let now = Counted::of(key, flow);
         // A new incident of a key seen before (the last one went quiet and closed): the flow
         // is one of its flows, with what it sent since its last evaluation.
-        let fresh = !self.incidents.contains_key(&key);
-        if fresh {
-            self.make_room(ts, out);
-            self.incidents
-                .insert(key, Box::new(Incident::new(behaviour, key, ts, flow)));
-            self.deadlines.push(Reverse((ts + self.idle(), key)));
-        }
+        let fresh = self.open_incident(behaviour, key, ts, flow, out);
         let Some(incident) = self.incidents.get_mut(&key) else {
             return;
         };
@@ -955,6 +944,53 @@ impl AlertEngine {
             incident.lone += 1;
         }
         self.progress(key, ts, out);
+    }
+
+    /// Makes the incident of `key` if there is none; returns whether it is new. A candidate
+    /// counting evaluations for longer than [`AlertEngine::candidate_life`] without enough
+    /// evidence starts over, new, at this one: its minimums are rates over its time, and a
+    /// trickle of odd flows would otherwise dilute the burst that follows it (a source's lone
+    /// probes, then a scan of 16 ports in a second).
+    fn open_incident(
+        &mut self,
+        behaviour: Behaviour,
+        key: Key,
+        ts: Micros,
+        flow: &Flow,
+        out: &mut Vec<Alert>,
+    ) -> bool {
+        let idle = self.idle();
+        let life = self.candidate_life(behaviour);
+        if let Some(incident) = self.incidents.get_mut(&key) {
+            if incident.raised.is_some() || ts.saturating_sub(incident.first_ts) <= life {
+                return false;
+            }
+            let open = incident.open;
+            **incident = Incident::new(behaviour, key, ts, flow);
+            incident.open = open;
+            return true;
+        }
+        self.make_room(ts, out);
+        self.incidents
+            .insert(key, Box::new(Incident::new(behaviour, key, ts, flow)));
+        self.deadlines.push(Reverse((ts + idle, key)));
+        true
+    }
+
+    /// How long a candidate of `behaviour` gathers evidence before it starts over: twice the
+    /// time its minimums take at their minimum rate (a scan's 8 targets at 1 a second: 16 s),
+    /// at most `incident_idle_s` (a slow DoS's connections have no rate).
+    fn candidate_life(&self, behaviour: Behaviour) -> Micros {
+        let cfg = &self.cfg;
+        let at_least_s = match behaviour {
+            Behaviour::Scan => cfg.scan_min_targets as f64 / cfg.scan_min_targets_per_s,
+            Behaviour::Bruteforce => {
+                cfg.bruteforce_min_sessions as f64 * 60.0 / cfg.bruteforce_min_sessions_per_min
+            }
+            Behaviour::Flood => cfg.flood_min_packets as f64 / cfg.flood_min_packets_per_s,
+            Behaviour::SlowDos | Behaviour::Other => f64::INFINITY,
+        };
+        micros((2.0 * at_least_s.max(1.0)).min(cfg.incident_idle_s))
     }
 
     /// Raises the alert of the incident of `key` once its evidence is enough, or updates it.
@@ -1622,6 +1658,23 @@ mod tests {
             ..AlertConfig::default()
         };
         assert!(run(&cfg, SCAN, &flows).is_empty());
+    }
+
+    #[test]
+    fn a_trickle_of_probes_does_not_hide_the_scan_after_it() {
+        // 5 ports of one host, one every 10 s, then 16 more within a second.
+        let trickle = (0..5u16).map(|i| (1000 + i, u64::from(i) * 10_000_000));
+        let burst = (0..16u16).map(|i| (2000 + i, 45_000_000 + u64::from(i) * 50_000));
+        let flows: Vec<Flow> = trickle
+            .chain(burst)
+            .map(|(port, start)| flow(PROTO_TCP, 9, 1, port, start, false))
+            .collect();
+        let out = run(&AlertConfig::default(), SCAN, &flows);
+        assert_eq!(incidents(&out).len(), 1, "{:?}", incidents(&out));
+        let first = detail(&out[0]);
+        assert_eq!(first.class, "scan");
+        assert!(first.evidence.targets >= Some(8), "{:?}", first.evidence);
+        assert!(first.evidence.window_s < 10.0, "{:?}", first.evidence);
     }
 
     #[test]
