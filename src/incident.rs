@@ -35,8 +35,9 @@
 //! raises one alert, and updates it (the same `alert_id`, the next `update` number, the
 //! evidence so far) at most every `update_interval_s` while it goes on, and a last time
 //! (`final`) when it has been quiet for `incident_idle_s` (no evaluation counted, and none of its
-//! flows open: a one-flow flood evaluated early and next at its end is one incident). A flow counts once in an incident however often it is evaluated; its
-//! later evaluations add only what it sent since.
+//! flows open: a one-flow flood evaluated early and next at its end is one incident). A flow
+//! counts once in an incident however often it is evaluated; its later evaluations add only what
+//! it sent since.
 //!
 //! Memory is bounded: `max_incidents` incidents and candidates, the least recently active one
 //! going first (a candidate dropped, an incident closed), and four times as many flows
@@ -270,11 +271,11 @@ fn is_probe(f: &Flow) -> bool {
 /// (happy eyeballs, preconnects), a scanner's refused and unanswered probes are most of its
 /// probes.
 fn refused_or_unanswered(f: &Flow) -> bool {
-    let refused = f.icmp_from_peer || (f.key.proto == PROTO_TCP && f.bwd.rst > 0);
-    let answered = f.icmp_error || f.synack_seen || f.bwd.pkts > 0;
     f.bwd.payload_bytes == 0
         && match f.key.proto {
             PROTO_TCP => {
+                let refused = f.icmp_from_peer || f.bwd.rst > 0;
+                let answered = f.icmp_error || f.synack_seen || f.bwd.pkts > 0;
                 f.syn_seen && !f.established && f.fwd.payload_bytes == 0 && (refused || !answered)
             }
             // A UDP probe may carry a payload (nmap's for DNS, SNMP, ...).
@@ -749,14 +750,14 @@ impl AlertEngine {
             && unicast(flow.responder)
             && reaches(f64::from(victim_sources), self.cfg.flood_min_sources);
         if score.anomaly < self.threshold {
-            // A lone attempt to a victim that many sources reach counts towards its flood
-            // whatever the model scores it: one SYN from a random address is nothing to score,
-            // a flood of them is (the flood's minimums decide). A multicast or broadcast group
-            // is no victim: many devices announce themselves there.
             if self.cfg.mode != AlertMode::Incident {
                 return;
             }
             if to_flooded {
+                // A lone attempt to a victim that many sources reach counts towards its flood
+                // whatever the model scores it: one SYN from a random address is nothing to
+                // score, a flood of them is (the flood's minimums decide). A multicast or
+                // broadcast group is no victim: many devices announce themselves there.
                 self.count_lone_attempt(ts, flow, score.anomaly, out);
             } else if (reason.is_final() || flow.icmp_from_peer)
                 && refused_or_unanswered(flow)
@@ -959,7 +960,6 @@ impl AlertEngine {
         flow: &Flow,
         out: &mut Vec<Alert>,
     ) -> bool {
-        let idle = self.idle();
         let life = self.candidate_life(behaviour);
         if let Some(incident) = self.incidents.get_mut(&key) {
             if incident.raised.is_some() || ts.saturating_sub(incident.first_ts) <= life {
@@ -973,7 +973,7 @@ impl AlertEngine {
         self.make_room(ts, out);
         self.incidents
             .insert(key, Box::new(Incident::new(behaviour, key, ts, flow)));
-        self.deadlines.push(Reverse((ts + idle, key)));
+        self.deadlines.push(Reverse((ts + self.idle(), key)));
         true
     }
 
