@@ -5,12 +5,15 @@ An alert (one `alert_id`, whatever its updates) TELLS of an attack episode when 
 episode's, it names the episode's attacker (src_ip, alert.source or a flood's top_sources) or, for
 a flood or slow DoS from many sources, the episode's victim, and one of its records (the alert or
 an update) is raised during the episode ([start - 1 s, end + 5 s]; a public capture's episode
-spans the whole capture). The alert whose record comes first detects the episode, at that
-record's time; it is TRUE. An incident that goes on over two attacks of one attacker tells of both
-with its updates. Every other alert is false: a DUPLICATE (it tells of an episode another alert
+spans the whole capture) with evidence from it (the record's last_seen at start - 1 s or
+later: the closing record of an incident that went quiet before the episode tells of nothing in
+it). The alert whose record comes first detects the episode, at that record's time; it is TRUE.
+An incident that goes on over two attacks of one attacker tells of both with its updates. Every other alert is false: a DUPLICATE (it tells of an episode another alert
 told of first), one that names no episode, or one with the wrong class. (Until 2026-12-06 an
 alert counted for at most one episode, the first one its [first_seen, last_seen] overlapped, and
-a second episode told of by the same incident's updates counted as missed.)
+a second episode told of by the same incident's updates counted as missed. Until 2026-12-06
+evening a closing record counted whatever its last_seen, so an incident closed during another
+episode of its attacker told of that episode.)
 
 Per source (a lab setting, or a repository of public captures):
   flows              flows in the source's captures (edgewatch's count)
@@ -92,9 +95,9 @@ def replay(binary, capture, model=None, config=None, timeout=600):
                 a = json.loads(line)
                 d = a["alert"]["context"]["edgewatch"]
                 # Records come in order: the last one stays, with the times of all of them
-                # (the alert itself, then its updates).
+                # (the alert itself, then its updates), each with its evidence's last flow.
                 a["times"] = alerts[d["alert_id"]]["times"] if d["alert_id"] in alerts else []
-                a["times"].append(ts_of(a["timestamp"]))
+                a["times"].append((ts_of(a["timestamp"]), ts_of(d["last_seen"])))
                 alerts[d["alert_id"]] = a
         return int(m.group(2)), alerts, None
 
@@ -123,13 +126,15 @@ def names_episode(a, ep):
 
 def told(a, ep):
     """When alert `a` first told of episode `ep` (None: it did not): its first record raised
-    during the episode, or for a public capture (no start) its first record."""
+    during the episode with evidence from it (its last flow seen then: the closing record of an
+    incident that ended before the episode tells of nothing in it), or for a public capture (no
+    start) its first record."""
     if detail(a)["class"] != ep["class"] or not names_episode(a, ep):
         return None
     if ep.get("start") is None:
-        return a["times"][0]
+        return a["times"][0][0]
     lo, hi = ep["start"] - GRACE_BEFORE, ep["end"] + GRACE_AFTER
-    return next((t for t in a["times"] if lo <= t <= hi), None)
+    return next((t for t, last in a["times"] if lo <= t <= hi and last >= lo), None)
 
 
 def judge(alerts, episodes):
