@@ -209,6 +209,10 @@ pub enum EvalReason {
     Probe,
     /// Every `active_timeout_s` of a long flow.
     Active,
+    /// When the flow's peer refuses it with an ICMP error after its first evaluation: a UDP
+    /// probe refused over a long link (the refusal comes after the probe evaluation), whose
+    /// flow would otherwise be judged again only when it has been idle for `udp_timeout_s`.
+    Refused,
     /// TCP ended (FIN both ways, or RST).
     TcpEnd,
     /// Idle timeout.
@@ -223,7 +227,7 @@ impl EvalReason {
     pub fn is_final(self) -> bool {
         !matches!(
             self,
-            EvalReason::Early | EvalReason::Probe | EvalReason::Active
+            EvalReason::Early | EvalReason::Probe | EvalReason::Active | EvalReason::Refused
         )
     }
 }
@@ -784,12 +788,21 @@ impl FlowTable {
             // router answering a traceroute), and, sharded by another 5-tuple than its packets,
             // it would split with the number of workers. An error about a flow this table does
             // not hold (one direction of traffic seen, or the flow gone) is only counted.
+            // A refusal by the peer after the flow's first evaluation is evaluated when it
+            // comes (within `max_evals_per_flow`, the last kept for the end); one before it is
+            // seen by that first evaluation.
             let (key, _) = FlowKey::of(p);
+            let last_eval = self.max_evals.saturating_sub(1);
             match self.flows.get_mut(&key) {
                 Some(flow) if !flow.closed => {
+                    let refusal = reporter == p.dst && !flow.icmp_from_peer;
                     flow.icmp_error = true;
                     flow.icmp_from_peer |= reporter == p.dst;
                     self.counters.icmp_errors_attributed += 1;
+                    if refusal && flow.evals > 0 && flow.evals < last_eval {
+                        let reason = EvalReason::Refused;
+                        eval_event(flow, order(), reason, &mut self.counters, out);
+                    }
                 }
                 _ => self.counters.icmp_errors_unattributed += 1,
             }
@@ -1209,6 +1222,64 @@ mod tests {
         assert_eq!(flows.len(), 2, "{flows:?}");
         assert!(flows.contains(&(161, true, true)), "{flows:?}");
         assert!(flows.contains(&(33434, true, false)), "{flows:?}");
+    }
+
+    #[test]
+    fn a_refusal_after_the_probe_evaluation_is_evaluated_when_it_comes() {
+        let cfg = Config::default().flow;
+        let mut t = FlowTable::new(&cfg, 100);
+        let mut out = Vec::new();
+        let probe_at = micros(cfg.probe_eval_s);
+        let error = |seq, ts, from: [u8; 4], dport| PacketMeta {
+            seq,
+            kind: PacketKind::IcmpError {
+                reporter: IpAddr::V4(Ipv4Addr::from(from)),
+            },
+            ..PacketMeta::for_test(ts, PROTO_UDP, (A, 40000), (B, dport))
+        };
+        // UDP probes over a long link: the target's port unreachable comes 0.74 s after each,
+        // after its probe evaluation; a router's TTL exceeded does too, and is no refusal.
+        let probes = [(161, B), (33434, [10, 0, 0, 254])];
+        for (i, (dport, _)) in probes.into_iter().enumerate() {
+            let seq = 2 * i as u64;
+            let probe = PacketMeta {
+                seq,
+                ..PacketMeta::for_test(seq, PROTO_UDP, (A, 40000), (B, dport))
+            };
+            t.process(&probe, &mut out);
+        }
+        t.advance(probe_at + 2, &mut out);
+        for (i, (dport, from)) in probes.into_iter().enumerate() {
+            t.process(&error(2 * i as u64 + 1, 740_000, from, dport), &mut out);
+        }
+        // A second error from the target is no news.
+        t.process(&error(5, 800_000, B, 161), &mut out);
+        let seen: Vec<(EvalReason, u16, bool)> = out
+            .iter()
+            .filter_map(|e| match e {
+                FlowEvent::Eval {
+                    reason,
+                    flow,
+                    order,
+                    ..
+                } => Some((*reason, flow.responder_port, order.ts == 740_000)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            seen,
+            vec![
+                (EvalReason::Probe, 161, false),
+                (EvalReason::Probe, 33434, false),
+                (EvalReason::Refused, 161, true),
+            ],
+            "the target's refusal is evaluated when it comes, once"
+        );
+        let refused = out.iter().rev().find_map(|e| match e {
+            FlowEvent::Eval { flow, .. } => Some(*flow),
+            _ => None,
+        });
+        assert!(refused.is_some_and(|f| f.icmp_from_peer && f.evals == 2));
     }
 
     #[test]

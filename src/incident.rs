@@ -28,7 +28,7 @@
 //! own either. Two behaviours count whatever the model scores, each of their flows looking
 //! ordinary: a TCP attempt its target refused or never answered, or a UDP datagram its target
 //! refused, counts towards its source's scan (silence only at its last evaluation: an answer
-//! may be slow to come); and a series of sessions one after another (`repeat`) is a brute
+//! may be slow to come; a refusal when it comes, see `EvalReason::Refused`); and a series of sessions one after another (`repeat`) is a brute
 //! force. Until its evidence is enough an incident is a candidate and raises nothing: one flow
 //! the model finds odd is not an attack (a candidate older than twice the time its minimums take
 //! at their minimum rate starts over, so that old evidence does not dilute a burst). Then it

@@ -330,6 +330,7 @@ fn reason_name(r: EvalReason) -> &'static str {
         EvalReason::Early => "early",
         EvalReason::Probe => "probe",
         EvalReason::Active => "active",
+        EvalReason::Refused => "refused",
         EvalReason::TcpEnd => "tcp_end",
         EvalReason::Idle => "idle",
         EvalReason::Evicted => "evicted",
