@@ -292,10 +292,11 @@ section! {
         update_interval_s: f64 = 10.0 => seconds;
         /// A scan is alerted once its source has probed this many distinct (host, port)
         /// targets, ...
-        scan_min_targets: u64 = 8 => at_least(1);
+        scan_min_targets: u64 = 5 => at_least(1);
         /// ... at this many targets per second or more (over their time, at least a second).
-        /// Targets must also form a grid: many ports of few hosts, few ports of many hosts, or many
-        /// of both (peers each reached on a port of its own are not a scan).
+        /// Targets must also form a grid: ports of one host, one port of many hosts, or as many
+        /// targets as four times the fewer of hosts and ports (peers each reached on a port of
+        /// their own are not a scan).
         scan_min_targets_per_s: f64 = 1.0 => positive;
         /// A brute force: this many sessions from one source to one service that exchanged
         /// data, ...

@@ -488,8 +488,10 @@ impl Incident {
                 reaches(targets, cfg.scan_min_targets)
                     && targets / self.window_s().max(1.0) >= cfg.scan_min_targets_per_s
                     // A grid of hosts x ports, not one port per host: P2P and discovery
-                    // clients reach many peers, each on a port of its own.
-                    && (fewest <= 2.5 || fewest * 4.0 <= targets)
+                    // clients reach many peers, each on a port of its own. One host or one
+                    // port is a grid; two need 8 targets, 5 hosts on 2 ports (clients trying
+                    // server after server, refused) are none.
+                    && (fewest <= 1.5 || fewest * 4.0 <= targets)
             }
             Behaviour::Bruteforce => {
                 self.repeated
@@ -978,7 +980,7 @@ impl AlertEngine {
     }
 
     /// How long a candidate of `behaviour` gathers evidence before it starts over: twice the
-    /// time its minimums take at their minimum rate (a scan's 8 targets at 1 a second: 16 s),
+    /// time its minimums take at their minimum rate (a scan's 5 targets at 1 a second: 10 s),
     /// at most `incident_idle_s` (a slow DoS's connections have no rate).
     fn candidate_life(&self, behaviour: Behaviour) -> Micros {
         let cfg = &self.cfg;
@@ -1499,9 +1501,9 @@ mod tests {
 
     #[test]
     fn probes_the_class_head_calls_flood_count_towards_their_sources_scan() {
-        // 9 connect probes of one host's ports, 0.1 s apart, 3 of them called flood: 6 called
-        // scan are short of scan_min_targets (8), the 9 probes are not.
-        let probes: Vec<Flow> = (0..9u16)
+        // 6 connect probes of one host's ports, 0.1 s apart, 2 of them called flood: 4 called
+        // scan are short of scan_min_targets (5), the 6 probes are not.
+        let probes: Vec<Flow> = (0..6u16)
             .map(|i| flow(PROTO_TCP, 9, 1, 1000 + i, u64::from(i) * 100_000, false))
             .collect();
         let class = |i: usize| if i.is_multiple_of(3) { FLOOD } else { SCAN };
@@ -1516,7 +1518,7 @@ mod tests {
         let (c, s, d) = scan.clone();
         assert_eq!(
             incidents(&run_each(&AlertConfig::default(), &all)),
-            [(c, s, d, 9)]
+            [(c, s, d, 6)]
         );
         let called_scan: Vec<_> = all.iter().filter(|e| e.1 == SCAN).copied().collect();
         assert!(run_each(&AlertConfig::default(), &called_scan).is_empty());
@@ -1527,7 +1529,7 @@ mod tests {
         let (c, s, d) = scan;
         assert_eq!(
             incidents(&run_each(&AlertConfig::default(), &twice)),
-            [(c, s, d, 9)]
+            [(c, s, d, 6)]
         );
     }
 
@@ -1645,6 +1647,20 @@ mod tests {
             })
             .collect();
         assert!(!run(&AlertConfig::default(), SCAN, &sweep).is_empty());
+        // A client trying 5 servers on two ports in turn: fewer targets (7) than four times
+        // the fewer of hosts and ports (2). 5 ports of one host are a scan.
+        let tries: Vec<Flow> = (0..7u16)
+            .map(|i| {
+                let port = if i.is_multiple_of(2) { 443 } else { 8443 };
+                let start = u64::from(i) * 20_000;
+                flow(PROTO_UDP, 9, 100 + (i % 5) as u8, port, start, false)
+            })
+            .collect();
+        assert!(run(&AlertConfig::default(), SCAN, &tries).is_empty());
+        let ports: Vec<Flow> = (0..5u16)
+            .map(|i| flow(PROTO_TCP, 9, 1, 1000 + i, u64::from(i) * 100_000, false))
+            .collect();
+        assert_eq!(run(&AlertConfig::default(), SCAN, &ports).len(), 2);
     }
 
     #[test]
@@ -1673,7 +1689,8 @@ mod tests {
         assert_eq!(incidents(&out).len(), 1, "{:?}", incidents(&out));
         let first = detail(&out[0]);
         assert_eq!(first.class, "scan");
-        assert!(first.evidence.targets >= Some(8), "{:?}", first.evidence);
+        let min = AlertConfig::default().scan_min_targets;
+        assert!(first.evidence.targets >= Some(min), "{:?}", first.evidence);
         assert!(first.evidence.window_s < 10.0, "{:?}", first.evidence);
     }
 
