@@ -431,7 +431,8 @@ impl Pipeline {
         for shard in 0..workers {
             let (tx, rx) = queues.shard.channel::<Batch>();
             shard_txs.push(tx);
-            let table = FlowTable::new(&cfg.flow, cfg.flow.max_flows.div_ceil(workers));
+            let table = FlowTable::new(&cfg.flow, cfg.flow.max_flows.div_ceil(workers))
+                .evaluating_logins_at(cfg.alert.bruteforce_min_logins);
             let report_tx = report_tx.clone();
             let stats = stats.clone();
             let pace = pace.clone();

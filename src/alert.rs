@@ -128,6 +128,11 @@ pub struct Evidence {
     pub sessions: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub sessions_per_min: Option<f64>,
+    /// Brute force: login attempts seen inside those sessions, each session's requests that
+    /// the server answered alike in a row (an estimate: the exchanges before the first
+    /// password are alike too).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub logins: Option<u64>,
     /// Slow DoS: connections held open, and how long and how slowly on average.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub connections: Option<u64>,

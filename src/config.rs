@@ -303,6 +303,13 @@ section! {
         bruteforce_min_sessions: u64 = 4 => at_least(1);
         /// ... at this many sessions per minute or more (over their time, at least a second).
         bruteforce_min_sessions_per_min: f64 = 20.0 => positive;
+        /// A brute force also: this many login attempts in the sessions the model flags as
+        /// one, however few the sessions. A session's attempts are its requests the server
+        /// answered alike in a row (answers of one size, 16 bytes or more; requests within 32
+        /// bytes): refusing password after password, a server gives the same short answer each
+        /// time, encrypted or not. A slow guesser (one password every few seconds, several in
+        /// one SSH connection) makes too few sessions for the session count. 0: off.
+        bruteforce_min_logins: u64 = 6;
         /// A brute force also, whatever the model scores: this many sessions (TCP, data both ways,
         /// at most 60 s each) from one source to one service, one after another (never two at
         /// once), each within `incident_idle_s` of the one before, back to back (connected at

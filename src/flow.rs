@@ -209,6 +209,10 @@ pub enum EvalReason {
     Probe,
     /// Every `active_timeout_s` of a long flow.
     Active,
+    /// When a TCP session's requests answered alike in a row (its login attempts, see
+    /// [`Exchanges`]) reach `alert.bruteforce_min_logins`: a slow password guesser's session
+    /// is judged when its attempts are enough, not when it ends.
+    Logins,
     /// When the flow's peer refuses it with an ICMP error after its first evaluation: a UDP
     /// probe refused over a long link (the refusal comes after the probe evaluation), whose
     /// flow would otherwise be judged again only when it has been idle for `udp_timeout_s`.
@@ -227,7 +231,11 @@ impl EvalReason {
     pub fn is_final(self) -> bool {
         !matches!(
             self,
-            EvalReason::Early | EvalReason::Probe | EvalReason::Active | EvalReason::Refused
+            EvalReason::Early
+                | EvalReason::Probe
+                | EvalReason::Active
+                | EvalReason::Refused
+                | EvalReason::Logins
         )
     }
 }
@@ -274,6 +282,72 @@ pub struct Flow {
     pub icmp_code: u8,
     pub evals: u8,
     pub last_active_eval: Micros,
+    /// Its requests and their answers (TCP).
+    pub exchanges: Exchanges,
+}
+
+/// A TCP session's requests and answers, as far as telling logins apart goes. An exchange is
+/// the client's data up to the server's answer and that answer's data, up to the client's next
+/// data. Two exchanges are alike when the answers are the same size, at least
+/// [`Exchanges::MIN_ANSWER`] bytes, and the requests within [`Exchanges::REQUEST_SLACK`] bytes:
+/// a server refusing password after password gives the same short answer each time, however
+/// the session is encrypted (a password's length moves its request by a cipher block or two).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Exchanges {
+    /// The exchange in progress: the client's bytes, then the server's answer so far.
+    request: u16,
+    answer: u16,
+    /// The last complete exchange.
+    last: (u16, u16),
+    /// Complete exchanges in a row alike, up to the last one, and the most in a row so far.
+    run: u8,
+    most: u8,
+}
+
+impl Exchanges {
+    /// Answers shorter than this (an empty ACK's byte, a 2-byte MQTT PINGRESP) tell nothing.
+    pub const MIN_ANSWER: u16 = 16;
+    /// Requests alike differ by at most this many bytes.
+    pub const REQUEST_SLACK: u16 = 32;
+
+    fn add(&mut self, from_client: bool, payload: u16) {
+        if payload == 0 {
+            return;
+        }
+        if from_client {
+            if self.answer > 0 {
+                self.close();
+            }
+            self.request = self.request.saturating_add(payload);
+        } else if self.request > 0 {
+            self.answer = self.answer.saturating_add(payload);
+        }
+    }
+
+    fn close(&mut self) {
+        let now = (self.request, self.answer);
+        self.run = if Self::alike(self.last, now) {
+            self.run.saturating_add(1)
+        } else {
+            1
+        };
+        self.most = self.most.max(self.run);
+        self.last = now;
+        (self.request, self.answer) = (0, 0);
+    }
+
+    fn alike((req_a, ans_a): (u16, u16), (req_b, ans_b): (u16, u16)) -> bool {
+        ans_a == ans_b && ans_a >= Self::MIN_ANSWER && req_a.abs_diff(req_b) <= Self::REQUEST_SLACK
+    }
+
+    /// The most exchanges in a row alike, the one in progress counted when it has an answer.
+    pub fn most_alike(&self) -> u8 {
+        let mut done = *self;
+        if done.answer > 0 {
+            done.close();
+        }
+        done.most
+    }
 }
 
 impl Flow {
@@ -591,6 +665,8 @@ pub struct FlowTable {
     emergency: bool,
     early_eval_packets: u32,
     max_evals: u8,
+    /// Login attempts in a row at which a session is evaluated (0: never for that).
+    login_eval: u8,
     now: Micros,
     pub counters: FlowCounters,
 }
@@ -628,9 +704,17 @@ impl FlowTable {
             emergency: false,
             early_eval_packets: cfg.early_eval_packets,
             max_evals: cfg.max_evals_per_flow.max(1),
+            login_eval: 0,
             now: 0,
             counters: FlowCounters::default(),
         }
+    }
+
+    /// Evaluates a TCP session when its login attempts (requests answered alike in a row,
+    /// [`Exchanges`]) reach `attempts` (0: never for that; at most 255).
+    pub fn evaluating_logins_at(mut self, attempts: u64) -> FlowTable {
+        self.login_eval = u8::try_from(attempts).unwrap_or(u8::MAX);
+        self
     }
 
     /// Whether the table is in emergency mode (shorter idle timeouts under a flood).
@@ -827,11 +911,16 @@ impl FlowTable {
                 .slot_mut(slot)
                 .expect("a found slot holds its flow");
             if !flow.closed {
+                let logins_before = flow.exchanges.most_alike();
                 let ended = update(flow, p);
-                let reached_early = (flow.evals == 0
-                    || flow.evals < self.max_evals.saturating_sub(1))
+                let more_evals = flow.evals < self.max_evals.saturating_sub(1);
+                let reached_early = (flow.evals == 0 || more_evals)
                     && u64::from(flow.packets())
                         == early_eval_at(self.early_eval_packets, flow.evals);
+                let reached_logins = self.login_eval > 0
+                    && more_evals
+                    && logins_before < self.login_eval
+                    && flow.exchanges.most_alike() >= self.login_eval;
                 if ended {
                     flow.closed = true;
                     eval_event(flow, order(), EvalReason::TcpEnd, &mut self.counters, out);
@@ -839,6 +928,8 @@ impl FlowTable {
                     self.push_timer(Reverse((next, uid, slot)));
                 } else if reached_early {
                     eval_event(flow, order(), EvalReason::Early, &mut self.counters, out);
+                } else if reached_logins {
+                    eval_event(flow, order(), EvalReason::Logins, &mut self.counters, out);
                 }
                 return;
             }
@@ -1022,6 +1113,7 @@ impl Flow {
             icmp_code: 0,
             evals: 0,
             last_active_eval: start,
+            exchanges: Exchanges::default(),
         }
     }
 }
@@ -1043,6 +1135,7 @@ fn update(flow: &mut Flow, p: &PacketMeta) -> bool {
     if p.proto != PROTO_TCP {
         return false;
     }
+    flow.exchanges.add(fwd, p.payload_len);
     let fins_before = flow.fwd.fin > 0 && flow.bwd.fin > 0;
     let f = p.tcp_flags;
     let syn = f & tcp_flags::SYN != 0;
@@ -1059,6 +1152,19 @@ fn update(flow: &mut Flow, p: &PacketMeta) -> bool {
     }
     // FIN both ways ends the flow with the ACK of the second FIN (or at the closed timeout).
     fins_before && ack && f & tcp_flags::FIN == 0
+}
+
+#[cfg(test)]
+impl Exchanges {
+    /// A session's exchanges with `n` refusals in a row (84-byte requests, 44-byte answers).
+    pub(crate) fn refused_in_a_row(n: u8) -> Exchanges {
+        let mut x = Exchanges::default();
+        for _ in 0..n {
+            x.add(true, 84);
+            x.add(false, 44);
+        }
+        x
+    }
 }
 
 /// Flows built by hand for the tests of the stages after the flow table.
@@ -1222,6 +1328,83 @@ mod tests {
         assert_eq!(flows.len(), 2, "{flows:?}");
         assert!(flows.contains(&(161, true, true)), "{flows:?}");
         assert!(flows.contains(&(33434, true, false)), "{flows:?}");
+    }
+
+    #[test]
+    fn alike_answers_in_a_row_are_counted_as_logins() {
+        let count = |exchanges: &[(u16, u16)]| {
+            let mut x = Exchanges::default();
+            for &(request, answer) in exchanges {
+                x.add(true, request);
+                x.add(false, answer);
+            }
+            x.most_alike()
+        };
+        // An SSH client guessing passwords: key exchange, then a 44-byte refusal to each
+        // password (a longer password a block longer), the last one still unanswered.
+        let mut guesses = vec![(23, 41), (904, 1660), (48, 524), (60, 44)];
+        guesses.extend([84, 84, 100, 84, 84].map(|request| (request, 44)));
+        assert_eq!(count(&guesses), 6);
+        let mut x = Exchanges::default();
+        x.add(true, 84);
+        assert_eq!(x.most_alike(), 0, "a request with no answer is no exchange");
+        // MQTT keep-alives: 2-byte answers tell nothing.
+        assert_eq!(count(&[(2, 2); 10]), 1);
+        // A session whose answers differ (a shell, a web page each time).
+        assert_eq!(count(&[(36, 36), (40, 1200), (36, 600), (52, 36)]), 1);
+        // A request split over packets, and an answer too, are one exchange each.
+        let mut x = Exchanges::default();
+        for _ in 0..3 {
+            x.add(true, 40);
+            x.add(true, 44);
+            x.add(false, 20);
+            x.add(false, 24);
+        }
+        assert_eq!(x.most_alike(), 3);
+    }
+
+    #[test]
+    fn a_session_is_evaluated_when_its_logins_reach_the_minimum() {
+        let cfg = Config::default().flow;
+        let mut t = FlowTable::new(&cfg, 100).evaluating_logins_at(4);
+        let mut out = Vec::new();
+        let mut seq = 0;
+        let mut send =
+            |t: &mut FlowTable, out: &mut Vec<FlowEvent>, from_client, payload, flags| {
+                seq += 1;
+                let ts = seq * 100_000;
+                let p = if from_client {
+                    pkt(ts, seq, A, 40022, B, 22, flags)
+                } else {
+                    pkt(ts, seq, B, 22, A, 40022, flags)
+                };
+                t.process(
+                    &PacketMeta {
+                        payload_len: payload,
+                        ..p
+                    },
+                    out,
+                );
+            };
+        send(&mut t, &mut out, true, 0, SYN);
+        send(&mut t, &mut out, false, 0, SYN | ACK);
+        send(&mut t, &mut out, true, 0, ACK);
+        for _ in 0..6 {
+            send(&mut t, &mut out, true, 84, ACK);
+            send(&mut t, &mut out, false, 44, ACK);
+        }
+        let logins: Vec<u8> = out
+            .iter()
+            .filter_map(|e| match e {
+                FlowEvent::Eval {
+                    reason: EvalReason::Logins,
+                    flow,
+                    ..
+                } => Some(flow.exchanges.most_alike()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(logins, vec![4], "evaluated once, at the 4th answer");
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //! | behaviour | incident of | alert when (`[alert]` settings) |
 //! |---|---|---|
 //! | scan | a source | `scan_min_targets` distinct (host, port) probed at `scan_min_targets_per_s`, as a grid (few hosts or few ports, or hosts x ports); TCP probes of any class count too, and attempts their target refused (or TCP ones it never answered) whatever the model scores |
-//! | bruteforce | a source at one service (host, port) | `bruteforce_min_sessions` sessions that exchanged data at `bruteforce_min_sessions_per_min`; or, whatever the model scores, `bruteforce_repeat_min_sessions` sessions one after another, back to back and alike (`repeat`) |
+//! | bruteforce | a source at one service (host, port) | `bruteforce_min_sessions` sessions that exchanged data at `bruteforce_min_sessions_per_min`; or `bruteforce_min_logins` login attempts in those sessions (requests answered alike in a row, `flow::Exchanges`); or, whatever the model scores, `bruteforce_repeat_min_sessions` sessions one after another, back to back and alike (`repeat`) |
 //! | flood | a victim, whoever sends | `flood_min_flows` flows (or `flood_min_packets` packets of UDP/ICMP), at `flood_min_packets_per_s` or more |
 //! | flood of lone attempts | a victim | `flood_min_sources` sources, `flood_min_flows` flows at `flood_min_packets_per_s` |
 //! | slowdos | a victim's TCP service | `slowdos_min_connections` connections |
@@ -63,7 +63,7 @@ use crate::fasthash::FastMap;
 use crate::flow::{EvalReason, Flow, Outcome};
 use crate::model::{ModelInfo, Score};
 use crate::packet::{Micros, PROTO_TCP, PROTO_UDP, proto_name};
-use crate::repeat::{Repeats, Series};
+use crate::repeat::{self, Repeats, Series};
 
 /// What an incident is about, from the model's class name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -141,7 +141,7 @@ struct TopSlot {
 }
 
 /// What an incident keeps of its first flow: the record's `flow_id`, ports, VLAN and
-/// Community ID come from it. 56 bytes, against 304 for a whole [`Flow`]: a flood of spoofed
+/// Community ID come from it. 56 bytes, against 312 for a whole [`Flow`]: a flood of spoofed
 /// sources makes thousands of candidates.
 #[derive(Clone, Copy, Debug)]
 struct First {
@@ -207,6 +207,8 @@ struct Incident {
     sources: Distinct<8>,
     unanswered: u64,
     sessions: u64,
+    /// Login attempts in those sessions: each session's requests answered alike in a row.
+    logins: u64,
     /// TCP connections established (handshake completed): what a slow DoS holds. A SYN flood's
     /// half-open attempts are not held connections.
     held: u64,
@@ -294,6 +296,8 @@ struct Counted {
     unanswered: bool,
     session: bool,
     held: bool,
+    /// A session's requests answered alike in a row (`Exchanges`): its login attempts.
+    logins: u8,
     /// Given, the same, to its source's scan too: a probe of another class (in a byte of
     /// padding, so a probe needs no entry of its own).
     probe: bool,
@@ -310,6 +314,7 @@ impl Counted {
             unanswered: false,
             session: false,
             held: false,
+            logins: 0,
             probe: false,
         }
     }
@@ -343,6 +348,12 @@ impl Counted {
             unanswered: !matches!(f.outcome(), Outcome::TcpEstablished | Outcome::Answered),
             session: f.established && f.fwd.payload_bytes > 0 && f.bwd.payload_bytes > 0,
             held: f.established,
+            // A long session's alike exchanges are keep-alives and polls, not logins.
+            logins: if f.last.saturating_sub(f.start) <= repeat::SHORT {
+                f.exchanges.most_alike()
+            } else {
+                0
+            },
             ..self
         }
     }
@@ -374,6 +385,7 @@ impl Incident {
             sources: Distinct::default(),
             unanswered: 0,
             sessions: 0,
+            logins: 0,
             held: 0,
             lone: 0,
             open: 0,
@@ -427,6 +439,8 @@ impl Incident {
             .saturating_sub(u64::from(before.unanswered));
         self.sessions =
             (self.sessions + u64::from(now.session)).saturating_sub(u64::from(before.session));
+        self.logins =
+            (self.logins + u64::from(now.logins)).saturating_sub(u64::from(before.logins));
         self.held = (self.held + u64::from(now.held)).saturating_sub(u64::from(before.held));
         self.count_source(f.initiator, new_pkts[0] + new_pkts[1]);
     }
@@ -495,6 +509,7 @@ impl Incident {
             }
             Behaviour::Bruteforce => {
                 self.repeated
+                    || (cfg.bruteforce_min_logins > 0 && self.logins >= cfg.bruteforce_min_logins)
                     || (self.sessions >= cfg.bruteforce_min_sessions
                         && self.sessions as f64 * 60.0 / self.window_s().max(1.0)
                             >= cfg.bruteforce_min_sessions_per_min)
@@ -542,6 +557,7 @@ impl Incident {
                 e.sessions_per_min = Some(round3(
                     self.sessions as f64 * 60.0 / self.window_s().max(1.0),
                 ));
+                e.logins = Some(self.logins);
             }
             Behaviour::Flood => {
                 e.packets_per_s = Some(round3(self.packets_per_s()));
@@ -1248,7 +1264,7 @@ fn micros(s: f64) -> Micros {
 mod tests {
     use super::*;
     use crate::config::AlertConfig;
-    use crate::flow::DirStats;
+    use crate::flow::{DirStats, Exchanges};
     use crate::model::ModelInfo;
     use crate::packet::PROTO_UDP;
     use std::collections::{HashMap, HashSet};
@@ -1717,6 +1733,38 @@ mod tests {
             .map(|i| flow(PROTO_TCP, 9, 1, 22, u64::from(i) * 200_000, false))
             .collect();
         assert!(run(&cfg, BRUTE, &probes).is_empty());
+    }
+
+    #[test]
+    fn passwords_refused_in_one_session_are_a_brute_force() {
+        let cfg = AlertConfig::default();
+        // One SSH session of 14 s, flagged: 6 requests refused alike in a row.
+        let session = |refused: u8, start: Micros| Flow {
+            last: start + 14_000_000,
+            exchanges: Exchanges::refused_in_a_row(refused),
+            ..flow(PROTO_TCP, 9, 1, 22, start, true)
+        };
+        let out = run(&cfg, BRUTE, &[session(6, 0)]);
+        assert_eq!(incidents(&out).len(), 1, "{out:?}");
+        let e = &detail(&out[0]).evidence;
+        assert_eq!((e.sessions, e.logins), (Some(1), Some(6)));
+        // 5 are not enough, nor are 6 the model does not flag, nor 6 in a session of minutes
+        // (keep-alives answered alike).
+        assert!(run(&cfg, BRUTE, &[session(5, 0)]).is_empty());
+        assert!(run_scored(&cfg, BENIGN, 0.0, &[session(6, 0)]).is_empty());
+        let long = Flow {
+            last: 300_000_000,
+            ..session(6, 0)
+        };
+        assert!(run(&cfg, BRUTE, &[long]).is_empty());
+        // Three at a time in two sessions side by side (a guesser over a long link).
+        let out = run(&cfg, BRUTE, &[session(3, 0), session(3, 1_000)]);
+        assert_eq!(detail(&out[0]).evidence.logins, Some(6));
+        let off = AlertConfig {
+            bruteforce_min_logins: 0,
+            ..cfg
+        };
+        assert!(run(&off, BRUTE, &[session(6, 0)]).is_empty());
     }
 
     /// `n` sessions to ssh, each `len` µs long, one starting every `every` µs, with `fwd`

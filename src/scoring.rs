@@ -331,6 +331,7 @@ fn reason_name(r: EvalReason) -> &'static str {
         EvalReason::Probe => "probe",
         EvalReason::Active => "active",
         EvalReason::Refused => "refused",
+        EvalReason::Logins => "logins",
         EvalReason::TcpEnd => "tcp_end",
         EvalReason::Idle => "idle",
         EvalReason::Evicted => "evicted",

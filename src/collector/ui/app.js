@@ -16,7 +16,7 @@ const COLORS = ["#2458c6", "#d9480f", "#2b8a3e", "#862e9c", "#e8590c", "#0b7285"
 const EVIDENCE = [
   ["window_s", "window", " s"], ["flows", "flows"], ["targets", "targets"], ["hosts", "hosts"],
   ["ports", "ports"], ["unanswered", "unanswered"], ["sessions", "sessions"],
-  ["sessions_per_min", "sessions/min"], ["connections", "connections"],
+  ["sessions_per_min", "sessions/min"], ["logins", "logins"], ["connections", "connections"],
   ["mean_duration_s", "mean duration", " s"], ["mean_bytes_per_s", "mean bytes/s"],
   ["packets_per_s", "packets/s"], ["bytes_per_s", "bytes/s"], ["sources", "sources"],
 ];
