@@ -33,7 +33,8 @@
 //! the model finds odd is not an attack (a candidate older than twice the time its minimums take
 //! at their minimum rate starts over, so that old evidence does not dilute a burst). Then it
 //! raises one alert, and updates it (the same `alert_id`, the next `update` number, the
-//! evidence so far) at most every `update_interval_s` while it goes on, and a last time
+//! evidence so far) at most every `update_interval_s` while it goes on (a flood's sooner when a
+//! new source has sent `flood_min_packets` on its own), and a last time
 //! (`final`) when it has been quiet for `incident_idle_s` (no evaluation counted, and none of its
 //! flows open: a one-flow flood evaluated early and next at its end is one incident). A flow
 //! counts once in an incident however often it is evaluated; its later evaluations add only what
@@ -126,6 +127,8 @@ struct Raised {
     at: Micros,
     flows: u64,
     packets: u64,
+    /// The top sources the last record named.
+    named: [Option<IpAddr>; TOP_SOURCES],
 }
 
 /// Sources tracked for a flood's `top_sources` (space-saving: the counts are estimates).
@@ -582,6 +585,23 @@ impl Incident {
         e
     }
 
+    /// The top sources a record names now.
+    fn named_sources(&self) -> [Option<IpAddr>; TOP_SOURCES] {
+        let mut named = [None; TOP_SOURCES];
+        for (n, s) in named.iter_mut().zip(&self.top) {
+            *n = s.ip.filter(|_| s.count - s.error >= 2);
+        }
+        named
+    }
+
+    /// Whether a top source that the last record did not name has sent `packets` for sure: a
+    /// flood's worth on its own.
+    fn newcomer(&self, named: &[Option<IpAddr>; TOP_SOURCES], packets: u64) -> bool {
+        self.top.iter().any(|s| {
+            s.ip.is_some_and(|ip| !named.contains(&Some(ip))) && s.count - s.error >= packets
+        })
+    }
+
     fn top_sources(&self) -> Vec<TopSource> {
         // What a source sent for sure. Sources with a packet or so each (spoofed ones) leave
         // nothing sure above their floor: no top source is named then.
@@ -809,6 +829,7 @@ impl AlertEngine {
                 at: ts,
                 flows: 1,
                 packets: one.packets(),
+                named: one.named_sources(),
             });
             if self.take_token(ts) {
                 self.counters.alerts_emitted += 1;
@@ -1023,7 +1044,13 @@ impl AlertEngine {
                 self.counters.flows_aggregated += 1;
                 let due = ts >= r.at + micros(self.cfg.update_interval_s);
                 let grew = incident.flows > r.flows || incident.packets() > r.packets;
-                if due && grew {
+                // A flood's new source that sends a flood's worth on its own is news (a second
+                // attacker): told a second after the last record at the soonest, not at the
+                // next interval. Spoofed sources each send too little to be one.
+                let joined = incident.behaviour == Behaviour::Flood
+                    && ts >= r.at + 1_000_000
+                    && incident.newcomer(&r.named, self.cfg.flood_min_packets);
+                if (due && grew) || joined {
                     self.update(key, ts, false, out);
                 }
             }
@@ -1119,6 +1146,7 @@ impl AlertEngine {
             at: ts,
             flows: incident.flows,
             packets: incident.packets(),
+            named: incident.named_sources(),
         });
         self.counters.alerts_emitted += 1;
         let record = self.record(&self.incidents[&key], ts, false);
@@ -1134,7 +1162,8 @@ impl AlertEngine {
         let Some(incident) = self.incidents.get_mut(&key) else {
             return;
         };
-        let (flows, packets) = (incident.flows, incident.packets());
+        let (flows, packets, named) =
+            (incident.flows, incident.packets(), incident.named_sources());
         let Some(r) = &mut incident.raised else {
             return;
         };
@@ -1142,6 +1171,7 @@ impl AlertEngine {
         r.at = ts;
         r.flows = flows;
         r.packets = packets;
+        r.named = named;
         self.counters.alert_updates += 1;
         let record = self.record(&self.incidents[&key], ts, last);
         out.push(record);
@@ -1973,6 +2003,39 @@ mod tests {
         }
         e.flush(&mut out);
         assert!(out.is_empty(), "one connection is not a slow DoS");
+    }
+
+    #[test]
+    fn a_second_source_flooding_the_same_victim_is_told_at_once() {
+        // Source 9 floods UDP/53 of host 1 with a flow of 1,000 packets every 0.1 s; 2 s in,
+        // source 8 joins with flows of the same size. Spoofed sources (one packet each) join
+        // too: they tell nothing.
+        let burst = |src: u8, port: u16, i: u64, pkts: u32| {
+            let mut f = flow(PROTO_UDP, src, 1, port, i * 100_000, false);
+            f.fwd.pkts = pkts;
+            f
+        };
+        let mut flows: Vec<Flow> = (0..40).map(|i| burst(9, 53, i, 1000)).collect();
+        flows.extend((20..40).map(|i| burst(100 + i as u8, 53, i, 1)));
+        flows.extend((20..40).map(|i| burst(8, 5353, i, 1000)));
+        flows.sort_by_key(|f| f.last);
+        let out = run(&AlertConfig::default(), FLOOD, &flows);
+        let named = |a: &Alert, src: u8| {
+            let ip = ip(src).to_string();
+            detail(a).evidence.top_sources.iter().any(|s| s.ip == ip)
+        };
+        let first = out.iter().find(|a| named(a, 8)).expect("source 8 named");
+        assert!(
+            detail(first).update >= 1 && !detail(first).last,
+            "{first:?}"
+        );
+        // Packet time starts at 0 here: the records' times compare as strings.
+        let at = &first.timestamp;
+        assert!(
+            *at >= eve_time(2_000_000) && *at < eve_time(3_000_000),
+            "told at {at}, not at the next 10 s update"
+        );
+        assert!(out.iter().all(|a| !named(a, 120)), "a spoofed source named");
     }
 
     #[test]
