@@ -305,8 +305,8 @@ section! {
         bruteforce_min_sessions: u64 = 4 => at_least(1);
         /// ... at this many sessions per minute or more (over their time, at least a second).
         bruteforce_min_sessions_per_min: f64 = 20.0 => positive;
-        /// A brute force also: this many login attempts in the sessions the model flags as
-        /// one, however few the sessions. A session's attempts are its requests the server
+        /// A brute force also: this many login attempts in the sessions (of at most 60 s) the
+        /// model flags as one, however few the sessions. A session's attempts are its requests the server
         /// answered alike in a row (answers of one size, 16 bytes or more; requests within 32
         /// bytes): refusing password after password, a server gives the same short answer each
         /// time, encrypted or not. A slow guesser (one password every few seconds, several in

@@ -1341,7 +1341,8 @@ mod tests {
             x.most_alike()
         };
         // An SSH client guessing passwords: key exchange, then a 44-byte refusal to each
-        // password (a longer password a block longer), the last one still unanswered.
+        // password (a longer password a block longer); the last exchange, answered, is still
+        // open (no request after it) and counts.
         let mut guesses = vec![(23, 41), (904, 1660), (48, 524), (60, 44)];
         guesses.extend([84, 84, 100, 84, 84].map(|request| (request, 44)));
         assert_eq!(count(&guesses), 6);

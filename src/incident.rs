@@ -28,17 +28,18 @@
 //! own either. Two behaviours count whatever the model scores, each of their flows looking
 //! ordinary: a TCP attempt its target refused or never answered, or a UDP datagram its target
 //! refused, counts towards its source's scan (silence only at its last evaluation: an answer
-//! may be slow to come; a refusal when it comes, see `EvalReason::Refused`); and a series of sessions one after another (`repeat`) is a brute
-//! force. Until its evidence is enough an incident is a candidate and raises nothing: one flow
-//! the model finds odd is not an attack (a candidate older than twice the time its minimums take
-//! at their minimum rate starts over, so that old evidence does not dilute a burst). Then it
-//! raises one alert, and updates it (the same `alert_id`, the next `update` number, the
-//! evidence so far) at most every `update_interval_s` while it goes on (a flood's sooner when a
-//! new source has sent `flood_min_packets` on its own), and a last time
-//! (`final`) when it has been quiet for `incident_idle_s` (no evaluation counted, and none of its
-//! flows open: a one-flow flood evaluated early and next at its end is one incident). A flow
-//! counts once in an incident however often it is evaluated; its later evaluations add only what
-//! it sent since.
+//! may be slow to come; a refusal when it comes, see `EvalReason::Refused`); and a series of
+//! sessions one after another (`repeat`) is a brute force. A session the model flags as a brute
+//! force also counts the passwords tried inside it (`flow::Exchanges`). Until its evidence is
+//! enough an incident is a candidate and raises nothing: one flow the model finds odd is not an
+//! attack (a candidate older than twice the time its minimums take at their minimum rate starts
+//! over, so that old evidence does not dilute a burst). Then it raises one alert, and updates it
+//! (the same `alert_id`, the next `update` number, the evidence so far) at most every
+//! `update_interval_s` while it goes on (a flood's sooner when a new source has sent
+//! `flood_min_packets` on its own), and a last time (`final`) when it has been quiet for
+//! `incident_idle_s` (no evaluation counted, and none of its flows open: a one-flow flood
+//! evaluated early and next at its end is one incident). A flow counts once in an incident
+//! however often it is evaluated; its later evaluations add only what it sent since.
 //!
 //! Memory is bounded: `max_incidents` incidents and candidates, the least recently active one
 //! going first (a candidate dropped, an incident closed), and four times as many flows
@@ -506,8 +507,8 @@ impl Incident {
                     && targets / self.window_s().max(1.0) >= cfg.scan_min_targets_per_s
                     // A grid of hosts x ports, not one port per host: P2P and discovery
                     // clients reach many peers, each on a port of its own. One host or one
-                    // port is a grid; two need 8 targets, 5 hosts on 2 ports (clients trying
-                    // server after server, refused) are none.
+                    // port is a grid; two hosts (or ports) need 8 targets, and 5 hosts on 2
+                    // ports (a client trying server after server, refused) are none.
                     && (fewest <= 1.5 || fewest * 4.0 <= targets)
             }
             Behaviour::Bruteforce => {
