@@ -198,6 +198,12 @@ fn early_eval_at(early: u32, evals: u8) -> u64 {
         .unwrap_or(u64::MAX)
 }
 
+/// Whether a flow with `evals` evaluations may have one more before its final one, which is
+/// kept for its end: at most `max_evals` in all.
+fn evals_left(evals: u8, max_evals: u8) -> bool {
+    evals < max_evals.saturating_sub(1)
+}
+
 /// Why a flow is being evaluated.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EvalReason {
@@ -792,7 +798,6 @@ impl FlowTable {
     pub fn advance(&mut self, now: Micros, out: &mut Vec<FlowEvent>) {
         self.now = self.now.max(now);
         let (probe, active) = (self.timeouts.probe, self.timeouts.active);
-        let last_eval = self.max_evals.saturating_sub(1);
         while let Some(&Reverse((due, hash, slot))) = self.timers.peek() {
             if due > self.now {
                 break;
@@ -829,7 +834,7 @@ impl FlowTable {
                 eval_event(flow, order, EvalReason::Probe, &mut self.counters, out);
             } else if flow.last_active_eval + active <= due {
                 flow.last_active_eval = due;
-                if flow.evals < last_eval {
+                if evals_left(flow.evals, self.max_evals) {
                     eval_event(flow, order, EvalReason::Active, &mut self.counters, out);
                 }
             }
@@ -876,14 +881,13 @@ impl FlowTable {
             // comes (within `max_evals_per_flow`, the last kept for the end); one before it is
             // seen by that first evaluation.
             let (key, _) = FlowKey::of(p);
-            let last_eval = self.max_evals.saturating_sub(1);
             match self.flows.get_mut(&key) {
                 Some(flow) if !flow.closed => {
                     let refusal = reporter == p.dst && !flow.icmp_from_peer;
                     flow.icmp_error = true;
                     flow.icmp_from_peer |= reporter == p.dst;
                     self.counters.icmp_errors_attributed += 1;
-                    if refusal && flow.evals > 0 && flow.evals < last_eval {
+                    if refusal && flow.evals > 0 && evals_left(flow.evals, self.max_evals) {
                         let reason = EvalReason::Refused;
                         eval_event(flow, order(), reason, &mut self.counters, out);
                     }
@@ -911,16 +915,18 @@ impl FlowTable {
                 .slot_mut(slot)
                 .expect("a found slot holds its flow");
             if !flow.closed {
-                let logins_before = flow.exchanges.most_alike();
+                // Only a TCP packet with data can add an exchange.
+                let watch_logins = self.login_eval > 0 && p.payload_len > 0;
+                let logins_before = watch_logins.then(|| flow.exchanges.most_alike());
                 let ended = update(flow, p);
-                let more_evals = flow.evals < self.max_evals.saturating_sub(1);
+                let more_evals = evals_left(flow.evals, self.max_evals);
                 let reached_early = (flow.evals == 0 || more_evals)
                     && u64::from(flow.packets())
                         == early_eval_at(self.early_eval_packets, flow.evals);
-                let reached_logins = self.login_eval > 0
-                    && more_evals
-                    && logins_before < self.login_eval
-                    && flow.exchanges.most_alike() >= self.login_eval;
+                let reached_logins = more_evals
+                    && logins_before.is_some_and(|before| {
+                        before < self.login_eval && flow.exchanges.most_alike() >= self.login_eval
+                    });
                 if ended {
                     flow.closed = true;
                     eval_event(flow, order(), EvalReason::TcpEnd, &mut self.counters, out);
