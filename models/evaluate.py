@@ -113,7 +113,12 @@ def named(a):
 
 
 def names_episode(a, ep):
-    """Whether alert `a` names episode `ep`'s attacker or victim (class and time aside)."""
+    """Whether alert `a` names episode `ep`'s attacker or victim (class and time aside), and
+    its victim if the alert has one: an alert about the attacker's IPv4 address does not tell
+    of its attack on the victim's IPv6 address."""
+    victims = set(ep["victims"])
+    if "*" not in victims and a.get("dest_ip") is not None and a["dest_ip"] not in victims:
+        return False
     attackers = set(ep["attackers"])
     if "*" in attackers:
         names = a.get("dest_ip") in ep["victims"]
