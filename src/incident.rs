@@ -39,7 +39,10 @@
 //! `flood_min_packets` on its own), and a last time (`final`) when it has been quiet for
 //! `incident_idle_s` (no evaluation counted, and none of its flows open: a one-flow flood
 //! evaluated early and next at its end is one incident). A flow counts once in an incident
-//! however often it is evaluated; its later evaluations add only what it sent since.
+//! however often it is evaluated; its later evaluations add only what it sent since. A flow that
+//! has shown nothing since the evaluation that counted it (no packet, no refusal) keeps that
+//! verdict: its next evaluation (its idle end, usually) counts only where it counted, whatever
+//! the model makes of it in its endpoints' context of then.
 //!
 //! Memory is bounded: `max_incidents` incidents and candidates, the least recently active one
 //! going first (a candidate dropped, an incident closed), and four times as many flows
@@ -302,6 +305,8 @@ struct Counted {
     held: bool,
     /// A session's requests answered alike in a row (`Exchanges`): its login attempts.
     logins: u8,
+    /// Its peer had refused it with an ICMP error.
+    refused: bool,
     /// Given, the same, to its source's scan too: a probe of another class (in a byte of
     /// padding, so a probe needs no entry of its own).
     probe: bool,
@@ -319,6 +324,7 @@ impl Counted {
             session: false,
             held: false,
             logins: 0,
+            refused: false,
             probe: false,
         }
     }
@@ -358,8 +364,14 @@ impl Counted {
             } else {
                 0
             },
+            refused: f.icmp_from_peer,
             ..self
         }
+    }
+
+    /// Whether the flow has shown nothing since it gave this: no packet either way, no refusal.
+    fn unchanged(self, f: &Flow) -> bool {
+        self.pkts == [f.fwd.pkts, f.bwd.pkts] && self.refused == f.icmp_from_peer
     }
 }
 
@@ -785,6 +797,14 @@ impl AlertEngine {
         } else {
             self.counted.get(&flow.uid).copied()
         };
+        // A flow that has shown nothing since the evaluation that counted it keeps that
+        // verdict: judged again (at its idle end, usually) it is judged by its endpoints' context
+        // of now, and a lone datagram of a flood that has ended would be a probe of the scan its
+        // source runs next. It counts only where it counted (its last evaluation closes it there).
+        let scan_of_source = self.scan_class.map(|s| Key::of(Behaviour::Scan, s, flow));
+        let settled_elsewhere = |key: Key| {
+            before.is_some_and(|b| b.unchanged(flow) && b.share(key, scan_of_source).is_none())
+        };
         let to_flooded = lone_attempt(flow)
             && unicast(flow.responder)
             && reaches(f64::from(victim_sources), self.cfg.flood_min_sources);
@@ -809,6 +829,9 @@ impl AlertEngine {
                 // it; a refusal is final when it comes (a UDP flow ends only when it has been
                 // idle for `flow.udp_timeout_s`).
                 let key = Key::of(Behaviour::Scan, scan, flow);
+                if settled_elsewhere(key) {
+                    return;
+                }
                 let counting = Counting::Evaluation { before };
                 self.count(key, ts, flow, score.anomaly, counting, out);
                 self.remember(reason, flow, Counted::of(key, flow));
@@ -836,6 +859,9 @@ impl AlertEngine {
                 self.counters.alerts_emitted += 1;
                 out.push(self.record(&one, ts, true));
             }
+            return;
+        }
+        if settled_elsewhere(key) {
             return;
         }
         if behaviour == Behaviour::Scan
@@ -1599,6 +1625,46 @@ mod tests {
                 Some(ip(1).to_string()),
                 20
             )]
+        );
+    }
+
+    #[test]
+    fn a_flow_that_showed_nothing_new_keeps_its_verdict() {
+        // A UDP flood to incrementing ports from one source, 600 datagrams 1 ms apart, called
+        // flood while it runs and scan at their idle end (judged in a context of later).
+        let datagrams: Vec<Flow> = (0..600u16)
+            .map(|i| flow(PROTO_UDP, 9, 1, 1000 + i, u64::from(i) * 1_000, false))
+            .collect();
+        let twice: Vec<_> = (datagrams.iter())
+            .flat_map(|f| [(f, FLOOD, EvalReason::Early), (f, SCAN, EvalReason::Idle)])
+            .collect();
+        let flood = (
+            "flood".to_string(),
+            Some(ip(9).to_string()),
+            Some(ip(1).to_string()),
+            600,
+        );
+        assert_eq!(
+            incidents(&run_each(&AlertConfig::default(), &twice)),
+            std::slice::from_ref(&flood)
+        );
+        // Refused by their target after the flood's evaluation, they have news: the refusals
+        // are judged, and refused datagrams to 600 ports are a scan too.
+        let refused: Vec<Flow> = (datagrams.iter())
+            .map(|f| Flow {
+                icmp_error: true,
+                icmp_from_peer: true,
+                ..*f
+            })
+            .collect();
+        let news: Vec<_> = (datagrams.iter().zip(&refused))
+            .flat_map(|(f, r)| [(f, FLOOD, EvalReason::Early), (r, SCAN, EvalReason::Idle)])
+            .collect();
+        let mut scan = flood.clone();
+        scan.0 = "scan".to_string();
+        assert_eq!(
+            incidents(&run_each(&AlertConfig::default(), &news)),
+            [flood, scan]
         );
     }
 
