@@ -325,7 +325,8 @@ section! {
         /// with `flow.early_eval_packets` = 8 its third early evaluation, at 512 packets, reaches
         /// 500), ...
         flood_min_packets: u64 = 500 => at_least(1);
-        /// ... at this many packets per second or more (over their time, at least a second).
+        /// ... at this many packets per second or more sent to the victim (over their time, at
+        /// least a second): a flood sends, and a download the victim serves is no flood of it.
         flood_min_packets_per_s: f64 = 100.0 => positive;
         /// Lone attempts (a SYN or datagram or two, unanswered) to one host are a flood of it,
         /// whatever the model scores them, when this many distinct sources send them (spoofed

@@ -7,7 +7,7 @@
 //! |---|---|---|
 //! | scan | a source | `scan_min_targets` distinct (host, port) probed at `scan_min_targets_per_s`, as a grid (few hosts or few ports, or hosts x ports); TCP probes of any class count too, and attempts their target refused (or TCP ones it never answered) whatever the model scores |
 //! | bruteforce | a source at one service (host, port) | `bruteforce_min_sessions` sessions that exchanged data at `bruteforce_min_sessions_per_min`; or `bruteforce_min_logins` login attempts in those sessions (requests answered alike in a row, `flow::Exchanges`); or, whatever the model scores, `bruteforce_repeat_min_sessions` sessions one after another, back to back and alike (`repeat`) |
-//! | flood | a victim, whoever sends | `flood_min_flows` flows (or `flood_min_packets` packets of UDP/ICMP), at `flood_min_packets_per_s` or more |
+//! | flood | a victim, whoever sends | `flood_min_flows` flows (or `flood_min_packets` packets of UDP/ICMP), at `flood_min_packets_per_s` or more sent to the victim |
 //! | flood of lone attempts | a victim | `flood_min_sources` sources, `flood_min_flows` flows at `flood_min_packets_per_s` |
 //! | slowdos | a victim's TCP service | `slowdos_min_connections` connections |
 //! | anything else | a (source, victim) pair | its first flow |
@@ -536,7 +536,10 @@ impl Incident {
                 let many = self.flows.saturating_sub(self.lone) >= cfg.flood_min_flows
                     || (self.key.proto != PROTO_TCP && self.packets() >= cfg.flood_min_packets)
                     || (self.flows >= cfg.flood_min_flows && self.many_sources(cfg));
-                many && self.packets_per_s() >= cfg.flood_min_packets_per_s
+                // The rate is of what its victim is sent: a flood sends. A download the victim
+                // serves (a client acknowledging every other packet) is no flood of it.
+                let sent_per_s = self.pkts[0] as f64 / self.window_s().max(1.0);
+                many && sent_per_s >= cfg.flood_min_packets_per_s
             }
             // Holding connections open is a TCP attack (UDP "connections" are datagrams), and a
             // connection is held once established: half-open attempts are a SYN flood's.
@@ -2103,6 +2106,32 @@ mod tests {
             "told at {at}, not at the next 10 s update"
         );
         assert!(out.iter().all(|a| !named(a, 120)), "a spoofed source named");
+    }
+
+    #[test]
+    fn a_flood_is_what_its_victim_is_sent() {
+        // 8 connections to one server within a second, called flood: 10 packets sent to it and
+        // 200 back each (downloads it serves) are no flood of it; 200 sent and 10 back are.
+        let flows = |sent: u32, back: u32| -> Vec<Flow> {
+            (0..8u64)
+                .map(|i| {
+                    let mut f = flow(PROTO_TCP, 9, 1, 443, i * 100_000, true);
+                    (f.fwd.pkts, f.bwd.pkts) = (sent, back);
+                    f
+                })
+                .collect()
+        };
+        let cfg = AlertConfig::default();
+        assert!(run(&cfg, FLOOD, &flows(10, 200)).is_empty());
+        assert_eq!(
+            incidents(&run(&cfg, FLOOD, &flows(200, 10))),
+            [(
+                "flood".to_string(),
+                Some(ip(9).to_string()),
+                Some(ip(1).to_string()),
+                8
+            )]
+        );
     }
 
     #[test]
