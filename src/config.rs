@@ -197,14 +197,14 @@ section! {
         icmp_timeout_s: f64 = 10.0 => seconds;
         /// A long flow is evaluated again every active_timeout_s while it lasts.
         active_timeout_s: f64 = 120.0 => seconds;
-        /// Evaluate a flow as soon as it has this many packets, for fast alerts, and again at 8 and
-        /// 64 times as many (so a flood inside one flow is scored while it lasts).
+        /// Evaluate a flow as soon as it has this many packets, for fast alerts, and again at 4,
+        /// 16 and 64 times as many (so a flood inside one flow is scored while it lasts).
         early_eval_packets: u32 = 8;
         /// Evaluate a flow that has not been evaluated yet this long after its first packet (so
         /// single-packet probes and floods are scored within about half a second).
         probe_eval_s: f64 = 0.5 => seconds;
         /// Evaluations per flow at most, the final one included (it always happens).
-        max_evals_per_flow: u8 = 4;
+        max_evals_per_flow: u8 = 5;
         /// IP datagrams whose later fragments are waiting to be attributed to a flow, at most.
         max_fragments: usize = 1024 => count(0, MAX_TABLE);
         /// Emergency mode (under a flood of new flows): when a flow worker's table reaches this
@@ -322,8 +322,8 @@ section! {
         /// A flood: this many flows against one victim, ...
         flood_min_flows: u64 = 8 => at_least(1);
         /// ... or this many UDP or ICMP packets in fewer flows (one 5-tuple can carry a flood;
-        /// with `flow.early_eval_packets` = 8 its third early evaluation, at 512 packets, reaches
-        /// 500), ...
+        /// with `flow.early_eval_packets` = 8 its fourth early evaluation, at 512 packets,
+        /// reaches 500; four flows at their third, at 128 packets each), ...
         flood_min_packets: u64 = 500 => at_least(1);
         /// ... at this many packets per second or more sent to the victim (over their time, at
         /// least a second): a flood sends, and a download the victim serves is no flood of it.

@@ -187,10 +187,10 @@ impl DirStats {
 }
 
 /// A flow evaluated early is evaluated again when it has this many times more packets.
-pub const EVAL_GROWTH: u64 = 8;
+pub const EVAL_GROWTH: u64 = 4;
 
 /// The packet count at which a flow with `evals` evaluations so far is evaluated early:
-/// `early`, then `early` × 8, × 64, ...
+/// `early`, then `early` × 4, × 16, ...
 fn early_eval_at(early: u32, evals: u8) -> u64 {
     EVAL_GROWTH
         .checked_pow(u32::from(evals))
@@ -1496,7 +1496,7 @@ mod tests {
         let early = cfg.early_eval_packets;
         assert_eq!(
             at,
-            vec![early, early * 8, early * 64],
+            vec![early, early * 4, early * 16, early * 64],
             "early evaluations up to max_evals_per_flow - 1, the last one left for the end"
         );
     }

@@ -1482,8 +1482,8 @@ mod tests {
 
     #[test]
     fn a_one_flow_flood_evaluated_at_its_end_minutes_later_is_one_alert() {
-        // One UDP flow of 10,000 packets a second for 90 s: early evaluations at 8, 64 and 512
-        // packets, then its last one 30 s after it ends (idle timeout), 120 s on, long after
+        // One UDP flow of 10,000 packets a second for 90 s: early evaluations at 8, 32, 128 and
+        // 512 packets, then its last one 30 s after it ends (idle timeout), 120 s on, long after
         // `incident_idle_s` (30 s) of no evaluation.
         let mut e = engine(&AlertConfig::default());
         let mut out = Vec::new();
@@ -1494,7 +1494,8 @@ mod tests {
         };
         for (pkts, reason) in [
             (8u32, EvalReason::Early),
-            (64, EvalReason::Early),
+            (32, EvalReason::Early),
+            (128, EvalReason::Early),
             (512, EvalReason::Early),
             (900_000, EvalReason::Idle),
         ] {
