@@ -3,7 +3,9 @@
 
 An alert (one `alert_id`, whatever its updates) TELLS of an attack episode when its class is the
 episode's, it names the episode's attacker (src_ip, alert.source or a flood's top_sources) or, for
-a flood or slow DoS from many sources, the episode's victim, and one of its records (the alert or
+a flood or slow DoS from many sources, the episode's victim, its destination (if it has one) is
+one of the episode's victims, its protocol is the one the episode's tool sends (lab runs: an ICMP
+flood's alert does not tell of the same host's DNS flood), and one of its records (the alert or
 an update) is raised during the episode ([start - 1 s, end + 5 s]; a public capture's episode
 spans the whole capture) with evidence from it (the record's last_seen at start - 1 s or
 later: the closing record of an incident that went quiet before the episode tells of nothing in
@@ -13,7 +15,8 @@ told of first), one that names no episode, or one with the wrong class. (Until 2
 alert counted for at most one episode, the first one its [first_seen, last_seen] overlapped, and
 a second episode told of by the same incident's updates counted as missed. Until 2026-12-06
 evening a closing record counted whatever its last_seen, so an incident closed during another
-episode of its attacker told of that episode.)
+episode of its attacker told of that episode; until that night an alert told of an episode
+whatever its victim and protocol.)
 
 Per source (a lab setting, or a repository of public captures):
   flows              flows in the source's captures (edgewatch's count)
@@ -119,6 +122,8 @@ def names_episode(a, ep):
     victims = set(ep["victims"])
     if "*" not in victims and a.get("dest_ip") is not None and a["dest_ip"] not in victims:
         return False
+    if ep.get("protos") and a.get("proto") not in ep["protos"]:
+        return False
     attackers = set(ep["attackers"])
     if "*" in attackers:
         names = a.get("dest_ip") in ep["victims"]
@@ -203,6 +208,12 @@ def finish(res):
 
 # ---- lab runs ---------------------------------------------------------------------------------
 
+# The protocol each lab tool attacks with (models/lab/lab.py; nmap -sV probes over TCP there).
+LAB_PROTOS = {"ab": "TCP", "hydra": "TCP", "slowhttptest": "TCP", "hping3-syn": "TCP",
+              "hping3-udp": "UDP", "hping3-icmp": "ICMP", "dnsflood": "UDP", "nmap-sS": "TCP",
+              "nmap-sT": "TCP", "nmap-sV": "TCP", "nmap-sU": "UDP"}
+
+
 def lab(args, binary):
     sys.path.insert(0, HERE)
     import label as lab_label  # numpy
@@ -211,7 +222,10 @@ def lab(args, binary):
     for e in episodes_raw:
         at_capture = e.get("attacker_ips_at_capture") or e.get("attacker_ips") or [e["attacker"]]
         victims = e.get("victim_ips_at_capture") or [e["victim"]]
+        proto = LAB_PROTOS.get(e.get("attack"))
         episodes.append({"class": e["class"], "attackers": at_capture, "victims": victims,
+                         "protos": [proto, "IPv6-ICMP"] if proto == "ICMP" else
+                         [proto] if proto else None,
                          "start": float(e["start"]), "end": float(e["end"])})
     flows, alerts, err = replay(binary, args.capture, args.model, args.config)
     if err:
