@@ -117,8 +117,8 @@ def named(a):
 
 def names_episode(a, ep):
     """Whether alert `a` names episode `ep`'s attacker or victim (class and time aside), and
-    its victim if the alert has one: an alert about the attacker's IPv4 address does not tell
-    of its attack on the victim's IPv6 address."""
+    its victim if the alert has one (an alert about the attacker's IPv4 address does not tell
+    of its attack on the victim's IPv6 address), in the episode's protocol if it has one."""
     victims = set(ep["victims"])
     if "*" not in victims and a.get("dest_ip") is not None and a["dest_ip"] not in victims:
         return False

@@ -803,7 +803,7 @@ impl AlertEngine {
         // A flow that has shown nothing since the evaluation that counted it keeps that
         // verdict: judged again (at its idle end, usually) it is judged by its endpoints' context
         // of now, and a lone datagram of a flood that has ended would be a probe of the scan its
-        // source runs next. It counts only where it counted (its last evaluation closes it there).
+        // source runs next. Such an evaluation counts in no incident the flow was not counted in.
         let scan_of_source = self.scan_class.map(|s| Key::of(Behaviour::Scan, s, flow));
         let settled_elsewhere = |key: Key| {
             before.is_some_and(|b| b.unchanged(flow) && b.share(key, scan_of_source).is_none())
