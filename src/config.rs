@@ -311,7 +311,7 @@ section! {
         /// bytes): refusing password after password, a server gives the same short answer each
         /// time, encrypted or not. A slow guesser (one password every few seconds, several in
         /// one SSH connection) makes too few sessions for the session count. 0: off.
-        bruteforce_min_logins: u64 = 6;
+        bruteforce_min_logins: u64 = 4;
         /// A brute force also, whatever the model scores: this many sessions (TCP, data both ways,
         /// at most 60 s each) from one source to one service, one after another (never two at
         /// once), each within `incident_idle_s` of the one before, back to back (connected at

@@ -1839,33 +1839,33 @@ mod tests {
     #[test]
     fn passwords_refused_in_one_session_are_a_brute_force() {
         let cfg = AlertConfig::default();
-        // One SSH session of 14 s, flagged: 6 requests refused alike in a row.
+        // One SSH session of 14 s, flagged: 4 requests refused alike in a row.
         let session = |refused: u8, start: Micros| Flow {
             last: start + 14_000_000,
             exchanges: Exchanges::refused_in_a_row(refused),
             ..flow(PROTO_TCP, 9, 1, 22, start, true)
         };
-        let out = run(&cfg, BRUTE, &[session(6, 0)]);
+        let out = run(&cfg, BRUTE, &[session(4, 0)]);
         assert_eq!(incidents(&out).len(), 1, "{out:?}");
         let e = &detail(&out[0]).evidence;
-        assert_eq!((e.sessions, e.logins), (Some(1), Some(6)));
-        // 5 are not enough, nor are 6 the model does not flag, nor 6 in a session of minutes
+        assert_eq!((e.sessions, e.logins), (Some(1), Some(4)));
+        // 3 are not enough, nor are 4 the model does not flag, nor 4 in a session of minutes
         // (keep-alives answered alike).
-        assert!(run(&cfg, BRUTE, &[session(5, 0)]).is_empty());
-        assert!(run_scored(&cfg, BENIGN, 0.0, &[session(6, 0)]).is_empty());
+        assert!(run(&cfg, BRUTE, &[session(3, 0)]).is_empty());
+        assert!(run_scored(&cfg, BENIGN, 0.0, &[session(4, 0)]).is_empty());
         let long = Flow {
             last: 300_000_000,
-            ..session(6, 0)
+            ..session(4, 0)
         };
         assert!(run(&cfg, BRUTE, &[long]).is_empty());
-        // Three at a time in two sessions side by side (a guesser over a long link).
-        let out = run(&cfg, BRUTE, &[session(3, 0), session(3, 1_000)]);
-        assert_eq!(detail(&out[0]).evidence.logins, Some(6));
+        // Two at a time in two sessions side by side (a guesser over a long link).
+        let out = run(&cfg, BRUTE, &[session(2, 0), session(2, 1_000)]);
+        assert_eq!(detail(&out[0]).evidence.logins, Some(4));
         let off = AlertConfig {
             bruteforce_min_logins: 0,
             ..cfg
         };
-        assert!(run(&off, BRUTE, &[session(6, 0)]).is_empty());
+        assert!(run(&off, BRUTE, &[session(4, 0)]).is_empty());
     }
 
     /// `n` sessions to ssh, each `len` µs long, one starting every `every` µs, with `fwd`
