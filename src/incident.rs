@@ -147,6 +147,19 @@ struct TopSlot {
     error: u64,
 }
 
+impl TopSlot {
+    /// The packets its source sent for sure.
+    fn sure(&self) -> u64 {
+        self.count - self.error
+    }
+
+    /// The source, if a record names it: one that sent 2 packets or more for sure. Sources with
+    /// a packet or so each (spoofed ones) leave nothing sure above their floor.
+    fn named(&self) -> Option<IpAddr> {
+        self.ip.filter(|_| self.sure() >= 2)
+    }
+}
+
 /// What an incident keeps of its first flow: the record's `flow_id`, ports, VLAN and
 /// Community ID come from it. 56 bytes, against 312 for a whole [`Flow`]: a flood of spoofed
 /// sources makes thousands of candidates.
@@ -605,7 +618,7 @@ impl Incident {
     fn named_sources(&self) -> [Option<IpAddr>; TOP_SOURCES] {
         let mut named = [None; TOP_SOURCES];
         for (n, s) in named.iter_mut().zip(&self.top) {
-            *n = s.ip.filter(|_| s.count - s.error >= 2);
+            *n = s.named();
         }
         named
     }
@@ -613,19 +626,17 @@ impl Incident {
     /// Whether a top source that the last record did not name has sent `packets` for sure: a
     /// flood's worth on its own.
     fn newcomer(&self, named: &[Option<IpAddr>; TOP_SOURCES], packets: u64) -> bool {
-        self.top.iter().any(|s| {
-            s.ip.is_some_and(|ip| !named.contains(&Some(ip))) && s.count - s.error >= packets
-        })
+        self.top
+            .iter()
+            .any(|s| s.ip.is_some_and(|ip| !named.contains(&Some(ip))) && s.sure() >= packets)
     }
 
     fn top_sources(&self) -> Vec<TopSource> {
-        // What a source sent for sure. Sources with a packet or so each (spoofed ones) leave
-        // nothing sure above their floor: no top source is named then.
+        // Under a spoofed flood no top source is named.
         let mut top: Vec<(IpAddr, u64)> = self
             .top
             .iter()
-            .filter_map(|s| Some((s.ip?, s.count - s.error)))
-            .filter(|&(_, sure)| sure >= 2)
+            .filter_map(|s| Some((s.named()?, s.sure())))
             .collect();
         top.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
         top.into_iter()
