@@ -34,7 +34,11 @@
 # Also: the SYNs the agent shed (shed, see docs/architecture.md, "Queues") and its peak RSS
 # (peak_kib, VmHWM). ROUTER=1 runs the agent with the OpenWrt package's memory bounds (a 1 MiB
 # ring, 8,192 flows, 4,096 hosts, 1,024 incidents: packaging/openwrt/files/edgewatch.config).
-# Ends with the highest rate with zero loss (shed SYNs count as lost) per backend. Needs root
+# Ends with the highest rate with zero loss (shed SYNs count as lost) per backend. PERF=DIR
+# also records the agent's profile during each trial (`perf record --call-graph dwarf`, 499 Hz)
+# into DIR/BACKEND-RATE.data, for bench/perf_report.py with a build that has symbols
+# (`cargo build --profile profiling`, EDGEWATCH_BIN=target/profiling/edgewatch); LOGS=DIR keeps
+# the agent's log of each trial (its stats every 0.2 s) as DIR/BACKEND-RATE.log. Needs root
 # (namespaces), iproute2 and python3.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -183,6 +187,13 @@ EOF
         loops=$(( (count + packets - 1) / packets ))
         before=$(cpu_ticks "$agent")
         cap_before=$(capture_ticks "$agent")
+        profiler=""
+        if [ -n "${PERF:-}" ]; then
+            mkdir -p "$PERF"
+            perf record -q -F 499 --call-graph dwarf,16384 -p "$agent" \
+                -o "$PERF/$backend-$rate.data" >/dev/null 2>&1 &
+            profiler=$!
+        fi
         started=$(date +%s.%N)
         alert_s=-
         if [ "$flood" = 1 ]; then
@@ -223,6 +234,10 @@ EOF
         done
         after=$(cpu_ticks "$agent")
         cap_after=$(capture_ticks "$agent")
+        if [ -n "$profiler" ]; then
+            kill -INT "$profiler"
+            wait "$profiler" || true
+        fi
         peak_kib=$(awk '/^VmHWM/ { print $2 }' "/proc/$agent/status")
         # The socket's drop count (skmem d), which pnet does not read: see what `ss` says.
         ss_drops=$(ip netns exec "$ns_a" ss -0 -m -p -n | grep "pid=$agent," |
@@ -230,6 +245,7 @@ EOF
         kill -TERM "$agent"
         wait "$agent" || true
         agent=""
+        [ -z "${LOGS:-}" ] || { mkdir -p "$LOGS"; cp "$work/agent.log" "$LOGS/$backend-$rate.log"; }
         if [ "$flood" = 1 ]; then
             kill "$watcher" 2>/dev/null || true
             wait "$watcher" 2>/dev/null || true
@@ -262,7 +278,7 @@ hit = [any(cls(a) == e["class"] and {e["attacker"], e["victim"]} <= named(a) for
 found = sum(hit)
 missed = [e["class"] for e, h in zip(episodes, hit) if not h]
 involved = {e["attacker"] for e in episodes} | {e["victim"] for e in episodes}
-false = {h for a in alerts for h in named(a) if h.startswith("10.77.") and h not in involved}
+false = {h for a in alerts for h in named(a) if h and h.startswith("10.77.") and h not in involved}
 print(f"beside the flood: lab-mini episodes alerted with their class {found} of {len(episodes)}, "
       f"(missed: {', '.join(missed) or 'none'}), lab hosts alerted falsely {len(false)}")
 PY
