@@ -298,8 +298,9 @@ pub struct Queues {
     /// Dispatcher -> each flow shard, batches of packets: the dispatcher waits, so a stage that
     /// falls behind for a burst (a mass expiry of flows under a flood) holds the capture back
     /// rather than losing packets. A file never loses a packet. Live, a batch that finds its
-    /// queue full while half the capture queue waits starts shedding bare SYNs but one in
-    /// eight until a quarter or less waits (`shed_syns`, `shed_episodes`; see
+    /// queue full while the capture's ring is half full (pnet: half the capture queue waits)
+    /// starts shedding bare SYNs but one in eight until it is a quarter full or less
+    /// (`shed_syns`, `shed_episodes`; see
     /// `WhenFull::ShedThenBlock`), so that a flood of new flows slows the flows' packets as
     /// little as it can.
     pub shard: Queue,
@@ -1017,11 +1018,16 @@ fn run_live(
     loop {
         match rx.recv_timeout(READ_TIMEOUT) {
             Ok(batch) => {
-                // Shedding begins at a full shard queue only while half the capture's queue
-                // waits, and ends once a quarter or less does.
-                pipeline
-                    .dispatcher
-                    .set_backlog(rx.len(), capture_queue.capacity);
+                // Shedding begins at a full shard queue only while the capture is half full
+                // behind it, and ends once it is a quarter full or less: the fullest tpacket
+                // ring (the buffer that absorbs a burst, so shedding waits until it is half
+                // used), else the capture queue.
+                let (waiting, capacity) = counters
+                    .iter()
+                    .filter_map(|c| c.ring_fill())
+                    .max_by(|a, b| (a.0 * b.1).cmp(&(b.0 * a.1)))
+                    .unwrap_or((rx.len(), capture_queue.capacity));
+                pipeline.dispatcher.set_backlog(waiting, capacity);
                 for p in batch {
                     pipeline.dispatcher.push(p);
                 }

@@ -134,9 +134,10 @@ impl Dispatcher {
         }
     }
 
-    /// Tells how many of `capacity` batches wait in the capture's queue to the dispatcher (live).
-    /// Half of it or more is behind, which lets [`WhenFull::ShedThenBlock`] begin shedding; a
-    /// quarter or less is caught up, which ends it.
+    /// Tells how far behind the capture is (live): `waiting` of `capacity`, the blocks of its
+    /// ring the kernel has filled (or, without a ring, the batches in its queue to the
+    /// dispatcher). Half of it or more is behind, which lets [`WhenFull::ShedThenBlock`] begin
+    /// shedding; a quarter or less is caught up, which ends it.
     pub fn set_backlog(&mut self, waiting: usize, capacity: usize) {
         self.behind = waiting * 2 >= capacity;
         if waiting * 4 <= capacity {

@@ -10,7 +10,7 @@
 
 use std::io;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crossbeam_channel::{Sender, TrySendError};
@@ -83,6 +83,12 @@ pub trait LinkReceiver: Send {
     /// The link layer of the frames.
     fn link(&self) -> LinkType {
         LinkType::Ethernet
+    }
+
+    /// How full the backend's ring is: blocks the kernel has filled and not had back, of all
+    /// its blocks (`None`: the backend has no ring).
+    fn ring_fill(&self) -> Option<(usize, usize)> {
+        None
     }
 }
 
@@ -252,10 +258,20 @@ pub struct CaptureCounters {
     pub kernel_freezes: AtomicU64,
     /// Whether the backend gave the kernel's counters.
     pub kernel_stats: AtomicBool,
+    /// The ring's blocks filled and not yet handed back, and all its blocks (0: no ring), as of
+    /// the last batch handed on.
+    pub ring_filled: AtomicU32,
+    pub ring_blocks: AtomicU32,
     pub skipped: [AtomicU64; Skip::ALL.len()],
 }
 
 impl CaptureCounters {
+    /// The ring's fill as of the last batch handed on: (filled, blocks), `None` without a ring.
+    pub fn ring_fill(&self) -> Option<(usize, usize)> {
+        let blocks = self.ring_blocks.load(Ordering::Relaxed) as usize;
+        (blocks > 0).then(|| (self.ring_filled.load(Ordering::Relaxed) as usize, blocks))
+    }
+
     fn add_kernel(&self, rx: &mut dyn LinkReceiver) {
         // A failed reading is not worth stopping the capture for: the counters say less.
         if let Ok(Some(k)) = rx.kernel_stats() {
@@ -307,6 +323,10 @@ pub fn capture_loop(
         }
         if send {
             last_send = Instant::now();
+            if let Some((filled, blocks)) = rx.ring_fill() {
+                counters.ring_filled.store(filled as u32, Ordering::Relaxed);
+                counters.ring_blocks.store(blocks as u32, Ordering::Relaxed);
+            }
             let full = std::mem::replace(&mut batch, Vec::with_capacity(batch_size));
             let sent = match when_full {
                 // Shedding looks at parsed packets: the dispatcher's queues do it.

@@ -305,6 +305,13 @@ impl LinkReceiver for TpacketReceiver {
     fn link(&self) -> crate::parse::LinkType {
         self.link
     }
+
+    fn ring_fill(&self) -> Option<(usize, usize)> {
+        let filled = (0..self.ring.blocks)
+            .filter(|&i| self.ring.ready(i))
+            .count();
+        Some((filled, self.ring.blocks))
+    }
 }
 
 /// The mapped ring: `blocks` blocks of `block_size` bytes, unmapped on drop.
