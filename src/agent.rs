@@ -815,6 +815,7 @@ fn scoring_worker(
 fn publish_scoring(stats: &Stats, stage: &ScoringStage) {
     let c = stage.counters;
     Stats::set(&stats.flows_scored, c.flows_scored.max(c.rows_written));
+    Stats::set(&stats.late_scores, c.late_scores);
     Stats::set(&stats.inference_batches, c.inference_batches);
     Stats::set(&stats.inference_us, c.inference_us);
     let h = stage.hosts().counters;
@@ -828,6 +829,7 @@ fn publish_scoring(stats: &Stats, stage: &ScoringStage) {
         Stats::set(&stats.incidents_evicted, a.incidents_evicted);
         Stats::set(&stats.alerts_suppressed, a.alerts_suppressed);
         Stats::set(&stats.flows_aggregated, a.flows_aggregated);
+        Stats::set(&stats.flows_unscored, a.flows_unscored);
     }
 }
 

@@ -25,7 +25,10 @@
 //! the class head confuses scan and flood on such flows, and the scan's minimums decide (a flood of
 //! one target stays one target). A lone attempt among them to a victim whose flood is alerted from
 //! `flood_min_sources` sources is one of that flood's packets: it makes no scan candidate of its
-//! own either. Two behaviours count whatever the model scores, each of their flows looking
+//! own either. Once a flood is alerted, such an attempt (or any TCP attempt that got nowhere from
+//! one of the flood's named top sources) counts in it without a score (`absorbs`): under a flood
+//! of new flows, scoring each would be the sensor's dearest work, to learn what the alert says
+//! already. Two behaviours count whatever the model scores, each of their flows looking
 //! ordinary: a TCP attempt its target refused or never answered, or a UDP datagram its target
 //! refused, counts towards its source's scan (silence only at its last evaluation: an answer
 //! may be slow to come; a refusal when it comes, see `EvalReason::Refused`); and a series of
@@ -671,6 +674,8 @@ pub struct AlertCounters {
     pub flows_aggregated: u64,
     /// Incidents and candidates dropped to stay within `max_incidents`.
     pub incidents_evicted: u64,
+    /// Flow evaluations counted into an alerted flood unscored ([`AlertEngine::absorbs`]).
+    pub flows_unscored: u64,
 }
 
 pub struct AlertEngine {
@@ -792,6 +797,73 @@ impl AlertEngine {
         }
     }
 
+    /// Whether an evaluation of `flow` at `ts` counts in an alerted flood as one more of its
+    /// attempts, whatever the model would score it, so that it needs no score: a TCP connection
+    /// attempt that got nowhere ([`is_probe`]) to a victim whose flood is alerted and goes on,
+    /// from one of the flood's named top sources, or, in a flood of lone attempts from many
+    /// sources, a lone attempt from a source with no scan of its own tracked (as
+    /// [`AlertEngine::judge`] counts it: one of the flood's packets, its score beside the
+    /// point). Under a flood of new flows the model would otherwise score every one of them,
+    /// the dearest work of the sensor, to learn what the alert already says. The engine decides
+    /// at the evaluation's own turn (the caller advances it to `ts` first), so what is counted
+    /// does not depend on how evaluations are batched.
+    pub fn absorbs(&self, flow: &Flow) -> bool {
+        if self.cfg.mode != AlertMode::Incident || !is_probe(flow) {
+            return false;
+        }
+        let Some(flood) = self.flood_class else {
+            return false;
+        };
+        let Some(incident) = self
+            .incidents
+            .get(&Key::of(Behaviour::Flood, flood, flow))
+            .filter(|i| i.raised.is_some())
+        else {
+            return false;
+        };
+        if incident.named_sources().contains(&Some(flow.initiator)) {
+            return true;
+        }
+        let scanning = self.scan_class.is_some_and(|s| {
+            self.incidents
+                .contains_key(&Key::of(Behaviour::Scan, s, flow))
+        });
+        lone_attempt(flow) && incident.lone > 0 && incident.many_sources(&self.cfg) && !scanning
+    }
+
+    /// Counts an evaluation that [`AlertEngine::absorbs`] takes (checked at `ts`, after
+    /// [`AlertEngine::advance`]) in its victim's flood.
+    pub fn offer_absorbed(
+        &mut self,
+        ts: Micros,
+        flow: &Flow,
+        reason: EvalReason,
+        out: &mut Vec<Alert>,
+    ) {
+        self.advance(ts, out);
+        let Some(flood) = self.flood_class else {
+            return;
+        };
+        self.counters.flows_unscored += 1;
+        let before = self.counted_before(reason, flow);
+        let key = Key::of(Behaviour::Flood, flood, flow);
+        self.count(key, ts, flow, 0.0, Counting::Evaluation { before }, out);
+        self.remember(reason, flow, Counted::of(key, flow));
+    }
+
+    /// What the flow gave its incident at its evaluation before this one, if any; at its last
+    /// evaluation the record goes (and the incident no longer waits for the flow).
+    fn counted_before(&mut self, reason: EvalReason, flow: &Flow) -> Option<Counted> {
+        if !reason.is_final() {
+            return self.counted.get(&flow.uid).copied();
+        }
+        let before = self.counted.remove(&flow.uid);
+        if let Some(b) = before {
+            self.set_open(b.key, false);
+        }
+        before
+    }
+
     /// Counts one evaluation in the incidents it is evidence of.
     fn judge(
         &mut self,
@@ -802,15 +874,7 @@ impl AlertEngine {
         victim_sources: f32,
         out: &mut Vec<Alert>,
     ) {
-        let before = if reason.is_final() {
-            let before = self.counted.remove(&flow.uid);
-            if let Some(b) = before {
-                self.set_open(b.key, false);
-            }
-            before
-        } else {
-            self.counted.get(&flow.uid).copied()
-        };
+        let before = self.counted_before(reason, flow);
         // A flow that has shown nothing since the evaluation that counted it keeps that
         // verdict: judged again (at its idle end, usually) it is judged by its endpoints' context
         // of now, and a lone datagram of a flood that has ended would be a probe of the scan its
@@ -1641,6 +1705,60 @@ mod tests {
                 20
             )]
         );
+    }
+
+    #[test]
+    fn a_floods_further_attempts_count_in_it_unscored() {
+        // One source's half-open connections to one service, one every 10 ms, called flood.
+        let mut e = engine(&AlertConfig::default());
+        let mut out = Vec::new();
+        let syn = |i: u64| {
+            let mut f = flow(PROTO_TCP, 9, 1, 443, i * 10_000, false);
+            f.initiator_port = 1024 + i as u16;
+            f.fwd.pkts = 3;
+            f
+        };
+        let flood = Score {
+            anomaly: 0.99,
+            class: Some(FLOOD),
+        };
+        let mut i = 0;
+        while out.is_empty() {
+            assert!(!e.absorbs(&syn(i)), "nothing to count in before the alert");
+            e.offer(syn(i).last, &syn(i), EvalReason::Idle, flood, 1.0, &mut out);
+            i += 1;
+        }
+        // Its next attempts count there whatever the model would say; another source's probe
+        // of the victim, or a connection that got somewhere, still needs a score.
+        let next = syn(i);
+        assert!(e.absorbs(&next));
+        let mut scanner = flow(PROTO_TCP, 7, 1, 22, next.start, false);
+        assert!(!e.absorbs(&scanner));
+        scanner.responder_port = 443;
+        assert!(
+            !e.absorbs(&scanner),
+            "a flood of one source takes only its own"
+        );
+        assert!(!e.absorbs(&flow(PROTO_TCP, 9, 1, 443, next.start, true)));
+        for j in i..i + 50 {
+            e.advance(syn(j).last, &mut out);
+            assert!(e.absorbs(&syn(j)));
+            e.offer_absorbed(syn(j).last, &syn(j), EvalReason::Idle, &mut out);
+        }
+        assert_eq!(e.counters.flows_unscored, 50);
+        assert_eq!(e.counters.flows_above_threshold, i);
+        e.flush(&mut out);
+        assert_eq!(
+            incidents(&out),
+            [(
+                "flood".to_string(),
+                Some(ip(9).to_string()),
+                Some(ip(1).to_string()),
+                i + 50
+            )]
+        );
+        // Once the flood has gone quiet and closed, an attempt needs its score again.
+        assert!(!e.absorbs(&syn(i + 50)));
     }
 
     #[test]

@@ -121,6 +121,9 @@ pub enum Mode {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ScoringCounters {
     pub flows_scored: u64,
+    /// Model runs on a single flow: an evaluation left unscored because the engine took it as
+    /// one more of a flood's attempts, which it no longer took at its turn.
+    pub late_scores: u64,
     pub inference_batches: u64,
     pub inference_us: u64,
     pub rows_written: u64,
@@ -132,6 +135,16 @@ struct Pending {
     reason: EvalReason,
     /// The responder's distinct sources in its host context's short window.
     victim_sources: f32,
+    /// Its feature row: in `rows`, scored with the batch, or, for an evaluation the alert engine
+    /// took as one more attempt of an alerted flood when it came ([`AlertEngine::absorbs`]), in
+    /// `spare`, scored only if the engine no longer takes it at its turn.
+    row: Row,
+}
+
+#[derive(Clone, Copy)]
+enum Row {
+    Batch,
+    Spare(usize),
 }
 
 pub struct ScoringStage {
@@ -139,6 +152,7 @@ pub struct ScoringStage {
     mode: Mode,
     pending: Vec<Pending>,
     rows: Vec<f32>,
+    spare: Vec<f32>,
     pub counters: ScoringCounters,
 }
 
@@ -149,6 +163,7 @@ impl ScoringStage {
             mode,
             pending: Vec::new(),
             rows: Vec::new(),
+            spare: Vec::new(),
             counters: ScoringCounters::default(),
         }
     }
@@ -206,14 +221,27 @@ impl ScoringStage {
                     }
                     let src = self.hosts.view(flow.initiator, ts);
                     let dst = self.hosts.view(flow.responder, ts);
-                    let at = self.rows.len();
-                    self.rows.resize(at + FEATURE_COUNT, 0.0);
-                    crate::features::compute(&flow, reason, &src, &dst, &mut self.rows[at..]);
+                    // A flood's attempt as the engine stands now: likely unscored at its turn.
+                    let unscored = match &self.mode {
+                        Mode::Alerts { engine, .. } => engine.absorbs(&flow),
+                        Mode::Features { .. } => false,
+                    };
+                    let (rows, row) = match unscored {
+                        true => {
+                            let at = self.spare.len();
+                            (&mut self.spare, Row::Spare(at))
+                        }
+                        false => (&mut self.rows, Row::Batch),
+                    };
+                    let at = rows.len();
+                    rows.resize(at + FEATURE_COUNT, 0.0);
+                    crate::features::compute(&flow, reason, &src, &dst, &mut rows[at..]);
                     self.pending.push(Pending {
                         ts,
                         flow,
                         reason,
                         victim_sources: dst[0].sources,
+                        row,
                     });
                     let full = match &self.mode {
                         Mode::Alerts { batch_size, .. } => self.pending.len() >= *batch_size,
@@ -291,14 +319,54 @@ impl ScoringStage {
         }
         match &mut self.mode {
             Mode::Alerts { scorer, engine, .. } => {
-                let started = Instant::now();
-                let scores = scorer.score(&self.rows);
-                self.counters.inference_us += started.elapsed().as_micros() as u64;
-                self.counters.inference_batches += 1;
+                let counters = &mut self.counters;
+                let mut timed = |rows: &[f32]| {
+                    let started = Instant::now();
+                    let scores = scorer.score(rows);
+                    counters.inference_us += started.elapsed().as_micros() as u64;
+                    counters.inference_batches += 1;
+                    if let Ok(scores) = &scores {
+                        counters.flows_scored += scores.len() as u64;
+                    }
+                    scores
+                };
+                let scores = match self.rows.is_empty() {
+                    true => Ok(Vec::new()),
+                    false => timed(&self.rows),
+                };
                 match scores {
                     Ok(scores) => {
-                        self.counters.flows_scored += scores.len() as u64;
-                        for (p, score) in self.pending.iter().zip(scores) {
+                        let mut scores = scores.into_iter();
+                        for p in &self.pending {
+                            // The engine decides at each evaluation's turn whether it counts
+                            // unscored, whatever was guessed when it came.
+                            let batch_score = match p.row {
+                                Row::Batch => scores.next(),
+                                Row::Spare(_) => None,
+                            };
+                            engine.advance(p.ts, alerts);
+                            if engine.absorbs(&p.flow) {
+                                engine.offer_absorbed(p.ts, &p.flow, p.reason, alerts);
+                                continue;
+                            }
+                            let score = match (batch_score, p.row) {
+                                (Some(score), _) => score,
+                                (None, Row::Spare(at)) => {
+                                    counters.late_scores += 1;
+                                    let row = &self.spare[at..at + FEATURE_COUNT];
+                                    match timed(row).map(|s| s.into_iter().next()) {
+                                        Ok(Some(score)) => score,
+                                        Ok(None) => continue,
+                                        Err(e) => {
+                                            log::error!(
+                                                "Model inference failed, 1 flow not scored: {e}"
+                                            );
+                                            continue;
+                                        }
+                                    }
+                                }
+                                (None, Row::Batch) => continue,
+                            };
                             engine.offer(p.ts, &p.flow, p.reason, score, p.victim_sources, alerts);
                         }
                     }
@@ -321,6 +389,7 @@ impl ScoringStage {
         }
         self.pending.clear();
         self.rows.clear();
+        self.spare.clear();
         Ok(())
     }
 }

@@ -70,6 +70,7 @@ counters!(
     packets_after_end,
     // scorer
     flows_scored,
+    late_scores,
     inference_batches,
     inference_us,
     hosts_tracked,
@@ -80,6 +81,7 @@ counters!(
     alert_updates,
     alerts_suppressed,
     flows_aggregated,
+    flows_unscored,
     incidents_evicted,
     alerts_written,
 );

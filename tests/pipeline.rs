@@ -208,6 +208,14 @@ fn a_spoofed_syn_flood_is_one_flood_alert_about_its_victim() {
     assert!(evidence["flows"].as_u64().unwrap() > 19_000, "{evidence}");
     assert!(evidence["sources"].as_u64().unwrap() >= 1_000, "{evidence}");
     assert!(evidence.get("top_sources").is_none(), "{evidence}");
+    // Once it is alerted, the flood's attempts count there unscored, each decided at its own
+    // turn: the alerts do not depend on how the evaluations were batched for the model.
+    let one = config(dir.path(), "[model]\nbatch_size = 1\n");
+    let one_by_one = replay_alerts(
+        capture.to_str().unwrap(),
+        &["--config", one.to_str().unwrap()],
+    );
+    assert_eq!(alerts, one_by_one, "batches of 1 and of 256");
 }
 
 #[test]
