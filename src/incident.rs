@@ -824,15 +824,17 @@ impl AlertEngine {
         if incident.named_sources().contains(&Some(flow.initiator)) {
             return true;
         }
-        let scanning = self.scan_class.is_some_and(|s| {
-            self.incidents
-                .contains_key(&Key::of(Behaviour::Scan, s, flow))
-        });
-        lone_attempt(flow) && incident.lone > 0 && incident.many_sources(&self.cfg) && !scanning
+        let scanning = || {
+            self.scan_class.is_some_and(|s| {
+                self.incidents
+                    .contains_key(&Key::of(Behaviour::Scan, s, flow))
+            })
+        };
+        lone_attempt(flow) && incident.lone > 0 && incident.many_sources(&self.cfg) && !scanning()
     }
 
-    /// Counts an evaluation that [`AlertEngine::absorbs`] takes (checked at `ts`, after
-    /// [`AlertEngine::advance`]) in its victim's flood.
+    /// Counts an evaluation made at `ts` that [`AlertEngine::absorbs`] takes in its victim's
+    /// flood; the engine has been advanced to `ts` ([`AlertEngine::advance`]) before asking.
     pub fn offer_absorbed(
         &mut self,
         ts: Micros,
@@ -840,7 +842,6 @@ impl AlertEngine {
         reason: EvalReason,
         out: &mut Vec<Alert>,
     ) {
-        self.advance(ts, out);
         let Some(flood) = self.flood_class else {
             return;
         };

@@ -9,7 +9,7 @@ use std::time::Instant;
 use crate::alert::Alert;
 use crate::features::{FEATURE_COUNT, FEATURE_NAMES};
 use crate::flow::{EvalReason, Flow, FlowEvent, Order};
-use crate::host::HostTable;
+use crate::host::{HostTable, HostView};
 use crate::incident::AlertEngine;
 use crate::model::Scorer;
 use crate::packet::{Micros, proto_name};
@@ -135,9 +135,10 @@ struct Pending {
     reason: EvalReason,
     /// The responder's distinct sources in its host context's short window.
     victim_sources: f32,
-    /// Its feature row: in `rows`, scored with the batch, or, for an evaluation the alert engine
-    /// took as one more attempt of an alerted flood when it came ([`AlertEngine::absorbs`]), in
-    /// `spare`, scored only if the engine no longer takes it at its turn.
+    /// Its feature row in `rows`, scored with the batch; or, for an evaluation the alert engine
+    /// took as one more attempt of an alerted flood when it came ([`AlertEngine::absorbs`]),
+    /// its endpoints' host views in `spare`, made into a row and scored only if the engine no
+    /// longer takes it at its turn.
     row: Row,
 }
 
@@ -147,12 +148,15 @@ enum Row {
     Spare(usize),
 }
 
+/// The source's and the victim's host views of an evaluation, as they were when it came.
+type Views = [[HostView; 2]; 2];
+
 pub struct ScoringStage {
     hosts: HostTable,
     mode: Mode,
     pending: Vec<Pending>,
     rows: Vec<f32>,
-    spare: Vec<f32>,
+    spare: Vec<Views>,
     pub counters: ScoringCounters,
 }
 
@@ -226,16 +230,15 @@ impl ScoringStage {
                         Mode::Alerts { engine, .. } => engine.absorbs(&flow),
                         Mode::Features { .. } => false,
                     };
-                    let (rows, row) = match unscored {
-                        true => {
-                            let at = self.spare.len();
-                            (&mut self.spare, Row::Spare(at))
-                        }
-                        false => (&mut self.rows, Row::Batch),
+                    let row = if unscored {
+                        self.spare.push([src, dst]);
+                        Row::Spare(self.spare.len() - 1)
+                    } else {
+                        let at = self.rows.len();
+                        self.rows.resize(at + FEATURE_COUNT, 0.0);
+                        crate::features::compute(&flow, reason, &src, &dst, &mut self.rows[at..]);
+                        Row::Batch
                     };
-                    let at = rows.len();
-                    rows.resize(at + FEATURE_COUNT, 0.0);
-                    crate::features::compute(&flow, reason, &src, &dst, &mut rows[at..]);
                     self.pending.push(Pending {
                         ts,
                         flow,
@@ -353,8 +356,10 @@ impl ScoringStage {
                                 (Some(score), _) => score,
                                 (None, Row::Spare(at)) => {
                                     counters.late_scores += 1;
-                                    let row = &self.spare[at..at + FEATURE_COUNT];
-                                    match timed(row).map(|s| s.into_iter().next()) {
+                                    let [src, dst] = &self.spare[at];
+                                    let mut row = [0.0; FEATURE_COUNT];
+                                    crate::features::compute(&p.flow, p.reason, src, dst, &mut row);
+                                    match timed(&row).map(|s| s.into_iter().next()) {
                                         Ok(Some(score)) => score,
                                         Ok(None) => continue,
                                         Err(e) => {
