@@ -834,7 +834,10 @@ impl AlertEngine {
     }
 
     /// Counts an evaluation made at `ts` that [`AlertEngine::absorbs`] takes in its victim's
-    /// flood; the engine has been advanced to `ts` ([`AlertEngine::advance`]) before asking.
+    /// flood, as [`AlertEngine::judge`] would with the flood's class: a named source's attempt
+    /// as one of the flood's flows, a lone attempt of many sources at its first evaluation only
+    /// (not remembered: a spoofed flood's flows would fill the table of counted flows). The
+    /// engine has been advanced to `ts` ([`AlertEngine::advance`]) before asking.
     pub fn offer_absorbed(
         &mut self,
         ts: Micros,
@@ -848,8 +851,16 @@ impl AlertEngine {
         self.counters.flows_unscored += 1;
         let before = self.counted_before(reason, flow);
         let key = Key::of(Behaviour::Flood, flood, flow);
-        self.count(key, ts, flow, 0.0, Counting::Evaluation { before }, out);
-        self.remember(reason, flow, Counted::of(key, flow));
+        let named = self
+            .incidents
+            .get(&key)
+            .is_some_and(|i| i.named_sources().contains(&Some(flow.initiator)));
+        if named {
+            self.count(key, ts, flow, 0.0, Counting::Evaluation { before }, out);
+            self.remember(reason, flow, Counted::of(key, flow));
+        } else if flow.evals <= 1 {
+            self.count(key, ts, flow, 0.0, Counting::LoneAttempt, out);
+        }
     }
 
     /// What the flow gave its incident at its evaluation before this one, if any; at its last
