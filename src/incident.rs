@@ -678,6 +678,15 @@ pub struct AlertCounters {
     pub flows_unscored: u64,
 }
 
+/// How an alerted flood takes an attempt unscored ([`AlertEngine::absorbs`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Absorbed {
+    /// From one of the sources its alert names: one of its flows.
+    Named,
+    /// A lone attempt of a flood from many sources.
+    Lone,
+}
+
 pub struct AlertEngine {
     cfg: AlertConfig,
     sensor_id: String,
@@ -806,23 +815,18 @@ impl AlertEngine {
     /// point). Under a flood of new flows the model would otherwise score every one of them,
     /// the dearest work of the sensor, to learn what the alert already says. The engine decides
     /// at the evaluation's own turn (the caller advances it to `ts` first), so what is counted
-    /// does not depend on how evaluations are batched.
-    pub fn absorbs(&self, flow: &Flow) -> bool {
+    /// does not depend on how evaluations are batched. Says how the flood takes it, for
+    /// [`AlertEngine::offer_absorbed`].
+    pub fn absorbs(&self, flow: &Flow) -> Option<Absorbed> {
         if self.cfg.mode != AlertMode::Incident || !is_probe(flow) {
-            return false;
+            return None;
         }
-        let Some(flood) = self.flood_class else {
-            return false;
-        };
-        let Some(incident) = self
+        let incident = self
             .incidents
-            .get(&Key::of(Behaviour::Flood, flood, flow))
-            .filter(|i| i.raised.is_some())
-        else {
-            return false;
-        };
+            .get(&Key::of(Behaviour::Flood, self.flood_class?, flow))
+            .filter(|i| i.raised.is_some())?;
         if incident.named_sources().contains(&Some(flow.initiator)) {
-            return true;
+            return Some(Absorbed::Named);
         }
         let scanning = || {
             self.scan_class.is_some_and(|s| {
@@ -830,19 +834,22 @@ impl AlertEngine {
                     .contains_key(&Key::of(Behaviour::Scan, s, flow))
             })
         };
-        lone_attempt(flow) && incident.lone > 0 && incident.many_sources(&self.cfg) && !scanning()
+        (lone_attempt(flow) && incident.lone > 0 && incident.many_sources(&self.cfg) && !scanning())
+            .then_some(Absorbed::Lone)
     }
 
     /// Counts an evaluation made at `ts` that [`AlertEngine::absorbs`] takes in its victim's
-    /// flood, as [`AlertEngine::judge`] would with the flood's class: a named source's attempt
-    /// as one of the flood's flows, a lone attempt of many sources at its first evaluation only
-    /// (not remembered: a spoofed flood's flows would fill the table of counted flows). The
-    /// engine has been advanced to `ts` ([`AlertEngine::advance`]) before asking.
+    /// flood (`how`: what it answered), as [`AlertEngine::judge`] would with the flood's class:
+    /// a named source's attempt as one of the flood's flows, a lone attempt of many sources at
+    /// its first evaluation only (not remembered: a spoofed flood's flows would fill the table
+    /// of counted flows). The engine has been advanced to `ts` ([`AlertEngine::advance`])
+    /// before asking.
     pub fn offer_absorbed(
         &mut self,
         ts: Micros,
         flow: &Flow,
         reason: EvalReason,
+        how: Absorbed,
         out: &mut Vec<Alert>,
     ) {
         let Some(flood) = self.flood_class else {
@@ -851,15 +858,15 @@ impl AlertEngine {
         self.counters.flows_unscored += 1;
         let before = self.counted_before(reason, flow);
         let key = Key::of(Behaviour::Flood, flood, flow);
-        let named = self
-            .incidents
-            .get(&key)
-            .is_some_and(|i| i.named_sources().contains(&Some(flow.initiator)));
-        if named {
-            self.count(key, ts, flow, 0.0, Counting::Evaluation { before }, out);
-            self.remember(reason, flow, Counted::of(key, flow));
-        } else if flow.evals <= 1 {
-            self.count(key, ts, flow, 0.0, Counting::LoneAttempt, out);
+        match how {
+            Absorbed::Named => {
+                self.count(key, ts, flow, 0.0, Counting::Evaluation { before }, out);
+                self.remember(reason, flow, Counted::of(key, flow));
+            }
+            Absorbed::Lone if flow.evals <= 1 => {
+                self.count(key, ts, flow, 0.0, Counting::LoneAttempt, out);
+            }
+            Absorbed::Lone => {}
         }
     }
 
@@ -1736,26 +1743,34 @@ mod tests {
         };
         let mut i = 0;
         while out.is_empty() {
-            assert!(!e.absorbs(&syn(i)), "nothing to count in before the alert");
+            assert_eq!(
+                e.absorbs(&syn(i)),
+                None,
+                "nothing to count in before the alert"
+            );
             e.offer(syn(i).last, &syn(i), EvalReason::Idle, flood, 1.0, &mut out);
             i += 1;
         }
         // Its next attempts count there whatever the model would say; another source's probe
         // of the victim, or a connection that got somewhere, still needs a score.
         let next = syn(i);
-        assert!(e.absorbs(&next));
+        assert_eq!(e.absorbs(&next), Some(Absorbed::Named));
         let mut scanner = flow(PROTO_TCP, 7, 1, 22, next.start, false);
-        assert!(!e.absorbs(&scanner));
+        assert_eq!(e.absorbs(&scanner), None);
         scanner.responder_port = 443;
-        assert!(
-            !e.absorbs(&scanner),
+        assert_eq!(
+            e.absorbs(&scanner),
+            None,
             "a flood of one source takes only its own"
         );
-        assert!(!e.absorbs(&flow(PROTO_TCP, 9, 1, 443, next.start, true)));
+        assert_eq!(
+            e.absorbs(&flow(PROTO_TCP, 9, 1, 443, next.start, true)),
+            None
+        );
         for j in i..i + 50 {
             e.advance(syn(j).last, &mut out);
-            assert!(e.absorbs(&syn(j)));
-            e.offer_absorbed(syn(j).last, &syn(j), EvalReason::Idle, &mut out);
+            let how = e.absorbs(&syn(j)).expect("one of the flood's attempts");
+            e.offer_absorbed(syn(j).last, &syn(j), EvalReason::Idle, how, &mut out);
         }
         assert_eq!(e.counters.flows_unscored, 50);
         assert_eq!(e.counters.flows_above_threshold, i);
@@ -1770,7 +1785,7 @@ mod tests {
             )]
         );
         // Once the flood has gone quiet and closed, an attempt needs its score again.
-        assert!(!e.absorbs(&syn(i + 50)));
+        assert_eq!(e.absorbs(&syn(i + 50)), None);
     }
 
     #[test]

@@ -227,7 +227,7 @@ impl ScoringStage {
                     let dst = self.hosts.view(flow.responder, ts);
                     // A flood's attempt as the engine stands now: likely unscored at its turn.
                     let unscored = match &self.mode {
-                        Mode::Alerts { engine, .. } => engine.absorbs(&flow),
+                        Mode::Alerts { engine, .. } => engine.absorbs(&flow).is_some(),
                         Mode::Features { .. } => false,
                     };
                     let row = if unscored {
@@ -348,8 +348,8 @@ impl ScoringStage {
                                 Row::Spare(_) => None,
                             };
                             engine.advance(p.ts, alerts);
-                            if engine.absorbs(&p.flow) {
-                                engine.offer_absorbed(p.ts, &p.flow, p.reason, alerts);
+                            if let Some(how) = engine.absorbs(&p.flow) {
+                                engine.offer_absorbed(p.ts, &p.flow, p.reason, how, alerts);
                                 continue;
                             }
                             let score = match (batch_score, p.row) {
