@@ -10,13 +10,15 @@
 # `taskset`, so that the figures are the agent's and not the generator's; set both empty to let
 # the scheduler place them. TRAFFIC=bench (the default) replays the bench capture below with
 # tcpreplay; TRAFFIC=flood sends TCP SYNs from one host to one port with random source ports
-# (every packet a new flow) with trafgen (netsniff-ng, installed when missing), TRAFFIC=spoofed
-# the same from a random source address each (a spoofed SYN flood), and both report when
-# the first flood alert was written, in seconds after the flood started (alert_s). With
+# (every packet a new flow) with trafgen (netsniff-ng, installed when missing), paced at RATE by
+# a token bucket (tc tbf, 1,000 frames deep) on the sending interface, TRAFFIC=spoofed the same
+# from a random source address each (a spoofed SYN flood), and both report when the first
+# flood alert was written, in seconds after the flood started (alert_s). With
 # BESIDE=1, tests/data/lab-mini.pcap (60 s of lab traffic with four attack episodes) is replayed
 # at its own pace beside each flood, the flood lasts as long, and the script says how many of
 # the four episodes were still alerted with their class and how many lab hosts were alerted
-# falsely: the ordinary flows are still evaluated under the flood.
+# falsely: the ordinary flows are still evaluated under the flood (the lab's frames pass the
+# same token bucket, a few hundred a second).
 #
 # Makes two network namespaces joined by a veth pair (removed on exit), runs `edgewatch run` on
 # one end with each backend (BACKENDS="tpacket pnet" by default, THREADS=1, WORKERS=0 = one per
@@ -200,16 +202,21 @@ EOF
             ( while ! grep -q '"flood"' "$work/alerts.jsonl" 2>/dev/null; do sleep 0.05; done
               echo "$(date +%s.%N) - $started" | bc >"$work/alert_s" ) &
             watcher=$!
-            rate_arg=()
-            [ "$rate" = 0 ] || rate_arg=(-b "${rate}pps")
+            # trafgen's own rate (-b) sends RATE packets at full speed and then sleeps out the
+            # second: bursts far above RATE. A token bucket on the sender's interface paces the
+            # frames (54 bytes each) at RATE instead; trafgen sends through it (-q) and waits
+            # on it when it is full, so nothing is dropped before the agent's end.
+            tc -n "$ns_b" qdisc del dev ewb1 root 2>/dev/null || true
+            [ "$rate" = 0 ] ||
+                tc -n "$ns_b" qdisc add dev ewb1 root tbf rate "$((rate * 54 * 8))bit" burst 54000 limit 540000
             lab=""
             if [ "$beside" = 1 ]; then
                 ip netns exec "$ns_b" "${gen_pin[@]}" tcpreplay -i ewb1 tests/data/lab-mini.pcap \
                     >"$work/lab.out" 2>&1 &
                 lab=$!
             fi
-            ip netns exec "$ns_b" "${gen_pin[@]}" trafgen -o ewb1 -i "$work/syn.cfg" -P 1 -n "$count" \
-                "${rate_arg[@]}" >"$work/trafgen.out" 2>&1
+            ip netns exec "$ns_b" "${gen_pin[@]}" trafgen -q -o ewb1 -i "$work/syn.cfg" -P 1 -n "$count" \
+                >"$work/trafgen.out" 2>&1
             ended=$(date +%s.%N)
             sent=$(tr '\r' '\n' <"$work/trafgen.out" | awk '/packets outgoing/ { n = $1 } END { print n }')
             reached=$(echo "$sent / ($ended - $started)" | bc)

@@ -6,7 +6,7 @@
 //! emits [`FlowEvent`]s (a flow started, a flow is evaluated); it never scores or alerts.
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, VecDeque};
 use std::hash::BuildHasher;
 use std::net::IpAddr;
 
@@ -476,7 +476,79 @@ type Slot = u32;
 
 /// A timer: the deadline, the flow's uid and its slot. Ordered by deadline, then uid (the slot
 /// only breaks ties between entries of the same flow).
-type Timer = Reverse<(Micros, u64, Slot)>;
+type Timer = (Micros, u64, Slot);
+
+/// The timer entries of a table, taken in order.
+///
+/// A new flow's first deadline is its start plus a fixed time (the probe evaluation, or its idle
+/// timeout when that is shorter), so most entries come in order: those go to the back of a
+/// queue, in O(1), and only the others into a heap. The earliest entry is the earlier of the
+/// queue's front and the heap's top, so entries leave in the same order as from one heap. Under
+/// a flood of new flows nearly every entry takes the queue.
+#[derive(Default)]
+struct Timers {
+    /// Entries in order: each no earlier than the one before it.
+    queue: VecDeque<Timer>,
+    heap: BinaryHeap<Reverse<Timer>>,
+}
+
+impl Timers {
+    /// Timers holding `entries`.
+    fn from_vec(mut entries: Vec<Timer>) -> Timers {
+        entries.sort_unstable();
+        Timers {
+            queue: VecDeque::from(entries),
+            heap: BinaryHeap::new(),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.queue.len() + self.heap.len()
+    }
+
+    fn peek(&self) -> Option<Timer> {
+        match (self.queue.front(), self.heap.peek()) {
+            (Some(&q), Some(&Reverse(h))) => Some(q.min(h)),
+            (q, h) => q.copied().or(h.map(|&Reverse(h)| h)),
+        }
+    }
+
+    fn pop(&mut self) -> Option<Timer> {
+        let from_queue = match (self.queue.front(), self.heap.peek()) {
+            (Some(q), Some(Reverse(h))) => q < h,
+            (q, _) => q.is_some(),
+        };
+        if from_queue {
+            self.queue.pop_front()
+        } else {
+            self.heap.pop().map(|Reverse(h)| h)
+        }
+    }
+
+    /// Adds an entry. A container grows by half at a time and never past `bound` entries
+    /// (doubling would leave up to half of the table's second-largest allocation unused).
+    fn push(&mut self, entry: Timer, bound: usize) {
+        let grow = |len: usize| (len / 2).max(64).min(bound.saturating_sub(len)).max(1);
+        if self.queue.back().is_none_or(|&last| last <= entry) {
+            if self.queue.len() == self.queue.capacity() {
+                self.queue.reserve_exact(grow(self.queue.len()));
+            }
+            self.queue.push_back(entry);
+        } else {
+            if self.heap.len() == self.heap.capacity() {
+                self.heap.reserve_exact(grow(self.heap.len()));
+            }
+            self.heap.push(Reverse(entry));
+        }
+    }
+
+    /// Every entry, in no order.
+    fn into_vec(self) -> Vec<Timer> {
+        let mut entries = Vec::from(self.queue);
+        entries.extend(self.heap.into_iter().map(|Reverse(e)| e));
+        entries
+    }
+}
 
 /// The flows of a table: slots in fixed-size chunks, and a hash table of slot numbers by key.
 ///
@@ -660,7 +732,7 @@ fn eval_event(
 pub struct FlowTable {
     flows: FlowMap,
     /// Deadlines, lazily updated: an entry may be earlier than its flow's real deadline.
-    timers: BinaryHeap<Timer>,
+    timers: Timers,
     capacity: usize,
     timeouts: Timeouts,
     /// The idle timeouts of emergency mode (the others as in `timeouts`).
@@ -701,7 +773,7 @@ impl FlowTable {
         let share = |s: f64| ((capacity as f64 * s).ceil() as usize).clamp(1, capacity);
         FlowTable {
             flows: FlowMap::with_capacity(capacity),
-            timers: BinaryHeap::with_capacity(capacity.min(4096)),
+            timers: Timers::default(),
             capacity,
             timeouts,
             emergency_timeouts,
@@ -749,9 +821,9 @@ impl FlowTable {
             .iter()
             // A deadline already passed fires just after the packet that got us here: events
             // must stay in order.
-            .map(|(slot, f)| Reverse((self.deadline(f).max(self.now + 1), f.uid, slot)))
+            .map(|(slot, f)| (self.deadline(f).max(self.now + 1), f.uid, slot))
             .collect();
-        self.timers = BinaryHeap::from(timers);
+        self.timers = Timers::from_vec(timers);
     }
 
     /// Leaves emergency mode once enough flows have gone.
@@ -798,7 +870,7 @@ impl FlowTable {
     pub fn advance(&mut self, now: Micros, out: &mut Vec<FlowEvent>) {
         self.now = self.now.max(now);
         let (probe, active) = (self.timeouts.probe, self.timeouts.active);
-        while let Some(&Reverse((due, hash, slot))) = self.timers.peek() {
+        while let Some((due, hash, slot)) = self.timers.peek() {
             if due > self.now {
                 break;
             }
@@ -812,7 +884,7 @@ impl FlowTable {
             }
             let real = deadline(&idle, &self.timeouts, flow);
             if real > due {
-                self.timers.push(Reverse((real, hash, slot)));
+                self.push_timer((real, hash, slot));
                 continue;
             }
             let order = Order {
@@ -839,7 +911,7 @@ impl FlowTable {
                 }
             }
             let next = deadline(&idle, &self.timeouts, flow);
-            self.timers.push(Reverse((next, hash, slot)));
+            self.push_timer((next, hash, slot));
         }
         self.check_emergency_leave();
     }
@@ -931,7 +1003,7 @@ impl FlowTable {
                     flow.closed = true;
                     eval_event(flow, order(), EvalReason::TcpEnd, &mut self.counters, out);
                     let (next, uid) = (deadline(&idle, &self.timeouts, flow), flow.uid);
-                    self.push_timer(Reverse((next, uid, slot)));
+                    self.push_timer((next, uid, slot));
                 } else if reached_early {
                     eval_event(flow, order(), EvalReason::Early, &mut self.counters, out);
                 } else if reached_logins {
@@ -960,7 +1032,7 @@ impl FlowTable {
         });
         let next = self.deadline(&flow);
         let slot = self.flows.insert(flow);
-        self.push_timer(Reverse((next, hash, slot)));
+        self.push_timer((next, hash, slot));
         self.check_emergency_enter();
         if self.timers.len() > timer_bound(self.capacity) {
             self.compact_timers();
@@ -972,33 +1044,26 @@ impl FlowTable {
         }
     }
 
-    /// Adds a timer entry. The heap grows by half at a time and never past its bound (doubling
-    /// would leave up to half of the table's second-largest allocation unused).
+    /// Adds a timer entry.
     fn push_timer(&mut self, entry: Timer) {
-        let (len, cap) = (self.timers.len(), self.timers.capacity());
-        if len == cap {
-            let bound = timer_bound(self.capacity) + 1;
-            self.timers
-                .reserve_exact((len / 2).max(64).min(bound.saturating_sub(len)).max(1));
-        }
-        self.timers.push(entry);
+        self.timers.push(entry, timer_bound(self.capacity) + 1);
     }
 
     /// Drops timer entries of flows that are gone, keeping one entry (the earliest) per flow.
     fn compact_timers(&mut self) {
         let mut entries = std::mem::take(&mut self.timers).into_vec();
-        entries.sort_unstable_by_key(|Reverse(entry)| *entry);
+        entries.sort_unstable();
         let mut seen = std::collections::HashSet::with_capacity(self.flows.len());
-        entries.retain(|Reverse((_, uid, slot))| {
+        entries.retain(|(_, uid, slot)| {
             self.flows.slot(*slot).is_some_and(|f| f.uid == *uid) && seen.insert(*uid)
         });
-        self.timers = BinaryHeap::from(entries);
+        self.timers = Timers::from_vec(entries);
     }
 
     /// Evicts the flow closest to its deadline.
     fn evict_one(&mut self, order: Order, out: &mut Vec<FlowEvent>) {
         let mut retries = 8;
-        while let Some(Reverse((due, hash, slot))) = self.timers.pop() {
+        while let Some((due, hash, slot)) = self.timers.pop() {
             let Some(flow) = self.flows.slot(slot) else {
                 continue;
             };
@@ -1008,7 +1073,7 @@ impl FlowTable {
             let real = self.deadline(flow);
             if real > due && retries > 0 {
                 retries -= 1;
-                self.timers.push(Reverse((real, hash, slot)));
+                self.push_timer((real, hash, slot));
                 continue;
             }
             let flow = self.flows.remove_slot(slot);
@@ -1041,7 +1106,7 @@ impl FlowTable {
             .filter(|(_, f)| !f.closed)
             .map(|(slot, f)| (f.start, f.uid, slot))
             .collect();
-        self.timers = BinaryHeap::new();
+        self.timers = Timers::default();
         self.emergency = false;
         flows.sort_unstable();
         let mut out = Vec::with_capacity(chunk.min(flows.len()));
@@ -1715,6 +1780,41 @@ mod properties {
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(300))]
+
+        /// Timer entries leave in the order one heap would give them, whichever way they were
+        /// pushed: in order (a new flow's first deadline), out of order (a later one), or with
+        /// deadlines equal and uids not.
+        #[test]
+        fn timers_leave_in_heap_order(
+            ops in proptest::collection::vec((0u8..4, 0u64..50, 0u64..4), 1..300),
+        ) {
+            let mut timers = Timers::default();
+            let mut reference = BinaryHeap::new();
+            // The last deadline fired, and the last of those pushed in order.
+            let (mut fired, mut latest) = (0, 0);
+            for (slot, (op, step, uid)) in ops.into_iter().enumerate() {
+                if op == 0 {
+                    let e = timers.pop();
+                    prop_assert_eq!(e, reference.pop().map(|Reverse(e)| e));
+                    fired = e.map_or(fired, |(due, _, _)| due);
+                    continue;
+                }
+                // A deadline is never before the last one fired: new flows' come in order
+                // (op 1), others anywhere after it (op 2 and 3).
+                let due = if op == 1 { latest.max(fired) + step } else { fired + step };
+                latest = if op == 1 { due } else { latest };
+                let entry = (due, uid, slot as Slot);
+                timers.push(entry, usize::MAX);
+                reference.push(Reverse(entry));
+                prop_assert_eq!(timers.len(), reference.len());
+                prop_assert_eq!(timers.peek(), reference.peek().map(|&Reverse(e)| e));
+            }
+            let mut rest = Vec::new();
+            while let Some(e) = timers.pop() {
+                rest.push(e);
+            }
+            prop_assert_eq!(rest, reference.into_sorted_vec().into_iter().rev().map(|Reverse(e)| e).collect::<Vec<_>>());
+        }
 
         /// The table never holds more than its capacity, every packet is accounted for, and every
         /// flow is evaluated at least once by the end (probe, end, timeout, eviction or flush).
