@@ -571,6 +571,11 @@ impl Incident {
         reaches(f64::from(self.sources.estimate()), cfg.flood_min_sources)
     }
 
+    /// Whether this is an alerted flood of lone attempts from many (spoofed) sources.
+    fn alerted_from_many_lone_sources(&self, cfg: &AlertConfig) -> bool {
+        self.raised.is_some() && self.lone > 0 && self.many_sources(cfg)
+    }
+
     fn evidence(&self) -> Evidence {
         let count = |d: &Distinct<8>| d.estimate().round() as u64;
         let window_s = round3(self.window_s());
@@ -834,7 +839,7 @@ impl AlertEngine {
                     .contains_key(&Key::of(Behaviour::Scan, s, flow))
             })
         };
-        (lone_attempt(flow) && incident.lone > 0 && incident.many_sources(&self.cfg) && !scanning())
+        (lone_attempt(flow) && incident.alerted_from_many_lone_sources(&self.cfg) && !scanning())
             .then_some(Absorbed::Lone)
     }
 
@@ -968,7 +973,7 @@ impl AlertEngine {
             let spoofed = self
                 .incidents
                 .get(&victim)
-                .is_some_and(|i| i.raised.is_some() && i.lone > 0 && i.many_sources(&self.cfg));
+                .is_some_and(|i| i.alerted_from_many_lone_sources(&self.cfg));
             if spoofed && !self.incidents.contains_key(&key) {
                 return;
             }

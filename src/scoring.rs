@@ -333,9 +333,10 @@ impl ScoringStage {
                     }
                     scores
                 };
-                let scores = match self.rows.is_empty() {
-                    true => Ok(Vec::new()),
-                    false => timed(&self.rows),
+                let scores = if self.rows.is_empty() {
+                    Ok(Vec::new())
+                } else {
+                    timed(&self.rows)
                 };
                 match scores {
                     Ok(scores) => {
