@@ -24,7 +24,10 @@ Per source (a lab setting, or a repository of public captures):
                      that do not involve an attacker during its episode (labelled by label.py)
   alerts             distinct alerts
   false_per_1k       false alerts per 1,000 benign flows
-  benign_fpr         flows covered by false alerts / benign flows (lab runs)
+  benign_fpr         flows covered by false alerts that name no attacker of the source /
+                     benign flows (lab runs); false alerts naming an attacker (a second class of
+                     its attack, or its attack alerted late) cover its attack's flows, which
+                     `false_flows` counts with the rest
   episodes, detected recall of episodes with the right class
   precision          true alerts / all alerts (duplicates and wrong classes count against it)
   first_alert_s      median and worst delay from episode start to the raising of its first true
@@ -159,7 +162,8 @@ def judge(alerts, episodes):
 
 def new_result(name):
     return {"source": name, "captures": 0, "failed": 0, "flows": 0, "benign_flows": 0,
-            "alerts": 0, "false_alerts": 0, "false_flows": 0, "episodes": 0, "detected": 0,
+            "alerts": 0, "false_alerts": 0, "false_flows": 0, "benign_alerted_flows": 0,
+            "episodes": 0, "detected": 0,
             "delays": [], "per_class": {}, "false_examples": [], "missed": []}
 
 
@@ -173,6 +177,9 @@ def add_capture(res, flows, benign_flows, alerts, episodes, name):
         if aid not in true_ids:
             res["false_alerts"] += 1
             res["false_flows"] += detail(a)["count"]
+            attackers = {ip for ep in episodes for ip in ep.get("attackers", [])}
+            if not named(a) & attackers:
+                res["benign_alerted_flows"] += detail(a)["count"]
             if len(res["false_examples"]) < 30:
                 res["false_examples"].append(
                     f"{name}: {detail(a)['class']} {a.get('src_ip', '*')} -> {a.get('dest_ip', '*')} "
@@ -197,7 +204,7 @@ def finish(res):
     r = dict(res)
     b = max(r["benign_flows"], 1)
     r["false_per_1k"] = round(1000.0 * r["false_alerts"] / b, 2)
-    r["benign_fpr"] = round(r["false_flows"] / b, 5)
+    r["benign_fpr"] = round(r["benign_alerted_flows"] / b, 5)
     r["recall"] = round(r["detected"] / r["episodes"], 4) if r["episodes"] else None
     r["precision"] = round((r["alerts"] - r["false_alerts"]) / r["alerts"], 4) if r["alerts"] else None
     d = r.pop("delays")
@@ -308,7 +315,7 @@ def public(args, binary):
     total = new_result("all")
     for r in results.values():
         for k in ("captures", "failed", "flows", "benign_flows", "alerts", "false_alerts",
-                  "false_flows", "episodes", "detected"):
+                  "false_flows", "benign_alerted_flows", "episodes", "detected"):
             total[k] += r[k]
         total["delays"] += r["delays"]
     out.append(finish(total))

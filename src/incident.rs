@@ -26,9 +26,12 @@
 //! one target stays one target). A lone attempt among them to a victim whose flood is alerted from
 //! `flood_min_sources` sources is one of that flood's packets: it makes no scan candidate of its
 //! own either. Once a flood is alerted, such an attempt (or any TCP attempt that got nowhere from
-//! one of the flood's named top sources) counts in it without a score (`absorbs`): under a flood
-//! of new flows, scoring each would be the sensor's dearest work, to learn what the alert says
-//! already. Two behaviours count whatever the model scores, each of their flows looking
+//! one of the flood's named top sources while it floods, a probe of its scan too) counts in it
+//! without a score (`absorbs`): under a flood of new flows, scoring each would be the sensor's
+//! dearest work, to learn what the alert says already. A brute force or slow DoS of the sources
+//! of an alerted flood (or, for a brute force, slow DoS) of the same service while they send in
+//! it raises nothing (`explained`): a flood's kept-alive connections repeat one request, like a
+//! guesser's sessions, and over a long path look held; one attack is alerted once. Two behaviours count whatever the model scores, each of their flows looking
 //! ordinary: a TCP attempt its target refused or never answered, or a UDP datagram its target
 //! refused, counts towards its source's scan (silence only at its last evaluation: an answer
 //! may be slow to come; a refusal when it comes, see `EvalReason::Refused`); and a series of
@@ -141,6 +144,13 @@ struct Raised {
 /// Sources tracked for a flood's `top_sources` (space-saving: the counts are estimates).
 const TOP_SOURCES: usize = 4;
 
+/// How long after the last packet an alerted flood (or slow DoS) counted from one of its
+/// sources that source's part in it still goes on, for what the source does next
+/// ([`AlertEngine::absorbs`], [`AlertEngine::explained`]): flows are evaluated 0.5 s after an
+/// unanswered start (`flow.probe_eval_s`), at packet counts and at their end, so the last
+/// packet counted lags the sending.
+const FLOOD_GOES_ON: Micros = 2_000_000;
+
 /// A source in the space-saving count: its address, its count, and how much of that count it
 /// may have inherited from the source it replaced (its count is at least `count - error`).
 #[derive(Clone, Copy, Debug, Default)]
@@ -148,6 +158,8 @@ struct TopSlot {
     ip: Option<IpAddr>,
     count: u64,
     error: u64,
+    /// The last packet of its flows counted.
+    last: Micros,
 }
 
 impl TopSlot {
@@ -474,16 +486,17 @@ impl Incident {
         self.logins =
             (self.logins + u64::from(now.logins)).saturating_sub(u64::from(before.logins));
         self.held = (self.held + u64::from(now.held)).saturating_sub(u64::from(before.held));
-        self.count_source(f.initiator, new_pkts[0] + new_pkts[1]);
+        self.count_source(f.initiator, new_pkts[0] + new_pkts[1], f.last);
     }
 
     /// Space-saving count of the sources' packets.
-    fn count_source(&mut self, ip: IpAddr, packets: u64) {
+    fn count_source(&mut self, ip: IpAddr, packets: u64, last: Micros) {
         if packets == 0 {
             return;
         }
         if let Some(slot) = self.top.iter_mut().find(|s| s.ip == Some(ip)) {
             slot.count += packets;
+            slot.last = slot.last.max(last);
             return;
         }
         // The smallest (or an empty) slot takes it, with that slot's count as its floor.
@@ -492,6 +505,7 @@ impl Incident {
                 ip: Some(ip),
                 count: slot.count + packets,
                 error: slot.count,
+                last,
             };
         }
     }
@@ -564,6 +578,30 @@ impl Incident {
             }
             Behaviour::Other => self.flows >= 1,
         }
+    }
+
+    /// Whether `ip` is a source it names that sent within [`FLOOD_GOES_ON`] before `at`: an
+    /// attack of that source that goes on.
+    fn sending(&self, ip: IpAddr, at: Micros) -> bool {
+        self.top
+            .iter()
+            .any(|s| s.named() == Some(ip) && at <= s.last.saturating_add(FLOOD_GOES_ON))
+    }
+
+    /// Whether `ip` has sent the most of its sources: whose attack it mostly is. A source that
+    /// joined another's flood with a few connections the model called flood is no reason to
+    /// take its own attack for that flood.
+    fn leads(&self, ip: IpAddr) -> bool {
+        let most = self.top.iter().map(TopSlot::sure).max().unwrap_or(0);
+        self.top
+            .iter()
+            .any(|s| s.ip == Some(ip) && s.sure() == most)
+    }
+
+    /// Whether its flows went to `port`: the port of its first, or any when they vary (a flood
+    /// of many ports).
+    fn hits_port(&self, port: u16) -> bool {
+        self.dst_ports_vary || self.first.responder_port == port
     }
 
     /// Whether `flood_min_sources` distinct sources took part.
@@ -703,6 +741,8 @@ pub struct AlertEngine {
     scan_class: Option<usize>,
     /// The model's brute-force class, which repeated sessions count towards too.
     bruteforce_class: Option<usize>,
+    /// The model's slow DoS class, whose alert can explain a brute force (`explained`).
+    slowdos_class: Option<usize>,
     threshold: f32,
     /// Boxed: the table keeps spare and deleted buckets (up to three quarters of it), which then
     /// cost a pointer each rather than a whole incident.
@@ -736,6 +776,7 @@ impl AlertEngine {
             flood_class: None,
             scan_class: None,
             bruteforce_class: None,
+            slowdos_class: None,
             threshold,
             incidents: FastMap::default(),
             deadlines: BinaryHeap::new(),
@@ -770,6 +811,10 @@ impl AlertEngine {
             .classes
             .iter()
             .position(|c| Behaviour::of(c) == Behaviour::Bruteforce);
+        self.slowdos_class = self
+            .classes
+            .iter()
+            .position(|c| Behaviour::of(c) == Behaviour::SlowDos);
         self.threshold = threshold;
         self.cfg = cfg.clone();
         self.tokens = self.tokens.min(cfg.max_alerts_per_s.max(1.0));
@@ -813,9 +858,9 @@ impl AlertEngine {
 
     /// Whether an evaluation of `flow` at `ts` counts in an alerted flood as one more of its
     /// attempts, whatever the model would score it, so that it needs no score: a TCP connection
-    /// attempt that got nowhere ([`is_probe`]) to a victim whose flood is alerted and goes on,
-    /// from one of the flood's named top sources, or, in a flood of lone attempts from many
-    /// sources, a lone attempt from a source with no scan of its own tracked (as
+    /// attempt that got nowhere ([`is_probe`]) to a victim whose flood is alerted, from one of
+    /// the flood's named top sources while it floods ([`Incident::sending`]), or, in a flood of
+    /// lone attempts from many sources, a lone attempt from a source with no scan of its own tracked (as
     /// [`AlertEngine::judge`] counts it: one of the flood's packets, its score beside the
     /// point). Under a flood of new flows the model would otherwise score every one of them,
     /// the dearest work of the sensor, to learn what the alert already says. The engine decides
@@ -830,7 +875,9 @@ impl AlertEngine {
             .incidents
             .get(&Key::of(Behaviour::Flood, self.flood_class?, flow))
             .filter(|i| i.raised.is_some())?;
-        if incident.named_sources().contains(&Some(flow.initiator)) {
+        // A named source's attempt while the flood goes on: once it has stopped, the source's
+        // next attempts are scored again.
+        if incident.sending(flow.initiator, flow.start) {
             return Some(Absorbed::Named);
         }
         let scanning = || {
@@ -865,8 +912,7 @@ impl AlertEngine {
         let key = Key::of(Behaviour::Flood, flood, flow);
         match how {
             Absorbed::Named => {
-                self.count(key, ts, flow, 0.0, Counting::Evaluation { before }, out);
-                self.remember(reason, flow, Counted::of(key, flow));
+                self.count_flagged(Behaviour::Flood, key, ts, flow, 0.0, before, reason, out)
             }
             Absorbed::Lone if flow.evals <= 1 => {
                 self.count(key, ts, flow, 0.0, Counting::LoneAttempt, out);
@@ -978,15 +1024,32 @@ impl AlertEngine {
                 return;
             }
         }
+        self.count_flagged(behaviour, key, ts, flow, score.anomaly, before, reason, out);
+    }
+
+    /// Counts a flagged evaluation (of `behaviour`, scored `score`) in the incident of `key`,
+    /// and, if it is a probe, in its source's scan too; remembers what it gave.
+    #[allow(clippy::too_many_arguments)]
+    fn count_flagged(
+        &mut self,
+        behaviour: Behaviour,
+        key: Key,
+        ts: Micros,
+        flow: &Flow,
+        score: f32,
+        before: Option<Counted>,
+        reason: EvalReason,
+        out: &mut Vec<Alert>,
+    ) {
         let counting = Counting::Evaluation { before };
-        self.count(key, ts, flow, score.anomaly, counting, out);
+        self.count(key, ts, flow, score, counting, out);
         let mut now = Counted::of(key, flow);
         // A flagged connection attempt that got nowhere is a probe whatever the class head calls
         // it (it confuses scan and flood on such flows): it is also evidence of its source's
         // scan, and the scan's minimums (distinct targets, as a grid) decide whether it is one.
         // A flood of one target stays one target.
         if let Some(scan) = self.probe_scan(behaviour, flow) {
-            self.count(scan, ts, flow, score.anomaly, counting, out);
+            self.count(scan, ts, flow, score, counting, out);
             now.probe = true;
         }
         self.remember(reason, flow, now);
@@ -1167,7 +1230,9 @@ impl AlertEngine {
             return;
         };
         match &incident.raised {
-            None if incident.enough(&self.cfg) => self.raise(key, ts, out),
+            None if incident.enough(&self.cfg) && !self.explained(incident) => {
+                self.raise(key, ts, out)
+            }
             None => {}
             Some(r) => {
                 self.counters.flows_aggregated += 1;
@@ -1184,6 +1249,58 @@ impl AlertEngine {
                 }
             }
         }
+    }
+
+    /// Whether a brute force or slow DoS candidate is the connections of another alerted attack
+    /// on its service seen otherwise: a TCP flood of its victim (for either), or a slow DoS of
+    /// its service (for a brute force), whose alert is out, hits its port, and names the
+    /// candidate's source as its leading one ([`Incident::leads`]), still sending at the
+    /// candidate's last packet ([`Incident::sending`]). An HTTP flood that keeps its connections alive repeats one
+    /// request on each, and so does a slow read of one page: a password guesser's session to
+    /// the logins count; over a long path a flood's connections look held and slow. That is
+    /// one attack, alerted once. The candidate stays one: if its source goes on after the other
+    /// attack has stopped, its alert is raised then.
+    fn explained(&self, candidate: &Incident) -> bool {
+        let key = candidate.key;
+        if key.proto != PROTO_TCP {
+            return false;
+        }
+        let flood = self.flood_class.map(|class| Key {
+            class,
+            attacker: None,
+            victim: key.victim,
+            port: 0,
+            proto: PROTO_TCP,
+        });
+        let slowdos = self.slowdos_class.map(|class| Key {
+            class,
+            attacker: None,
+            victim: key.victim,
+            port: key.port,
+            proto: PROTO_TCP,
+        });
+        let explaining = match candidate.behaviour {
+            Behaviour::Bruteforce => [flood, slowdos],
+            Behaviour::SlowDos => [flood, None],
+            _ => return false,
+        };
+        explaining
+            .into_iter()
+            .flatten()
+            .filter_map(|k| self.incidents.get(&k))
+            .any(|other| {
+                let sending = |ip: IpAddr| other.sending(ip, candidate.end) && other.leads(ip);
+                let sources_sending = match key.attacker {
+                    Some(attacker) => sending(attacker),
+                    // Every source is in a slot (no more than the slots), and each one leads:
+                    // one source.
+                    None => {
+                        candidate.sources.estimate() <= TOP_SOURCES as f32
+                            && candidate.top.iter().filter_map(|s| s.ip).all(sending)
+                    }
+                };
+                other.raised.is_some() && sources_sending && other.hits_port(key.port)
+            })
     }
 
     /// Closes the incidents quiet for `incident_idle_s` at `now`, with a final update for those
@@ -1791,6 +1908,93 @@ mod tests {
         );
         // Once the flood has gone quiet and closed, an attempt needs its score again.
         assert_eq!(e.absorbs(&syn(i + 50)), None);
+    }
+
+    #[test]
+    fn a_floods_source_is_scored_again_once_it_stops_and_its_probes_make_its_scan() {
+        // One source's half-open attempts at port 443 called flood, one every 10 ms, until the
+        // flood is alerted and 50 more.
+        let mut e = engine(&AlertConfig::default());
+        let mut out = Vec::new();
+        let syn = |port: u16, start: Micros| {
+            let mut f = flow(PROTO_TCP, 9, 1, port, start, false);
+            f.initiator_port = 1024 + (start / 10_000) as u16;
+            f.fwd.pkts = 3;
+            f
+        };
+        let flood = Score {
+            anomaly: 0.99,
+            class: Some(FLOOD),
+        };
+        let mut t = 0;
+        while out.is_empty() {
+            assert!(t < 10_000_000, "no flood alert");
+            e.offer(
+                t + 100_000,
+                &syn(443, t),
+                EvalReason::Probe,
+                flood,
+                1.0,
+                &mut out,
+            );
+            t += 10_000;
+        }
+        // While it goes on, its attempts at other ports are taken unscored too, and they are
+        // probes of its scan: 16 ports in 0.16 s are a scan alert of their own.
+        for port in 1..=16 {
+            let f = syn(port, t);
+            e.advance(f.last, &mut out);
+            let how = e.absorbs(&f).expect("one of the flood's attempts");
+            e.offer_absorbed(f.last, &f, EvalReason::Probe, how, &mut out);
+            t += 10_000;
+        }
+        let scans = |out: &[Alert]| out.iter().filter(|a| detail(a).class == "scan").count();
+        assert_eq!(scans(&out), 1, "{out:?}");
+        // 5 s after its last attempt the flood has stopped, though its incident is open: the
+        // source's next attempt needs its score.
+        assert_eq!(e.absorbs(&syn(443, t + 5_000_000)), None);
+        assert_eq!(e.absorbs(&syn(443, t + 1_000_000)), Some(Absorbed::Named));
+    }
+
+    #[test]
+    fn a_floods_kept_alive_connections_are_not_also_a_brute_force_or_slow_dos() {
+        // `flooder` floods port 80 of host 1 with 40 connections 10 ms apart called flood, each
+        // one request after another answered alike (a keep-alive flood); then source 9 makes 40
+        // more, called brute force or slow DoS by turns (after 4 of its own called flood, when
+        // another source floods).
+        let conn = |src: u8, i: u64| Flow {
+            exchanges: Exchanges::refused_in_a_row(6),
+            ..flow(PROTO_TCP, src, 1, 80, i * 10_000, true)
+        };
+        let offer = |flooder: Option<u8>| {
+            let mut evals = Vec::new();
+            if let Some(src) = flooder {
+                evals.extend((0..40).map(|i| (conn(src, i), FLOOD)));
+            }
+            if flooder == Some(8) {
+                evals.extend((40..44).map(|i| (conn(9, i), FLOOD)));
+            }
+            evals.extend((44..84).map(|i| (conn(9, i), if i % 2 == 0 { BRUTE } else { SLOW })));
+            let mut e = engine(&AlertConfig::default());
+            let mut out = Vec::new();
+            for (f, class) in &evals {
+                let score = Score {
+                    anomaly: 0.99,
+                    class: Some(*class),
+                };
+                e.offer(f.last, f, EvalReason::Idle, score, 1.0, &mut out);
+            }
+            e.flush(&mut out);
+            let mut classes: Vec<String> = out.iter().map(|a| detail(a).class.clone()).collect();
+            classes.sort();
+            classes.dedup();
+            classes
+        };
+        assert_eq!(offer(Some(9)), ["flood"]);
+        // Without the flood they are what the model calls them, and so they are beside another
+        // source's flood that they joined with a few connections.
+        assert_eq!(offer(None), ["bruteforce", "slowdos"]);
+        assert_eq!(offer(Some(8)), ["bruteforce", "flood", "slowdos"]);
     }
 
     #[test]
