@@ -28,12 +28,13 @@
 //! own either. Once a flood is alerted, such an attempt (or any TCP attempt that got nowhere from
 //! one of the flood's named top sources while it floods, a probe of its scan too) counts in it
 //! without a score (`absorbs`): under a flood of new flows, scoring each would be the sensor's
-//! dearest work, to learn what the alert says already. A brute force or slow DoS of the sources
-//! of an alerted flood (or, for a brute force, slow DoS) of the same service while they send in
-//! it raises nothing (`explained`): a flood's kept-alive connections repeat one request, like a
-//! guesser's sessions, and over a long path look held; one attack is alerted once. Two behaviours count whatever the model scores, each of their flows looking
-//! ordinary: a TCP attempt its target refused or never answered, or a UDP datagram its target
-//! refused, counts towards its source's scan (silence only at its last evaluation: an answer
+//! dearest work, to learn what the alert says already. A brute force or slow DoS of the source
+//! that leads an alerted flood (or, for a brute force, slow DoS) of the same service, while it
+//! sends in it, raises nothing (`explained`): a flood's kept-alive connections repeat one
+//! request, like a guesser's sessions, and over a long path look held; one attack is alerted
+//! once. Two behaviours count whatever the model scores, each of their flows looking ordinary:
+//! a TCP attempt its target refused or never answered, or a UDP datagram its target refused,
+//! counts towards its source's scan (silence only at its last evaluation: an answer
 //! may be slow to come; a refusal when it comes, see `EvalReason::Refused`); and a series of
 //! sessions one after another (`repeat`) is a brute force. A session the model flags as a brute
 //! force also counts the passwords tried inside it (`flow::Exchanges`). Until its evidence is
@@ -860,13 +861,13 @@ impl AlertEngine {
     /// attempts, whatever the model would score it, so that it needs no score: a TCP connection
     /// attempt that got nowhere ([`is_probe`]) to a victim whose flood is alerted, from one of
     /// the flood's named top sources while it floods ([`Incident::sending`]), or, in a flood of
-    /// lone attempts from many sources, a lone attempt from a source with no scan of its own tracked (as
-    /// [`AlertEngine::judge`] counts it: one of the flood's packets, its score beside the
-    /// point). Under a flood of new flows the model would otherwise score every one of them,
-    /// the dearest work of the sensor, to learn what the alert already says. The engine decides
-    /// at the evaluation's own turn (the caller advances it to `ts` first), so what is counted
-    /// does not depend on how evaluations are batched. Says how the flood takes it, for
-    /// [`AlertEngine::offer_absorbed`].
+    /// lone attempts from many sources, a lone attempt from a source with no scan of its own
+    /// tracked (as [`AlertEngine::judge`] counts it: one of the flood's packets, its score
+    /// beside the point). Under a flood of new flows the model would otherwise score every one
+    /// of them, the dearest work of the sensor, to learn what the alert already says. The
+    /// engine decides at the evaluation's own turn (the caller advances it to `ts` first), so
+    /// what is counted does not depend on how evaluations are batched. Says how the flood takes
+    /// it, for [`AlertEngine::offer_absorbed`].
     pub fn absorbs(&self, flow: &Flow) -> Option<Absorbed> {
         if self.cfg.mode != AlertMode::Incident || !is_probe(flow) {
             return None;
@@ -1255,11 +1256,11 @@ impl AlertEngine {
     /// on its service seen otherwise: a TCP flood of its victim (for either), or a slow DoS of
     /// its service (for a brute force), whose alert is out, hits its port, and names the
     /// candidate's source as its leading one ([`Incident::leads`]), still sending at the
-    /// candidate's last packet ([`Incident::sending`]). An HTTP flood that keeps its connections alive repeats one
-    /// request on each, and so does a slow read of one page: a password guesser's session to
-    /// the logins count; over a long path a flood's connections look held and slow. That is
-    /// one attack, alerted once. The candidate stays one: if its source goes on after the other
-    /// attack has stopped, its alert is raised then.
+    /// candidate's last packet ([`Incident::sending`]). An HTTP flood that keeps its
+    /// connections alive repeats one request on each, and so does a slow read of one page: a
+    /// password guesser's session to the logins count; over a long path a flood's connections
+    /// look held and slow. That is one attack, alerted once. The candidate stays one: if its
+    /// source goes on after the other attack has stopped, its alert is raised then.
     fn explained(&self, candidate: &Incident) -> bool {
         let key = candidate.key;
         if key.proto != PROTO_TCP {
