@@ -198,6 +198,22 @@ fn early_eval_at(early: u32, evals: u8) -> u64 {
         .unwrap_or(u64::MAX)
 }
 
+/// How long after a handshake that completed after the flow's first evaluation the connection
+/// is seen whether it is held ([`EvalReason::Held`]; at the next hundredth of a second): a
+/// second, over a long path a request or two answered if it is an ordinary one.
+const HELD_EVAL: Micros = 1_000_000;
+
+/// Whether an open connection is held the way a slow DoS holds it: no request on it answered in
+/// full (a request never ended, or an answer read slowly) and less than a full-size segment of
+/// data either way (not a download over a long path, its first answer still coming).
+fn held(f: &Flow) -> bool {
+    const SEGMENT: u64 = 1460;
+    f.established
+        && f.exchanges.none_answered()
+        && f.fwd.payload_bytes < SEGMENT
+        && f.bwd.payload_bytes < SEGMENT
+}
+
 /// Whether a flow with `evals` evaluations may have one more before its final one, which is
 /// kept for its end: at most `max_evals` in all.
 fn evals_left(evals: u8, max_evals: u8) -> bool {
@@ -223,6 +239,12 @@ pub enum EvalReason {
     /// probe refused over a long link (the refusal comes after the probe evaluation), whose
     /// flow would otherwise be judged again only when it has been idle for `udp_timeout_s`.
     Refused,
+    /// [`HELD_EVAL`] after a TCP handshake that completed after the flow's first evaluation,
+    /// if the connection is still open and held the way a slow DoS holds it (`held`).
+    /// Over a path longer than `probe_eval_s` the probe evaluation sees a SYN, and a connection
+    /// a slow DoS holds open would next be evaluated many seconds later. Not scored: the flow
+    /// keeps the verdict it had, with what it shows now (`AlertEngine::offer_standing`).
+    Held,
     /// TCP ended (FIN both ways, or RST).
     TcpEnd,
     /// Idle timeout.
@@ -241,6 +263,7 @@ impl EvalReason {
                 | EvalReason::Probe
                 | EvalReason::Active
                 | EvalReason::Refused
+                | EvalReason::Held
                 | EvalReason::Logins
         )
     }
@@ -288,6 +311,10 @@ pub struct Flow {
     pub icmp_code: u8,
     pub evals: u8,
     pub last_active_eval: Micros,
+    /// When to see whether a connection established after its first evaluation is held
+    /// ([`EvalReason::Held`]), in hundredths of a second after its start (2 bytes fit where a
+    /// [`Micros`] would make every flow 8 bytes larger); 0: not to.
+    pub held_check_cs: u16,
     /// Its requests and their answers (TCP).
     pub exchanges: Exchanges,
 }
@@ -346,6 +373,12 @@ impl Exchanges {
         ans_a == ans_b && ans_a >= Self::MIN_ANSWER && req_a.abs_diff(req_b) <= Self::REQUEST_SLACK
     }
 
+    /// Whether no request has been answered in full yet (the client has not spoken again after
+    /// an answer): a slow DoS's connection, its request never ended, or its answer read slowly.
+    pub fn none_answered(&self) -> bool {
+        self.most == 0
+    }
+
     /// The most exchanges in a row alike, the one in progress counted when it has an answer.
     pub fn most_alike(&self) -> u8 {
         let mut done = *self;
@@ -357,6 +390,11 @@ impl Exchanges {
 }
 
 impl Flow {
+    /// When to see whether it is held ([`EvalReason::Held`]), if at all.
+    pub fn held_check(&self) -> Option<Micros> {
+        (self.held_check_cs > 0).then(|| self.start + u64::from(self.held_check_cs) * 10_000)
+    }
+
     pub fn packets(&self) -> u32 {
         self.fwd.pkts.saturating_add(self.bwd.pkts)
     }
@@ -705,6 +743,9 @@ fn deadline(idle: &Timeouts, normal: &Timeouts, f: &Flow) -> Micros {
     if f.evals == 0 {
         d = d.min(f.start + normal.probe);
     }
+    if let Some(at) = f.held_check() {
+        d = d.min(at);
+    }
     d.min(f.last_active_eval + normal.active)
 }
 
@@ -904,6 +945,11 @@ impl FlowTable {
             }
             if flow.evals == 0 && flow.start + probe <= due {
                 eval_event(flow, order, EvalReason::Probe, &mut self.counters, out);
+            } else if flow.held_check().is_some_and(|at| at <= due) {
+                flow.held_check_cs = 0;
+                if held(flow) && evals_left(flow.evals, self.max_evals) {
+                    eval_event(flow, order, EvalReason::Held, &mut self.counters, out);
+                }
             } else if flow.last_active_eval + active <= due {
                 flow.last_active_eval = due;
                 if evals_left(flow.evals, self.max_evals) {
@@ -990,8 +1036,17 @@ impl FlowTable {
                 // Only a TCP packet with data can add an exchange.
                 let watch_logins = self.login_eval > 0 && p.payload_len > 0;
                 let logins_before = watch_logins.then(|| flow.exchanges.most_alike());
+                let was_established = flow.established;
                 let ended = update(flow, p);
                 let more_evals = evals_left(flow.evals, self.max_evals);
+                // Established after its first evaluation: held a while longer with no request
+                // answered, it is a held connection.
+                let held_check =
+                    (flow.evals > 0 && !was_established && flow.established).then(|| {
+                        let after = (p.ts + HELD_EVAL).saturating_sub(flow.start) / 10_000 + 1;
+                        flow.held_check_cs = u16::try_from(after).unwrap_or(0);
+                        (flow.held_check(), flow.uid)
+                    });
                 let reached_early = (flow.evals == 0 || more_evals)
                     && u64::from(flow.packets())
                         == early_eval_at(self.early_eval_packets, flow.evals);
@@ -1008,6 +1063,9 @@ impl FlowTable {
                     eval_event(flow, order(), EvalReason::Early, &mut self.counters, out);
                 } else if reached_logins {
                     eval_event(flow, order(), EvalReason::Logins, &mut self.counters, out);
+                }
+                if let Some((Some(at), uid)) = held_check {
+                    self.push_timer((at, uid, slot));
                 }
                 return;
             }
@@ -1184,6 +1242,7 @@ impl Flow {
             icmp_code: 0,
             evals: 0,
             last_active_eval: start,
+            held_check_cs: 0,
             exchanges: Exchanges::default(),
         }
     }
@@ -1477,6 +1536,35 @@ mod tests {
             })
             .collect();
         assert_eq!(logins, vec![4], "evaluated once, at the 4th answer");
+    }
+
+    #[test]
+    fn a_connection_established_after_its_probe_evaluation_is_seen_held_a_second_later() {
+        let cfg = Config::default().flow;
+        let rtt = 700_000;
+        let data = |p: PacketMeta, len: u16| PacketMeta {
+            payload_len: len,
+            ..p
+        };
+        // The handshake completes 0.7 s in, after the probe evaluation; a request begins.
+        let run = |answered: bool, sent: u16| {
+            let mut t = FlowTable::new(&cfg, 100);
+            let mut out = Vec::new();
+            t.process(&pkt(0, 0, A, 40000, B, 80, SYN), &mut out);
+            t.process(&pkt(rtt, 1, B, 80, A, 40000, SYN | ACK), &mut out);
+            t.process(&pkt(rtt + 1, 2, A, 40000, B, 80, ACK), &mut out);
+            t.process(&data(pkt(rtt + 2, 3, A, 40000, B, 80, ACK), sent), &mut out);
+            if answered {
+                t.process(&data(pkt(rtt + 9, 4, B, 80, A, 40000, ACK), 500), &mut out);
+                t.process(&data(pkt(rtt + 10, 5, A, 40000, B, 80, ACK), 200), &mut out);
+            }
+            t.advance(rtt + 1 + HELD_EVAL + 10_000, &mut out);
+            evals(&out).into_iter().map(|(r, _)| r).collect::<Vec<_>>()
+        };
+        assert_eq!(run(false, 200), [EvalReason::Probe, EvalReason::Held]);
+        // A request answered, or a full segment sent, is no held connection.
+        assert_eq!(run(true, 200), [EvalReason::Probe]);
+        assert_eq!(run(false, 1460), [EvalReason::Probe]);
     }
 
     #[test]

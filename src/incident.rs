@@ -32,8 +32,10 @@
 //! that leads an alerted flood (or, for a brute force, slow DoS) of the same service, while it
 //! sends in it, raises nothing (`explained`): a flood's kept-alive connections repeat one
 //! request, like a guesser's sessions, and over a long path look held; one attack is alerted
-//! once. Two behaviours count whatever the model scores, each of their flows looking ordinary:
-//! a TCP attempt its target refused or never answered, or a UDP datagram its target refused,
+//! once. A slow DoS's connection flagged at its probe evaluation, before its handshake
+//! completed, counts as held at its held evaluation, unscored (`offer_standing`). Two
+//! behaviours count whatever the model scores, each of their flows looking ordinary: a TCP
+//! attempt its target refused or never answered, or a UDP datagram its target refused,
 //! counts towards its source's scan (silence only at its last evaluation: an answer
 //! may be slow to come; a refusal when it comes, see `EvalReason::Refused`); and a series of
 //! sessions one after another (`repeat`) is a brute force. A session the model flags as a brute
@@ -920,6 +922,40 @@ impl AlertEngine {
             }
             Absorbed::Lone => {}
         }
+    }
+
+    /// Counts an evaluation that brings news of its flow but no score (a connection held,
+    /// [`EvalReason::Held`]) in the slow DoS the flow counted in before, with what it shows
+    /// now: the flow keeps the verdict it had. A slow DoS's connections over a long path are
+    /// flagged at their probe evaluation, a SYN not answered yet, and count as held from here
+    /// on, not from their next evaluation seconds later. Only a slow DoS counts held
+    /// connections; a flow counted elsewhere, or nowhere, waits for its next evaluation. The
+    /// engine has been advanced to `ts` before.
+    pub fn offer_standing(
+        &mut self,
+        ts: Micros,
+        flow: &Flow,
+        reason: EvalReason,
+        out: &mut Vec<Alert>,
+    ) {
+        if self.cfg.mode != AlertMode::Incident {
+            return;
+        }
+        let Some(before) = self.counted.get(&flow.uid).copied() else {
+            return;
+        };
+        if Behaviour::of(self.class_name(before.key.class)) != Behaviour::SlowDos {
+            return;
+        }
+        let counting = Counting::Evaluation {
+            before: Some(before),
+        };
+        self.count(before.key, ts, flow, 0.0, counting, out);
+        let now = Counted {
+            probe: before.probe,
+            ..Counted::of(before.key, flow)
+        };
+        self.remember(reason, flow, now);
     }
 
     /// What the flow gave its incident at its evaluation before this one, if any; at its last
@@ -2424,6 +2460,43 @@ mod tests {
             .map(|i| flow(PROTO_TCP, 9, 1, 80, u64::from(i) * 10_000, false))
             .collect();
         assert!(run(&AlertConfig::default(), SLOW, &half_open).is_empty());
+    }
+
+    #[test]
+    fn connections_held_after_a_late_handshake_count_in_their_slow_dos() {
+        // 20 connections over a long path, flagged at their probe evaluation, a SYN not
+        // answered yet; 1.7 s later each is held (`EvalReason::Held`), 40 packets in.
+        let offer = |class: usize| {
+            let mut e = engine(&AlertConfig::default());
+            let mut out = Vec::new();
+            let score = Score {
+                anomaly: 0.99,
+                class: Some(class),
+            };
+            let syn = |i: u64| flow(PROTO_TCP, 9, 1, 80, i * 10_000, false);
+            for i in 0..20 {
+                let at = syn(i).start + 500_000;
+                e.offer(at, &syn(i), EvalReason::Probe, score, 1.0, &mut out);
+            }
+            assert!(out.is_empty(), "half-open attempts hold nothing");
+            for i in 0..20 {
+                let mut held = Flow {
+                    established: true,
+                    synack_seen: true,
+                    ..syn(i)
+                };
+                held.fwd.pkts = 40;
+                let at = held.start + 1_700_000;
+                e.advance(at, &mut out);
+                e.offer_standing(at, &held, EvalReason::Held, &mut out);
+            }
+            out
+        };
+        let out = offer(SLOW);
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert_eq!(detail(&out[0]).evidence.connections, Some(16));
+        // Held connections are a slow DoS's evidence only: flagged flood, they add nothing.
+        assert!(offer(FLOOD).is_empty());
     }
 
     #[test]

@@ -146,6 +146,9 @@ struct Pending {
 enum Row {
     Batch,
     Spare(usize),
+    /// None: the evaluation is not scored, the flow keeps its verdict
+    /// ([`AlertEngine::offer_standing`]).
+    Standing,
 }
 
 /// The source's and the victim's host views of an evaluation, as they were when it came.
@@ -222,6 +225,19 @@ impl ScoringStage {
                     let ts = order.ts;
                     if let Some(outcome) = first_outcome {
                         self.hosts.outcome(&flow, outcome, ts);
+                    }
+                    if reason == EvalReason::Held {
+                        // No row: the model is not asked (nor trained on such evaluations).
+                        if let Mode::Alerts { .. } = self.mode {
+                            self.pending.push(Pending {
+                                ts,
+                                flow,
+                                reason,
+                                victim_sources: 0.0,
+                                row: Row::Standing,
+                            });
+                        }
+                        continue;
                     }
                     let src = self.hosts.view(flow.initiator, ts);
                     let dst = self.hosts.view(flow.responder, ts);
@@ -346,9 +362,13 @@ impl ScoringStage {
                             // unscored, whatever was guessed when it came.
                             let batch_score = match p.row {
                                 Row::Batch => scores.next(),
-                                Row::Spare(_) => None,
+                                Row::Spare(_) | Row::Standing => None,
                             };
                             engine.advance(p.ts, alerts);
+                            if let Row::Standing = p.row {
+                                engine.offer_standing(p.ts, &p.flow, p.reason, alerts);
+                                continue;
+                            }
                             if let Some(how) = engine.absorbs(&p.flow) {
                                 engine.offer_absorbed(p.ts, &p.flow, p.reason, how, alerts);
                                 continue;
@@ -371,7 +391,7 @@ impl ScoringStage {
                                         }
                                     }
                                 }
-                                (None, Row::Batch) => continue,
+                                (None, Row::Batch | Row::Standing) => continue,
                             };
                             engine.offer(p.ts, &p.flow, p.reason, score, p.victim_sources, alerts);
                         }
@@ -406,6 +426,7 @@ fn reason_name(r: EvalReason) -> &'static str {
         EvalReason::Probe => "probe",
         EvalReason::Active => "active",
         EvalReason::Refused => "refused",
+        EvalReason::Held => "held",
         EvalReason::Logins => "logins",
         EvalReason::TcpEnd => "tcp_end",
         EvalReason::Idle => "idle",
