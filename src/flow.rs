@@ -200,7 +200,9 @@ fn early_eval_at(early: u32, evals: u8) -> u64 {
 
 /// How long after a handshake that completed after the flow's first evaluation the connection
 /// is seen whether it is held ([`EvalReason::Held`]; at the next hundredth of a second): a
-/// second, over a long path a request or two answered if it is an ordinary one.
+/// second, or three times the handshake's own time (SYN to ACK, a round trip or more) if that is
+/// longer. An ordinary request is answered, and the connection closed or its next request sent,
+/// within a round trip or two; over a satellite path one second is less than two.
 const HELD_EVAL: Micros = 1_000_000;
 
 /// Whether an open connection is held the way a slow DoS holds it: no request on it answered in
@@ -239,8 +241,9 @@ pub enum EvalReason {
     /// probe refused over a long link (the refusal comes after the probe evaluation), whose
     /// flow would otherwise be judged again only when it has been idle for `udp_timeout_s`.
     Refused,
-    /// [`HELD_EVAL`] after a TCP handshake that completed after the flow's first evaluation,
-    /// if the connection is still open and held the way a slow DoS holds it (`held`).
+    /// [`HELD_EVAL`] (or three handshake times) after a TCP handshake that completed after the
+    /// flow's first evaluation, if the connection is still open and held the way a slow DoS
+    /// holds it (`held`).
     /// Over a path longer than `probe_eval_s` the probe evaluation sees a SYN, and a connection
     /// a slow DoS holds open would next be evaluated many seconds later. Not scored: the flow
     /// keeps the verdict it had, with what it shows now (`AlertEngine::offer_standing`).
@@ -1043,7 +1046,9 @@ impl FlowTable {
                 // answered, it is a held connection.
                 let held_check =
                     (flow.evals > 0 && !was_established && flow.established).then(|| {
-                        let after = (p.ts + HELD_EVAL).saturating_sub(flow.start) / 10_000 + 1;
+                        let handshake = p.ts.saturating_sub(flow.start);
+                        let at = p.ts + HELD_EVAL.max(3 * handshake);
+                        let after = at.saturating_sub(flow.start) / 10_000 + 1;
                         flow.held_check_cs = u16::try_from(after).unwrap_or(0);
                         (flow.held_check(), flow.uid)
                     });
@@ -1539,7 +1544,7 @@ mod tests {
     }
 
     #[test]
-    fn a_connection_established_after_its_probe_evaluation_is_seen_held_a_second_later() {
+    fn a_connection_established_after_its_probe_evaluation_is_seen_held_three_handshakes_later() {
         let cfg = Config::default().flow;
         let rtt = 700_000;
         let data = |p: PacketMeta, len: u16| PacketMeta {
@@ -1558,7 +1563,7 @@ mod tests {
                 t.process(&data(pkt(rtt + 9, 4, B, 80, A, 40000, ACK), 500), &mut out);
                 t.process(&data(pkt(rtt + 10, 5, A, 40000, B, 80, ACK), 200), &mut out);
             }
-            t.advance(rtt + 1 + HELD_EVAL + 10_000, &mut out);
+            t.advance(rtt + 1 + 3 * (rtt + 1) + 10_000, &mut out);
             evals(&out).into_iter().map(|(r, _)| r).collect::<Vec<_>>()
         };
         assert_eq!(run(false, 200), [EvalReason::Probe, EvalReason::Held]);

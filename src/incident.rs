@@ -651,6 +651,7 @@ impl Incident {
             Behaviour::SlowDos => {
                 e.connections = Some(self.held);
                 e.sources = Some(count(&self.sources));
+                e.top_sources = self.top_sources();
                 // Per connection: its bytes over its time, on average.
                 let duration_s = self.duration as f64 / 1e6;
                 e.mean_duration_s = Some(per_flow(duration_s));
