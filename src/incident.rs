@@ -803,22 +803,11 @@ impl AlertEngine {
             version: model.version.clone(),
         };
         self.classes = model.classes.clone();
-        self.flood_class = self
-            .classes
-            .iter()
-            .position(|c| Behaviour::of(c) == Behaviour::Flood);
-        self.scan_class = self
-            .classes
-            .iter()
-            .position(|c| Behaviour::of(c) == Behaviour::Scan);
-        self.bruteforce_class = self
-            .classes
-            .iter()
-            .position(|c| Behaviour::of(c) == Behaviour::Bruteforce);
-        self.slowdos_class = self
-            .classes
-            .iter()
-            .position(|c| Behaviour::of(c) == Behaviour::SlowDos);
+        let class_of = |b: Behaviour| model.classes.iter().position(|c| Behaviour::of(c) == b);
+        self.flood_class = class_of(Behaviour::Flood);
+        self.scan_class = class_of(Behaviour::Scan);
+        self.bruteforce_class = class_of(Behaviour::Bruteforce);
+        self.slowdos_class = class_of(Behaviour::SlowDos);
         self.threshold = threshold;
         self.cfg = cfg.clone();
         self.tokens = self.tokens.min(cfg.max_alerts_per_s.max(1.0));
@@ -1303,22 +1292,19 @@ impl AlertEngine {
         if key.proto != PROTO_TCP {
             return false;
         }
-        let flood = self.flood_class.map(|class| Key {
-            class,
-            attacker: None,
-            victim: key.victim,
-            port: 0,
-            proto: PROTO_TCP,
-        });
-        let slowdos = self.slowdos_class.map(|class| Key {
-            class,
-            attacker: None,
-            victim: key.victim,
-            port: key.port,
-            proto: PROTO_TCP,
-        });
+        // The incidents of the victim's TCP floods and of its service's slow DoS.
+        let of_victim = |class: Option<usize>, port| {
+            class.map(|class| Key {
+                class,
+                attacker: None,
+                victim: key.victim,
+                port,
+                proto: PROTO_TCP,
+            })
+        };
+        let flood = of_victim(self.flood_class, 0);
         let explaining = match candidate.behaviour {
-            Behaviour::Bruteforce => [flood, slowdos],
+            Behaviour::Bruteforce => [flood, of_victim(self.slowdos_class, key.port)],
             Behaviour::SlowDos => [flood, None],
             _ => return false,
         };
