@@ -54,11 +54,12 @@
 //! the model makes of it in its endpoints' context of then.
 //!
 //! Memory is bounded: `max_incidents` incidents and candidates, the least recently active one
-//! going first (a candidate dropped, an incident closed), and four times as many flows
-//! remembered as counted (one entry a flow, a probe's share of its source's scan included), and
-//! as many series of sessions (`repeat`) as incidents. It runs on packet time, so replay output
-//! does not depend on the wall clock. It builds records (`alert`); writing them is the sinks'
-//! job.
+//! going first (a candidate dropped, an incident closed), four times as many flows
+//! remembered as counted (one entry a flow, a probe's share of its source's scan included) and
+//! as many again by what they had shown alone, once that table is full (with the default
+//! settings the two hold as many flows as the flow table), and as many series of sessions
+//! (`repeat`) as incidents. It runs on packet time, so replay output does not depend on the
+//! wall clock. It builds records (`alert`); writing them is the sinks' job.
 //!
 //! With `mode = "flow"` every evaluation at or above the threshold is an alert of its own (for
 //! tests, model comparisons and receivers that group alerts themselves).
@@ -404,6 +405,12 @@ impl Counted {
     fn unchanged(self, f: &Flow) -> bool {
         self.pkts == [f.fwd.pkts, f.bwd.pkts] && self.refused == f.icmp_from_peer
     }
+}
+
+/// What a flow has shown, in one number: its packets both ways (wrapping at 2^31) and whether
+/// its peer refused it. `Counted::unchanged` for a flow remembered by this alone.
+fn shown(f: &Flow) -> u32 {
+    (f.fwd.pkts.wrapping_add(f.bwd.pkts) & 0x7fff_ffff) | (u32::from(f.icmp_from_peer) << 31)
 }
 
 impl Incident {
@@ -755,6 +762,11 @@ pub struct AlertEngine {
     deadlines: BinaryHeap<Reverse<(Micros, Key)>>,
     /// Flows counted in an incident, with what they gave (removed at their final evaluation).
     counted: FastMap<u64, Counted>,
+    /// Flows counted while `counted` was full, by id alone with what they had shown then
+    /// ([`shown`]): a flood of more flows than `counted` holds would otherwise have the rest
+    /// judged afresh at their idle end, when the flood is over and its refused datagrams look
+    /// like a scan's probes. About a sixth of a `counted` entry each, as many at most.
+    overflow: FastMap<u64, u32>,
     /// Series of sessions, for brute forces the model does not see (`repeat`).
     repeats: Repeats,
     tokens: f64,
@@ -785,6 +797,7 @@ impl AlertEngine {
             incidents: FastMap::default(),
             deadlines: BinaryHeap::new(),
             counted: FastMap::default(),
+            overflow: FastMap::default(),
             repeats: Repeats::new(cfg.max_incidents),
             // A full bucket to start with.
             tokens: cfg.max_alerts_per_s,
@@ -901,6 +914,9 @@ impl AlertEngine {
             return;
         };
         self.counters.flows_unscored += 1;
+        if self.overflowed_unchanged(reason, flow) {
+            return;
+        }
         let before = self.counted_before(reason, flow);
         let key = Key::of(Behaviour::Flood, flood, flow);
         match how {
@@ -971,6 +987,9 @@ impl AlertEngine {
         victim_sources: f32,
         out: &mut Vec<Alert>,
     ) {
+        if self.overflowed_unchanged(reason, flow) {
+            return;
+        }
         let before = self.counted_before(reason, flow);
         // A flow that has shown nothing since the evaluation that counted it keeps that
         // verdict: judged again (at its idle end, usually) it is judged by its endpoints' context
@@ -1083,9 +1102,15 @@ impl AlertEngine {
     }
 
     /// Remembers what a flow gave its incident (`now`) until its last evaluation, which is then
-    /// not counted again; the incident stays open meanwhile.
+    /// not counted again; the incident stays open meanwhile. A flow already remembered is
+    /// remembered anew however full the table is; a new one that finds it full is remembered in
+    /// `overflow`, by what it has shown only (and keeps no incident open).
     fn remember(&mut self, reason: EvalReason, flow: &Flow, now: Counted) {
-        if !reason.is_final() && self.counted.len() < self.cfg.max_incidents.saturating_mul(4) {
+        if reason.is_final() {
+            return;
+        }
+        let bound = self.cfg.max_incidents.saturating_mul(4);
+        if self.counted.len() < bound || self.counted.contains_key(&flow.uid) {
             let was = self.counted.insert(flow.uid, now).map(|c| c.key);
             if was != Some(now.key) {
                 if let Some(was) = was {
@@ -1093,7 +1118,21 @@ impl AlertEngine {
                 }
                 self.set_open(now.key, true);
             }
+        } else if self.overflow.len() < bound || self.overflow.contains_key(&flow.uid) {
+            self.overflow.insert(flow.uid, shown(flow));
         }
+    }
+
+    /// Whether this last evaluation of `flow` is of a flow counted while the table of counted
+    /// flows was full (`overflow`) that has shown nothing since: it then counts nowhere, as a
+    /// flow remembered in full would count only where it counted, adding nothing. Forgets the
+    /// flow at its last evaluation.
+    fn overflowed_unchanged(&mut self, reason: EvalReason, flow: &Flow) -> bool {
+        if !reason.is_final() || self.overflow.is_empty() {
+            return false;
+        }
+        let was = self.overflow.remove(&flow.uid);
+        was == Some(shown(flow)) && !self.counted.contains_key(&flow.uid)
     }
 
     /// A session of a series of repeated sessions that is a brute force: the brute force of its
@@ -1379,6 +1418,7 @@ impl AlertEngine {
         }
         self.deadlines.clear();
         self.counted.clear();
+        self.overflow.clear();
         self.repeats.clear();
     }
 
@@ -2041,6 +2081,30 @@ mod tests {
             incidents(&run_each(&AlertConfig::default(), &twice)),
             std::slice::from_ref(&flood)
         );
+        // So too when more of them are open at once than the engine remembers in full (4 x 100):
+        // the rest are remembered by what they had shown.
+        let small = AlertConfig {
+            max_incidents: 100,
+            ..AlertConfig::default()
+        };
+        let ended_later = |ends: &[Flow]| {
+            let mut e = engine(&small);
+            let mut out = Vec::new();
+            let score = |class| Score {
+                anomaly: 0.99,
+                class: Some(class),
+            };
+            for f in &datagrams {
+                e.offer(f.last, f, EvalReason::Early, score(FLOOD), 1.0, &mut out);
+            }
+            for f in ends {
+                let ts = f.last + 30_000_000;
+                e.offer(ts, f, EvalReason::Idle, score(SCAN), 1.0, &mut out);
+            }
+            e.flush(&mut out);
+            incidents(&out)
+        };
+        assert_eq!(ended_later(&datagrams), std::slice::from_ref(&flood));
         // Refused by their target after the flood's evaluation, they have news: the refusals
         // are judged, and refused datagrams to 600 ports are a scan too.
         let refused: Vec<Flow> = (datagrams.iter())
@@ -2057,8 +2121,9 @@ mod tests {
         scan.0 = "scan".to_string();
         assert_eq!(
             incidents(&run_each(&AlertConfig::default(), &news)),
-            [flood, scan]
+            [flood.clone(), scan.clone()]
         );
+        assert_eq!(ended_later(&refused), [flood, scan]);
     }
 
     #[test]
