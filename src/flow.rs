@@ -246,7 +246,8 @@ pub enum EvalReason {
     /// holds it (`held`).
     /// Over a path longer than `probe_eval_s` the probe evaluation sees a SYN, and a connection
     /// a slow DoS holds open would next be evaluated many seconds later. Not scored: the flow
-    /// keeps the verdict it had, with what it shows now (`AlertEngine::offer_standing`).
+    /// keeps the verdict it had (a flood's counts as a slow DoS's), with what it shows now
+    /// (`AlertEngine::offer_standing`).
     Held,
     /// TCP ended (FIN both ways, or RST).
     TcpEnd,

@@ -18,40 +18,39 @@
 //! (one host, not a multicast or broadcast group) has seen `flood_min_sources` sources lately in
 //! its host context, the attempt's first evaluation also counts towards the victim's flood,
 //! whatever the model scores it (one SYN from a random address is nothing to score; the flood's
-//! minimums decide), and once that flood is alerted with `flood_min_sources` sources, its
-//! sources get no scan candidates of their own (a scanner already tracked keeps its candidate). A
-//! flagged TCP connection attempt that got nowhere (a SYN, no payload either way, refused,
-//! unanswered or reset by its initiator) also counts towards its source's scan whatever its class:
-//! the class head confuses scan and flood on such flows, and the scan's minimums decide (a flood of
-//! one target stays one target). A lone attempt among them to a victim whose flood is alerted from
+//! minimums decide), and once that flood is alerted with `flood_min_sources` sources, its sources
+//! get no scan candidates of their own (a scanner already tracked keeps its candidate). A flagged
+//! TCP connection attempt that got nowhere (a SYN, no payload either way, refused, unanswered or
+//! reset by its initiator) also counts towards its source's scan whatever its class: the class head
+//! confuses scan and flood on such flows, and the scan's minimums decide (a flood of one target
+//! stays one target). A lone attempt among them to a victim whose flood is alerted from
 //! `flood_min_sources` sources is one of that flood's packets: it makes no scan candidate of its
 //! own either. Once a flood is alerted, such an attempt (or any TCP attempt that got nowhere from
 //! one of the flood's named top sources while it floods, a probe of its scan too) counts in it
 //! without a score (`absorbs`): under a flood of new flows, scoring each would be the sensor's
-//! dearest work, to learn what the alert says already. A brute force or slow DoS of the source
-//! that leads an alerted flood (or, for a brute force, slow DoS) of the same service, while it
-//! sends in it, raises nothing (`explained`): a flood's kept-alive connections repeat one
-//! request, like a guesser's sessions, and over a long path look held; one attack is alerted
-//! once. A slow DoS's connection flagged at its probe evaluation, before its handshake
-//! completed, counts as held at its held evaluation, unscored (`offer_standing`). Two
-//! behaviours count whatever the model scores, each of their flows looking ordinary: a TCP
-//! attempt its target refused or never answered, or a UDP datagram its target refused,
-//! counts towards its source's scan (silence only at its last evaluation: an answer
-//! may be slow to come; a refusal when it comes, see `EvalReason::Refused`); and a series of
-//! sessions one after another (`repeat`) is a brute force. A session the model flags as a brute
-//! force also counts the passwords tried inside it (`flow::Exchanges`). Until its evidence is
-//! enough an incident is a candidate and raises nothing: one flow the model finds odd is not an
-//! attack (a candidate older than twice the time its minimums take at their minimum rate starts
-//! over, so that old evidence does not dilute a burst). Then it raises one alert, and updates it
-//! (the same `alert_id`, the next `update` number, the evidence so far) at most every
-//! `update_interval_s` while it goes on (a flood's sooner when a new source has sent
-//! `flood_min_packets` on its own), and a last time (`final`) when it has been quiet for
-//! `incident_idle_s` (no evaluation counted, and none of its flows open: a one-flow flood
-//! evaluated early and next at its end is one incident). A flow counts once in an incident
-//! however often it is evaluated; its later evaluations add only what it sent since. A flow that
-//! has shown nothing since the evaluation that counted it (no packet, no refusal) keeps that
-//! verdict: its next evaluation (its idle end, usually) counts only where it counted, whatever
-//! the model makes of it in its endpoints' context of then.
+//! dearest work, to learn what the alert says already. A brute force or slow DoS of the source that
+//! leads an alerted flood (or, for a brute force, slow DoS) of the same service, while it sends in
+//! it, raises nothing (`explained`): a flood's kept-alive connections repeat one request, like a
+//! guesser's sessions, and over a long path look held; one attack is alerted once. A connection
+//! flagged a slow DoS or a TCP flood at its probe evaluation, before its handshake completed,
+//! counts as held in its service's slow DoS at its held evaluation, unscored (`offer_standing`).
+//! Two behaviours count whatever the model scores, each of their flows looking ordinary: a TCP
+//! attempt its target refused or never answered, or a UDP datagram its target refused, counts
+//! towards its source's scan (silence only at its last evaluation: an answer may be slow to come; a
+//! refusal when it comes, see `EvalReason::Refused`); and a series of sessions one after another
+//! (`repeat`) is a brute force. A session the model flags as a brute force also counts the
+//! passwords tried inside it (`flow::Exchanges`). Until its evidence is enough an incident is a
+//! candidate and raises nothing: one flow the model finds odd is not an attack (a candidate older
+//! than twice the time its minimums take at their minimum rate starts over, so that old evidence
+//! does not dilute a burst). Then it raises one alert, and updates it (the same `alert_id`, the
+//! next `update` number, the evidence so far) at most every `update_interval_s` while it goes on (a
+//! flood's sooner when a new source has sent `flood_min_packets` on its own), and a last time
+//! (`final`) when it has been quiet for `incident_idle_s` (no evaluation counted, and none of its
+//! flows open: a one-flow flood evaluated early and next at its end is one incident). A flow counts
+//! once in an incident however often it is evaluated; its later evaluations add only what it sent
+//! since. A flow that has shown nothing since the evaluation that counted it (no packet, no
+//! refusal) keeps that verdict: its next evaluation (its idle end, usually) counts only where it
+//! counted, whatever the model makes of it in its endpoints' context of then.
 //!
 //! Memory is bounded: `max_incidents` incidents and candidates, the least recently active one
 //! going first (a candidate dropped, an incident closed), four times as many flows
@@ -934,9 +933,12 @@ impl AlertEngine {
     /// [`EvalReason::Held`]) in the slow DoS the flow counted in before, with what it shows
     /// now: the flow keeps the verdict it had. A slow DoS's connections over a long path are
     /// flagged at their probe evaluation, a SYN not answered yet, and count as held from here
-    /// on, not from their next evaluation seconds later. Only a slow DoS counts held
-    /// connections; a flow counted elsewhere, or nowhere, waits for its next evaluation. The
-    /// engine has been advanced to `ts` before.
+    /// on, not from their next evaluation seconds later. A connection a TCP flood counted at
+    /// its SYN counts in the slow DoS of its service instead: a flood's connections are left
+    /// half-open (a SYN flood) or answered (an HTTP flood), and the class head calls a slow
+    /// DoS's SYNs a flood as often as not. Only a slow DoS counts held connections; a flow
+    /// counted elsewhere, or nowhere, waits for its next evaluation. The engine has been
+    /// advanced to `ts` before.
     pub fn offer_standing(
         &mut self,
         ts: Micros,
@@ -950,16 +952,21 @@ impl AlertEngine {
         let Some(before) = self.counted.get(&flow.uid).copied() else {
             return;
         };
-        if Behaviour::of(self.class_name(before.key.class)) != Behaviour::SlowDos {
-            return;
-        }
+        let key = match Behaviour::of(self.class_name(before.key.class)) {
+            Behaviour::SlowDos => before.key,
+            Behaviour::Flood if flow.key.proto == PROTO_TCP => match self.slowdos_class {
+                Some(slowdos) => Key::of(Behaviour::SlowDos, slowdos, flow),
+                None => return,
+            },
+            _ => return,
+        };
         let counting = Counting::Evaluation {
             before: Some(before),
         };
-        self.count(before.key, ts, flow, 0.0, counting, out);
+        self.count(key, ts, flow, 0.0, counting, out);
         let now = Counted {
             probe: before.probe,
-            ..Counted::of(before.key, flow)
+            ..Counted::of(key, flow)
         };
         self.remember(reason, flow, now);
     }
@@ -2544,11 +2551,16 @@ mod tests {
             }
             out
         };
-        let out = offer(SLOW);
-        assert_eq!(out.len(), 1, "{out:?}");
-        assert_eq!(detail(&out[0]).evidence.connections, Some(16));
-        // Held connections are a slow DoS's evidence only: flagged flood, they add nothing.
-        assert!(offer(FLOOD).is_empty());
+        // Flagged slow DoS, or flood: a flood's connections are left half-open or answered,
+        // held ones are a slow DoS's whatever the class head called their SYNs.
+        for class in [SLOW, FLOOD] {
+            let out = offer(class);
+            assert_eq!(out.len(), 1, "{out:?}");
+            assert_eq!(detail(&out[0]).class, "slowdos");
+            assert_eq!(detail(&out[0]).evidence.connections, Some(16));
+        }
+        // Held connections are a slow DoS's evidence only: flagged a scan, they add nothing.
+        assert!(offer(SCAN).is_empty());
     }
 
     #[test]
