@@ -1311,12 +1311,17 @@ impl AlertEngine {
                 self.counters.flows_aggregated += 1;
                 let due = ts >= r.at + micros(self.cfg.update_interval_s);
                 let grew = incident.flows > r.flows || incident.packets() > r.packets;
-                // A flood's new source that sends a flood's worth on its own is news (a second
-                // attacker): told a second after the last record at the soonest, not at the
-                // next interval. Spoofed sources each send too little to be one.
-                let joined = incident.behaviour == Behaviour::Flood
-                    && ts >= r.at + 1_000_000
-                    && incident.newcomer(&r.named, self.cfg.flood_min_packets);
+                // A new source that sends a flood's worth on its own, or a slow DoS's (its
+                // minimum of connections, a handshake's 3 packets each at the fewest), is news
+                // (a second attacker): told a second after the last record at the soonest, not
+                // at the next interval. Spoofed sources each send too little to be one.
+                let worth = match incident.behaviour {
+                    Behaviour::Flood => Some(self.cfg.flood_min_packets),
+                    Behaviour::SlowDos => Some(self.cfg.slowdos_min_connections.saturating_mul(3)),
+                    _ => None,
+                };
+                let joined = ts >= r.at + 1_000_000
+                    && worth.is_some_and(|packets| incident.newcomer(&r.named, packets));
                 if (due && grew) || joined {
                     self.update(key, ts, false, out);
                 }
@@ -2610,6 +2615,33 @@ mod tests {
             "told at {at}, not at the next 10 s update"
         );
         assert!(out.iter().all(|a| !named(a, 120)), "a spoofed source named");
+    }
+
+    #[test]
+    fn a_second_source_joining_a_slow_dos_is_told_at_once() {
+        // Source 9 opens a held connection to host 1:80 every 0.05 s from 0 s (alerted at the
+        // 16th); 2 s in, source 8 does the same.
+        let held = |src: u8, i: u64| {
+            let mut f = flow(PROTO_TCP, src, 1, 80, i * 50_000, false);
+            f.established = true;
+            f.synack_seen = true;
+            f.fwd.pkts = 3;
+            f.bwd.pkts = 1;
+            f
+        };
+        let mut flows: Vec<Flow> = (0..200).map(|i| held(9, i)).collect();
+        flows.extend((40..200).map(|i| held(8, i)));
+        flows.sort_by_key(|f| f.last);
+        let out = run(&AlertConfig::default(), SLOW, &flows);
+        let names_8 =
+            |a: &&Alert| (detail(a).evidence.top_sources.iter()).any(|s| s.ip == "10.0.0.8");
+        let first = out.iter().find(names_8).expect("source 8 named");
+        assert!(detail(first).update >= 1, "{first:?}");
+        let at = &first.timestamp;
+        assert!(
+            *at >= eve_time(2_000_000) && *at < eve_time(3_500_000),
+            "told at {at}, not at the next 10 s update"
+        );
     }
 
     #[test]
