@@ -206,11 +206,14 @@ fn early_eval_at(early: u32, evals: u8) -> u64 {
 const HELD_EVAL: Micros = 1_000_000;
 
 /// Whether an open connection is held the way a slow DoS holds it: no request on it answered in
-/// full (a request never ended, or an answer read slowly) and less than a full-size segment of
-/// data either way (not a download over a long path, its first answer still coming).
+/// full (a request never ended, or an answer read slowly), less than a full-size segment of
+/// data either way (not a download over a long path, its first answer still coming), and the
+/// server heard from since the client's last data (an answer withheld, not one delayed by a
+/// path grown slower since the handshake: a link queueing a flood's downloads).
 fn held(f: &Flow) -> bool {
     const SEGMENT: u64 = 1460;
     f.established
+        && f.heard
         && f.exchanges.none_answered()
         && f.fwd.payload_bytes < SEGMENT
         && f.bwd.payload_bytes < SEGMENT
@@ -321,6 +324,9 @@ pub struct Flow {
     pub held_check_cs: u16,
     /// Its requests and their answers (TCP).
     pub exchanges: Exchanges,
+    /// TCP: the responder has sent a packet (an acknowledgement at least) since the
+    /// initiator's last data: what the initiator sent has reached it.
+    pub heard: bool,
 }
 
 /// A TCP session's requests and answers, as far as telling logins apart goes. An exchange is
@@ -1250,6 +1256,7 @@ impl Flow {
             last_active_eval: start,
             held_check_cs: 0,
             exchanges: Exchanges::default(),
+            heard: false,
         }
     }
 }
@@ -1272,6 +1279,7 @@ fn update(flow: &mut Flow, p: &PacketMeta) -> bool {
         return false;
     }
     flow.exchanges.add(fwd, p.payload_len);
+    flow.heard = !fwd || (flow.heard && p.payload_len == 0);
     let fins_before = flow.fwd.fin > 0 && flow.bwd.fin > 0;
     let f = p.tcp_flags;
     let syn = f & tcp_flags::SYN != 0;
@@ -1552,25 +1560,36 @@ mod tests {
             payload_len: len,
             ..p
         };
-        // The handshake completes 0.7 s in, after the probe evaluation; a request begins.
-        let run = |answered: bool, sent: u16| {
+        // The handshake completes 0.7 s in, after the probe evaluation; a request begins, and
+        // the server acknowledges it a round trip later.
+        let run = |answered: bool, sent: u16, acked: bool| {
             let mut t = FlowTable::new(&cfg, 100);
             let mut out = Vec::new();
             t.process(&pkt(0, 0, A, 40000, B, 80, SYN), &mut out);
             t.process(&pkt(rtt, 1, B, 80, A, 40000, SYN | ACK), &mut out);
             t.process(&pkt(rtt + 1, 2, A, 40000, B, 80, ACK), &mut out);
             t.process(&data(pkt(rtt + 2, 3, A, 40000, B, 80, ACK), sent), &mut out);
+            if acked {
+                t.process(&pkt(2 * rtt + 2, 4, B, 80, A, 40000, ACK), &mut out);
+            }
             if answered {
-                t.process(&data(pkt(rtt + 9, 4, B, 80, A, 40000, ACK), 500), &mut out);
-                t.process(&data(pkt(rtt + 10, 5, A, 40000, B, 80, ACK), 200), &mut out);
+                let (answer, next) = (
+                    pkt(2 * rtt + 9, 5, B, 80, A, 40000, ACK),
+                    pkt(2 * rtt + 10, 6, A, 40000, B, 80, ACK),
+                );
+                t.process(&data(answer, 500), &mut out);
+                t.process(&data(next, 200), &mut out);
             }
             t.advance(rtt + 1 + 3 * (rtt + 1) + 10_000, &mut out);
             evals(&out).into_iter().map(|(r, _)| r).collect::<Vec<_>>()
         };
-        assert_eq!(run(false, 200), [EvalReason::Probe, EvalReason::Held]);
-        // A request answered, or a full segment sent, is no held connection.
-        assert_eq!(run(true, 200), [EvalReason::Probe]);
-        assert_eq!(run(false, 1460), [EvalReason::Probe]);
+        assert_eq!(run(false, 200, true), [EvalReason::Probe, EvalReason::Held]);
+        // A request answered, or a full segment sent, is no held connection; nor is one whose
+        // server has not been heard from since the request (the path grew slower since the
+        // handshake: its answer may still be on its way).
+        assert_eq!(run(true, 200, true), [EvalReason::Probe]);
+        assert_eq!(run(false, 1460, true), [EvalReason::Probe]);
+        assert_eq!(run(false, 200, false), [EvalReason::Probe]);
     }
 
     #[test]
