@@ -44,13 +44,14 @@
 //! than twice the time its minimums take at their minimum rate starts over, so that old evidence
 //! does not dilute a burst). Then it raises one alert, and updates it (the same `alert_id`, the
 //! next `update` number, the evidence so far) at most every `update_interval_s` while it goes on (a
-//! flood's sooner when a new source has sent `flood_min_packets` on its own), and a last time
-//! (`final`) when it has been quiet for `incident_idle_s` (no evaluation counted, and none of its
-//! flows open: a one-flow flood evaluated early and next at its end is one incident). A flow counts
-//! once in an incident however often it is evaluated; its later evaluations add only what it sent
-//! since. A flow that has shown nothing since the evaluation that counted it (no packet, no
-//! refusal) keeps that verdict: its next evaluation (its idle end, usually) counts only where it
-//! counted, whatever the model makes of it in its endpoints' context of then.
+//! flood's sooner when a new source has sent `flood_min_packets` on its own, a slow DoS's when one
+//! has sent the packets of `slowdos_min_connections` handshakes), and a last time (`final`) when it
+//! has been quiet for `incident_idle_s` (no evaluation counted, and none of its flows open: a
+//! one-flow flood evaluated early and next at its end is one incident). A flow counts once in an
+//! incident however often it is evaluated; its later evaluations add only what it sent since. A
+//! flow that has shown nothing since the evaluation that counted it (no packet, no refusal) keeps
+//! that verdict: its next evaluation (its idle end, usually) counts only where it counted, whatever
+//! the model makes of it in its endpoints' context of then.
 //!
 //! Memory is bounded: `max_incidents` incidents and candidates, the least recently active one
 //! going first (a candidate dropped, an incident closed), four times as many flows
