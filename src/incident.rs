@@ -45,7 +45,9 @@
 //! does not dilute a burst). Then it raises one alert, and updates it (the same `alert_id`, the
 //! next `update` number, the evidence so far) at most every `update_interval_s` while it goes on (a
 //! flood's sooner when a new source has sent `flood_min_packets` on its own, a slow DoS's when one
-//! has sent the packets of `slowdos_min_connections` handshakes), and a last time (`final`) when it
+//! has sent the packets of `slowdos_min_connections` handshakes, any incident's when it resumes
+//! after its flows have been quiet for two seconds with its minimum of new flows: the same
+//! attacker's next scan of its victim), and a last time (`final`) when it
 //! has been quiet for `incident_idle_s` (no evaluation counted, and none of its flows open: a
 //! one-flow flood evaluated early and next at its end is one incident). A flow counts once in an
 //! incident however often it is evaluated; its later evaluations add only what it sent since. A
@@ -155,6 +157,11 @@ const TOP_SOURCES: usize = 4;
 /// packet counted lags the sending.
 const FLOOD_GOES_ON: Micros = 2_000_000;
 
+/// How long an incident's flows must have been quiet (no packet seen of any) for a new flow to
+/// resume it ([`Incident::resumed`]): as long as a flood's source's part goes on after its last
+/// packet counted.
+const LULL: Micros = FLOOD_GOES_ON;
+
 /// A source in the space-saving count: its address, its count, and how much of that count it
 /// may have inherited from the source it replaced (its count is at least `count - error`).
 #[derive(Clone, Copy, Debug, Default)]
@@ -257,6 +264,11 @@ struct Incident {
     /// while one is open the incident has not gone quiet. A one-flow flood is evaluated early
     /// and then at its end, which can be minutes later.
     open: u32,
+    /// New flows since the incident went quiet for [`LULL`] and resumed (0: it has not since
+    /// its last record), and where the first of them started: the same attacker back after a
+    /// pause, on the same victim, is news that the next record tells at once.
+    resumed: u32,
+    resumed_at: Micros,
     /// Sum of the counted flows' durations.
     duration: Micros,
     top: [TopSlot; TOP_SOURCES],
@@ -443,6 +455,8 @@ impl Incident {
             held: 0,
             lone: 0,
             open: 0,
+            resumed: 0,
+            resumed_at: 0,
             duration: 0,
             top: [TopSlot::default(); TOP_SOURCES],
             repeated: false,
@@ -461,6 +475,12 @@ impl Incident {
         fresh: bool,
     ) {
         if before.is_none() || fresh {
+            if self.flows > 0 && f.start >= self.end.saturating_add(LULL) {
+                self.resumed = 1;
+                self.resumed_at = f.start;
+            } else if self.resumed > 0 && f.start >= self.resumed_at {
+                self.resumed = self.resumed.saturating_add(1);
+            }
             self.flows += 1;
             let first = &self.first;
             self.sources_vary |= f.initiator != first.initiator;
@@ -1321,8 +1341,19 @@ impl AlertEngine {
                     Behaviour::SlowDos => Some(self.cfg.slowdos_min_connections.saturating_mul(3)),
                     _ => None,
                 };
+                // So is the attack resumed after a lull with its minimum's worth of new flows
+                // (the same source's next scan, or its flood after its scan, of the same victim):
+                // one incident, but what it does now is told at once.
+                let minimum = match incident.behaviour {
+                    Behaviour::Scan => self.cfg.scan_min_targets,
+                    Behaviour::Bruteforce => self.cfg.bruteforce_min_sessions,
+                    Behaviour::Flood => self.cfg.flood_min_flows,
+                    Behaviour::SlowDos => self.cfg.slowdos_min_connections,
+                    Behaviour::Other => u64::MAX,
+                };
                 let joined = ts >= r.at + 1_000_000
-                    && worth.is_some_and(|packets| incident.newcomer(&r.named, packets));
+                    && (worth.is_some_and(|packets| incident.newcomer(&r.named, packets))
+                        || u64::from(incident.resumed) >= minimum);
                 if (due && grew) || joined {
                     self.update(key, ts, false, out);
                 }
@@ -1463,6 +1494,7 @@ impl AlertEngine {
         let Some(incident) = self.incidents.get_mut(&key) else {
             return;
         };
+        incident.resumed = 0;
         incident.raised = Some(Raised {
             alert_id: alert_id(&self.sensor_id, &key, incident.first.uid, incident.first_ts),
             update: 0,
@@ -1487,6 +1519,7 @@ impl AlertEngine {
         };
         let (flows, packets, named) =
             (incident.flows, incident.packets(), incident.named_sources());
+        incident.resumed = 0;
         let Some(r) = &mut incident.raised else {
             return;
         };
@@ -2199,6 +2232,37 @@ mod tests {
         assert_eq!(last.evidence.ports, Some(20));
         assert_eq!(last.evidence.unanswered, Some(20));
         assert_eq!(out[0].src_ip.as_deref(), Some("10.0.0.9"));
+    }
+
+    #[test]
+    fn a_scan_resumed_after_a_lull_is_told_at_once() {
+        // 20 ports of one host, 0.1 s apart, from 0 s; then the same 20 ports again from
+        // `resume` s on: the source's next scan of its victim, one incident with the first.
+        let records = |resume: f64| {
+            let probe = |i: u64, at: f64| flow(PROTO_TCP, 9, 1, 1000 + i as u16, micros(at), false);
+            let mut flows: Vec<Flow> = (0..20).map(|i| probe(i, i as f64 * 0.1)).collect();
+            flows.extend((0..20).map(|i| probe(i, resume + i as f64 * 0.1)));
+            let out = run(&AlertConfig::default(), SCAN, &flows);
+            assert!(
+                out.iter()
+                    .all(|a| detail(a).alert_id == detail(&out[0]).alert_id),
+                "one alert"
+            );
+            out.iter()
+                .filter(|a| !detail(a).last)
+                .map(|a| a.timestamp.clone())
+                .collect::<Vec<_>>()
+        };
+        // Quiet 4 s (the last probe's packets end at 2.0 s): the record after the raise comes
+        // with the fifth probe of the second scan (at 6.5 s), not at the 10 s update.
+        let resumed = records(6.0);
+        assert_eq!(resumed.len(), 2, "{resumed:?}");
+        assert!(
+            resumed[1] >= eve_time(6_000_000) && resumed[1] < eve_time(7_000_000),
+            "{resumed:?}"
+        );
+        // Quiet for less than the lull: the scan goes on, updated at the interval only.
+        assert_eq!(records(2.5).len(), 1);
     }
 
     #[test]
