@@ -1202,6 +1202,7 @@ dns-forward-max=1000
             # A third of the guessers are slow, one login at a time every few seconds (a guesser
             # that keeps under rate limits). Their own generator keeps the plan's draws as they were.
             pace = random.Random(f"ewlab-hydra-pace-{self.seed}-{ep.idx}")
+            wait = 0
             if pace.random() < 1 / 3:
                 wait = pace.choice([2, 3, 4, 6])
                 argv = ["hydra", "-I", "-c", str(wait), "-w", "5"]
@@ -1218,7 +1219,10 @@ dns-forward-max=1000
                 argv += ["-6"]
             argv += [f"ssh://[{victim}]" if ep.ipv == 6 else f"ssh://{victim}"]
             p.update(words=len(words))
-            limit = max(d, 8.0)
+            # A slow guesser gets the time for six passwords (four in a quick run) after hydra's
+            # first connection, which only looks at the server: three passwords in nine seconds are
+            # a user who mistyped, not a brute force anyone would want told of.
+            limit = max(d, 8.0, ((4 if q else 6) * wait + 3) if wait else 0.0)
         elif ep.tool == "slowhttptest":
             mode = rng.choice(["H", "H", "B", "X", "R"])
             conns = rng.randint(30, 90) if q else rng.randint(100, 900)
