@@ -322,7 +322,8 @@ section! {
         /// within a factor of 2 of the first session's): password guessing one connection at a
         /// time. 0: off.
         bruteforce_repeat_min_sessions: u64 = 10;
-        /// A flood: this many flows against one victim, ...
+        /// A flood: this many flows against one victim (and a source of a TCP flood or slow DoS
+        /// is named in its `top_sources` once it has this many flows in it), ...
         flood_min_flows: u64 = 8 => at_least(1);
         /// ... or this many UDP or ICMP packets in fewer flows (one 5-tuple can carry a flood;
         /// with `flow.early_eval_packets` = 8 its fourth early evaluation, at 512 packets,

@@ -12,14 +12,17 @@
 //! | slowdos | a victim's TCP service | `slowdos_min_connections` connections |
 //! | anything else | a (source, victim) pair | its first flow |
 //!
-//! each also by protocol (an alert record has one). A lone attempt (a SYN or a datagram or two,
-//! unanswered) that the model calls a probe is a probe when one source sends many and part of a
-//! flood when many sources send one each, as a flood from spoofed sources does: when the victim
-//! (one host, not a multicast or broadcast group) has seen `flood_min_sources` sources lately in
-//! its host context, the attempt's first evaluation also counts towards the victim's flood,
-//! whatever the model scores it (one SYN from a random address is nothing to score; the flood's
-//! minimums decide), and once that flood is alerted with `flood_min_sources` sources, its sources
-//! get no scan candidates of their own (a scanner already tracked keeps its candidate). A flagged
+//! each also by protocol (an alert record has one). A flood or slow DoS names its top sources by
+//! the packets of their flows; a TCP one only those of `flood_min_flows` flows in it (a client's
+//! download the model calls flood, by its server's context, is counted, not named). A lone
+//! attempt (a SYN or a datagram or two, unanswered) that the model calls a probe is a probe when
+//! one source sends many and part of a flood when many sources send one each, as a flood from
+//! spoofed sources does: when the victim (one host, not a multicast or broadcast group) has
+//! seen `flood_min_sources` sources lately in its host context, the attempt's first evaluation
+//! also counts towards the victim's flood, whatever the model scores it (one SYN from a random
+//! address is nothing to score; the flood's minimums decide), and once that flood is alerted
+//! with `flood_min_sources` sources, its sources get no scan candidates of their own (a scanner
+//! already tracked keeps its candidate). A flagged
 //! TCP connection attempt that got nowhere (a SYN, no payload either way, refused, unanswered or
 //! reset by its initiator) also counts towards its source's scan whatever its class: the class head
 //! confuses scan and flood on such flows, and the scan's minimums decide (a flood of one target
@@ -171,6 +174,8 @@ struct TopSlot {
     error: u64,
     /// The last packet of its flows counted.
     last: Micros,
+    /// Its flows counted since it took the slot (at least as many as it sent).
+    flows: u32,
 }
 
 impl TopSlot {
@@ -179,10 +184,12 @@ impl TopSlot {
         self.count - self.error
     }
 
-    /// The source, if a record names it: one that sent 2 packets or more for sure. Sources with
-    /// a packet or so each (spoofed ones) leave nothing sure above their floor.
-    fn named(&self) -> Option<IpAddr> {
-        self.ip.filter(|_| self.sure() >= 2)
+    /// The source, if a record names it: one that sent 2 packets or more for sure, in
+    /// `min_flows` flows or more. Sources with a packet or so each (spoofed ones) leave nothing
+    /// sure above their floor.
+    fn named(&self, min_flows: u32) -> Option<IpAddr> {
+        self.ip
+            .filter(|_| self.sure() >= 2 && self.flows >= min_flows)
     }
 }
 
@@ -272,6 +279,8 @@ struct Incident {
     /// Sum of the counted flows' durations.
     duration: Micros,
     top: [TopSlot; TOP_SOURCES],
+    /// The flows a source needs in it to be named ([`TopSlot::named`]).
+    source_min_flows: u32,
     /// A brute force by its repeated sessions (`repeat`), whatever the model scored them.
     repeated: bool,
 }
@@ -426,7 +435,17 @@ fn shown(f: &Flow) -> u32 {
 }
 
 impl Incident {
-    fn new(behaviour: Behaviour, key: Key, ts: Micros, f: &Flow) -> Incident {
+    fn new(behaviour: Behaviour, key: Key, ts: Micros, f: &Flow, cfg: &AlertConfig) -> Incident {
+        // A TCP flood or slow DoS is many connections: a source with fewer than a flood's
+        // minimum of flows in it is no attacker of it, however many packets it counts. The model
+        // flags a client's download from a flooded server a flood by its host's context, and a
+        // few bulk transfers outweigh a flood's SYNs or short requests; they would lead it.
+        let source_min_flows = match behaviour {
+            Behaviour::Flood | Behaviour::SlowDos if key.proto == PROTO_TCP => {
+                u32::try_from(cfg.flood_min_flows).unwrap_or(u32::MAX)
+            }
+            _ => 1,
+        };
         Incident {
             behaviour,
             key,
@@ -459,6 +478,7 @@ impl Incident {
             resumed_at: 0,
             duration: 0,
             top: [TopSlot::default(); TOP_SOURCES],
+            source_min_flows,
             repeated: false,
         }
     }
@@ -474,7 +494,8 @@ impl Incident {
         now: Counted,
         fresh: bool,
     ) {
-        if before.is_none() || fresh {
+        let new_flow = before.is_none() || fresh;
+        if new_flow {
             if self.flows > 0 && f.start >= self.end.saturating_add(LULL) {
                 self.resumed = 1;
                 self.resumed_at = f.start;
@@ -516,17 +537,20 @@ impl Incident {
         self.logins =
             (self.logins + u64::from(now.logins)).saturating_sub(u64::from(before.logins));
         self.held = (self.held + u64::from(now.held)).saturating_sub(u64::from(before.held));
-        self.count_source(f.initiator, new_pkts[0] + new_pkts[1], f.last);
+        self.count_source(f.initiator, new_pkts[0] + new_pkts[1], f.last, new_flow);
     }
 
-    /// Space-saving count of the sources' packets.
-    fn count_source(&mut self, ip: IpAddr, packets: u64, last: Micros) {
+    /// Space-saving count of the sources' packets (of their flows, both ways), and of their
+    /// flows (`new_flow`: this one is new to the incident).
+    fn count_source(&mut self, ip: IpAddr, packets: u64, last: Micros, new_flow: bool) {
         if packets == 0 {
             return;
         }
+        let flows = u32::from(new_flow);
         if let Some(slot) = self.top.iter_mut().find(|s| s.ip == Some(ip)) {
             slot.count += packets;
             slot.last = slot.last.max(last);
+            slot.flows = slot.flows.saturating_add(flows);
             return;
         }
         // The smallest (or an empty) slot takes it, with that slot's count as its floor.
@@ -536,8 +560,14 @@ impl Incident {
                 count: slot.count + packets,
                 error: slot.count,
                 last,
+                flows,
             };
         }
+    }
+
+    /// The source of `slot`, if a record names it.
+    fn named(&self, slot: &TopSlot) -> Option<IpAddr> {
+        slot.named(self.source_min_flows)
     }
 
     /// Takes the evidence of a series of repeated sessions (which may hold flows counted
@@ -615,7 +645,7 @@ impl Incident {
     fn sending(&self, ip: IpAddr, at: Micros) -> bool {
         self.top
             .iter()
-            .any(|s| s.named() == Some(ip) && at <= s.last.saturating_add(FLOOD_GOES_ON))
+            .any(|s| self.named(s) == Some(ip) && at <= s.last.saturating_add(FLOOD_GOES_ON))
     }
 
     /// Whether `ip` has sent the most of its sources: whose attack it mostly is. A source that
@@ -695,17 +725,17 @@ impl Incident {
     fn named_sources(&self) -> [Option<IpAddr>; TOP_SOURCES] {
         let mut named = [None; TOP_SOURCES];
         for (n, s) in named.iter_mut().zip(&self.top) {
-            *n = s.named();
+            *n = self.named(s);
         }
         named
     }
 
-    /// Whether a top source that the last record did not name has sent `packets` for sure: a
-    /// flood's worth on its own.
+    /// Whether a top source that the last record did not name, and the next one will, has sent
+    /// `packets` for sure: a flood's worth on its own.
     fn newcomer(&self, named: &[Option<IpAddr>; TOP_SOURCES], packets: u64) -> bool {
-        self.top
-            .iter()
-            .any(|s| s.ip.is_some_and(|ip| !named.contains(&Some(ip))) && s.sure() >= packets)
+        self.top.iter().any(|s| {
+            self.named(s).is_some_and(|ip| !named.contains(&Some(ip))) && s.sure() >= packets
+        })
     }
 
     fn top_sources(&self) -> Vec<TopSource> {
@@ -713,7 +743,7 @@ impl Incident {
         let mut top: Vec<(IpAddr, u64)> = self
             .top
             .iter()
-            .filter_map(|s| Some((s.named()?, s.sure())))
+            .filter_map(|s| Some((self.named(s)?, s.sure())))
             .collect();
         top.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
         top.into_iter()
@@ -1066,7 +1096,7 @@ impl AlertEngine {
         let behaviour = Behaviour::of(class_name);
         let key = Key::of(behaviour, class, flow);
         if self.cfg.mode == AlertMode::Flow {
-            let mut one = Incident::new(behaviour, key, ts, flow);
+            let mut one = Incident::new(behaviour, key, ts, flow, &self.cfg);
             one.take(ts, flow, score.anomaly, None, Counted::of(key, flow), true);
             let id = alert_id(&self.sensor_id, &key, flow.uid, ts);
             one.raised = Some(Raised {
@@ -1291,13 +1321,15 @@ impl AlertEngine {
                 return false;
             }
             let open = incident.open;
-            **incident = Incident::new(behaviour, key, ts, flow);
+            **incident = Incident::new(behaviour, key, ts, flow, &self.cfg);
             incident.open = open;
             return true;
         }
         self.make_room(ts, out);
-        self.incidents
-            .insert(key, Box::new(Incident::new(behaviour, key, ts, flow)));
+        self.incidents.insert(
+            key,
+            Box::new(Incident::new(behaviour, key, ts, flow, &self.cfg)),
+        );
         self.deadlines.push(Reverse((ts + self.idle(), key)));
         true
     }
@@ -2680,6 +2712,42 @@ mod tests {
             "told at {at}, not at the next 10 s update"
         );
         assert!(out.iter().all(|a| !named(a, 120)), "a spoofed source named");
+    }
+
+    #[test]
+    fn a_tcp_flood_names_no_client_of_a_download_or_two() {
+        // Source 9 floods host 1:80 with a SYN a flow, 200 in a second; source 5, a client,
+        // downloads from it in two connections of 4,500 packets each, which the model (by its
+        // host's context) calls flood too: more packets than the flood's, two connections.
+        let mut flows: Vec<Flow> = (0..200)
+            .map(|i| flow(PROTO_TCP, 9, 1, 80, i * 5_000, false))
+            .collect();
+        for start in [100_000, 500_000] {
+            let mut f = flow(PROTO_TCP, 5, 1, 80, start, true);
+            (f.fwd.pkts, f.bwd.pkts) = (1500, 3000);
+            f.last = start + 400_000;
+            flows.push(f);
+        }
+        flows.sort_by_key(|f| f.last);
+        let out = run(&AlertConfig::default(), FLOOD, &flows);
+        assert!(!out.is_empty());
+        for a in &out {
+            let named: Vec<&str> = (detail(a).evidence.top_sources.iter())
+                .map(|s| s.ip.as_str())
+                .collect();
+            assert_eq!(named, ["10.0.0.9"], "{a:?}");
+        }
+        // A source of as many connections as a flood needs is one of its sources.
+        for i in 0..8u64 {
+            let mut f = flow(PROTO_TCP, 5, 1, 80, 600_000 + i * 10_000, true);
+            (f.fwd.pkts, f.bwd.pkts) = (1500, 3000);
+            flows.push(f);
+        }
+        flows.sort_by_key(|f| f.last);
+        let out = run(&AlertConfig::default(), FLOOD, &flows);
+        let last = out.iter().find(|a| detail(a).last).expect("a final record");
+        let named = |ip: &str| (detail(last).evidence.top_sources.iter()).any(|s| s.ip == ip);
+        assert!(named("10.0.0.5") && named("10.0.0.9"), "{last:?}");
     }
 
     #[test]
