@@ -323,7 +323,9 @@ section! {
         /// time. 0: off.
         bruteforce_repeat_min_sessions: u64 = 10;
         /// A flood: this many flows against one victim (and a source of a TCP flood or slow DoS
-        /// is named in its `top_sources` once it has this many flows in it), ...
+        /// is named in its `top_sources` once it has this many flows in it; a TCP flood that
+        /// established this many connections explains its leading source's brute force or slow
+        /// DoS of the same service), ...
         flood_min_flows: u64 = 8 => at_least(1);
         /// ... or this many UDP or ICMP packets in fewer flows (one 5-tuple can carry a flood;
         /// with `flow.early_eval_packets` = 8 its fourth early evaluation, at 512 packets,

@@ -33,8 +33,9 @@
 //! without a score (`absorbs`): under a flood of new flows, scoring each would be the sensor's
 //! dearest work, to learn what the alert says already. A brute force or slow DoS of the source that
 //! leads an alerted flood (or, for a brute force, slow DoS) of the same service, while it sends in
-//! it, raises nothing (`explained`): a flood's kept-alive connections repeat one request, like a
-//! guesser's sessions, and over a long path look held; one attack is alerted once. A connection
+//! it, raises nothing (`explained`), if that flood established connections (`flood_min_flows`):
+//! a flood's kept-alive connections repeat one request, like a guesser's sessions, and over a
+//! long path look held; one attack is alerted once. A sweep's SYNs hold nothing open. A connection
 //! flagged a slow DoS or a TCP flood at its probe evaluation, before its handshake completed,
 //! counts as held in its service's slow DoS at its held evaluation, unscored (`offer_standing`).
 //! Two behaviours count whatever the model scores, each of their flows looking ordinary: a TCP
@@ -1397,7 +1398,10 @@ impl AlertEngine {
     /// on its service seen otherwise: a TCP flood of its victim (for either), or a slow DoS of
     /// its service (for a brute force), whose alert is out, hits its port, and names the
     /// candidate's source as its leading one ([`Incident::leads`]), still sending at the
-    /// candidate's last packet ([`Incident::sending`]). An HTTP flood that keeps its
+    /// candidate's last packet ([`Incident::sending`]), and has established `flood_min_flows`
+    /// connections: a flood of SYNs (a port sweep the class head calls flood, its source's
+    /// slow DoS SYNs counted in it at their probe evaluation) holds none open, and explaining
+    /// the slow DoS by it would keep it untold while it lasts. An HTTP flood that keeps its
     /// connections alive repeats one request on each, and so does a slow read of one page: a
     /// password guesser's session to the logins count; over a long path a flood's connections
     /// look held and slow. That is one attack, alerted once. The candidate stays one: if its
@@ -1438,7 +1442,10 @@ impl AlertEngine {
                             && candidate.top.iter().filter_map(|s| s.ip).all(sending)
                     }
                 };
-                other.raised.is_some() && sources_sending && other.hits_port(key.port)
+                other.raised.is_some()
+                    && sources_sending
+                    && other.hits_port(key.port)
+                    && other.held >= self.cfg.flood_min_flows
             })
     }
 
@@ -2663,6 +2670,43 @@ mod tests {
         }
         // Held connections are a slow DoS's evidence only: flagged a scan, they add nothing.
         assert!(offer(SCAN).is_empty());
+    }
+
+    #[test]
+    fn a_sweep_called_flood_explains_no_slow_dos_of_its_source() {
+        // Source 9 sweeps 200 ports of host 1 in a second, its SYNs called flood (alerted as
+        // one, no connection established); then, over a long path, it opens 20 connections to
+        // port 80 whose SYNs are called flood at their probe evaluation, each held 1.7 s later.
+        let mut e = engine(&AlertConfig::default());
+        let mut out = Vec::new();
+        let flood = Score {
+            anomaly: 0.99,
+            class: Some(FLOOD),
+        };
+        for i in 0..200u16 {
+            let probe = flow(PROTO_TCP, 9, 1, 1000 + i, u64::from(i) * 5_000, false);
+            let at = probe.start + 500_000;
+            e.offer(at, &probe, EvalReason::Probe, flood, 1.0, &mut out);
+        }
+        assert!(out.iter().any(|a| detail(a).class == "flood"), "{out:?}");
+        let syn = |i: u64| flow(PROTO_TCP, 9, 1, 80, 1_500_000 + i * 10_000, false);
+        for i in 0..20 {
+            let at = syn(i).start + 500_000;
+            e.offer(at, &syn(i), EvalReason::Probe, flood, 1.0, &mut out);
+        }
+        for i in 0..20 {
+            let mut held = Flow {
+                established: true,
+                synack_seen: true,
+                ..syn(i)
+            };
+            held.fwd.pkts = 40;
+            let at = held.start + 1_700_000;
+            e.advance(at, &mut out);
+            e.offer_standing(at, &held, EvalReason::Held, &mut out);
+        }
+        // The sweep held no connection open: the slow DoS is not its connections seen otherwise.
+        assert!(out.iter().any(|a| detail(a).class == "slowdos"), "{out:?}");
     }
 
     #[test]
