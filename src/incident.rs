@@ -175,7 +175,7 @@ struct TopSlot {
     error: u64,
     /// The last packet of its flows counted.
     last: Micros,
-    /// Its flows counted since it took the slot (at least as many as it sent).
+    /// Its new flows counted since it took the slot: a lower bound of its flows in the incident.
     flows: u32,
 }
 
@@ -280,7 +280,8 @@ struct Incident {
     /// Sum of the counted flows' durations.
     duration: Micros,
     top: [TopSlot; TOP_SOURCES],
-    /// The flows a source needs in it to be named ([`TopSlot::named`]).
+    /// The flows a source needs in it to be named ([`TopSlot::named`]): 0 but in a TCP flood or
+    /// slow DoS.
     source_min_flows: u32,
     /// A brute force by its repeated sessions (`repeat`), whatever the model scored them.
     repeated: bool,
@@ -445,7 +446,9 @@ impl Incident {
             Behaviour::Flood | Behaviour::SlowDos if key.proto == PROTO_TCP => {
                 u32::try_from(cfg.flood_min_flows).unwrap_or(u32::MAX)
             }
-            _ => 1,
+            // One UDP or ICMP flow can carry a flood, and a source whose slot another took and
+            // that came back on its flow's next evaluation has no new flow counted.
+            _ => 0,
         };
         Incident {
             behaviour,
