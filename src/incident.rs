@@ -2633,6 +2633,33 @@ mod tests {
         assert!(run(&AlertConfig::default(), SLOW, &half_open).is_empty());
     }
 
+    /// Offers each connection attempt of `syns` (over a long path) flagged `score` at its
+    /// probe evaluation, a SYN not answered yet; then each held 1.7 s after its start
+    /// (`EvalReason::Held`), 40 packets in. Returns how many alerts the probes made.
+    fn probe_then_hold(
+        e: &mut AlertEngine,
+        syns: &[Flow],
+        score: Score,
+        out: &mut Vec<Alert>,
+    ) -> usize {
+        for syn in syns {
+            e.offer(syn.start + 500_000, syn, EvalReason::Probe, score, 1.0, out);
+        }
+        let after_probes = out.len();
+        for syn in syns {
+            let mut held = Flow {
+                established: true,
+                synack_seen: true,
+                ..*syn
+            };
+            held.fwd.pkts = 40;
+            let at = held.start + 1_700_000;
+            e.advance(at, out);
+            e.offer_standing(at, &held, EvalReason::Held, out);
+        }
+        after_probes
+    }
+
     #[test]
     fn connections_held_after_a_late_handshake_count_in_their_slow_dos() {
         // 20 connections over a long path, flagged at their probe evaluation, a SYN not
@@ -2644,23 +2671,11 @@ mod tests {
                 anomaly: 0.99,
                 class: Some(class),
             };
-            let syn = |i: u64| flow(PROTO_TCP, 9, 1, 80, i * 10_000, false);
-            for i in 0..20 {
-                let at = syn(i).start + 500_000;
-                e.offer(at, &syn(i), EvalReason::Probe, score, 1.0, &mut out);
-            }
-            assert!(out.is_empty(), "half-open attempts hold nothing");
-            for i in 0..20 {
-                let mut held = Flow {
-                    established: true,
-                    synack_seen: true,
-                    ..syn(i)
-                };
-                held.fwd.pkts = 40;
-                let at = held.start + 1_700_000;
-                e.advance(at, &mut out);
-                e.offer_standing(at, &held, EvalReason::Held, &mut out);
-            }
+            let syns: Vec<Flow> = (0..20)
+                .map(|i| flow(PROTO_TCP, 9, 1, 80, i * 10_000, false))
+                .collect();
+            let from_probes = probe_then_hold(&mut e, &syns, score, &mut out);
+            assert_eq!(from_probes, 0, "half-open attempts hold nothing");
             out
         };
         // Flagged slow DoS, or flood: a flood's connections are left half-open or answered,
@@ -2692,22 +2707,10 @@ mod tests {
             e.offer(at, &probe, EvalReason::Probe, flood, 1.0, &mut out);
         }
         assert!(out.iter().any(|a| detail(a).class == "flood"), "{out:?}");
-        let syn = |i: u64| flow(PROTO_TCP, 9, 1, 80, 1_500_000 + i * 10_000, false);
-        for i in 0..20 {
-            let at = syn(i).start + 500_000;
-            e.offer(at, &syn(i), EvalReason::Probe, flood, 1.0, &mut out);
-        }
-        for i in 0..20 {
-            let mut held = Flow {
-                established: true,
-                synack_seen: true,
-                ..syn(i)
-            };
-            held.fwd.pkts = 40;
-            let at = held.start + 1_700_000;
-            e.advance(at, &mut out);
-            e.offer_standing(at, &held, EvalReason::Held, &mut out);
-        }
+        let syns: Vec<Flow> = (0..20)
+            .map(|i| flow(PROTO_TCP, 9, 1, 80, 1_500_000 + i * 10_000, false))
+            .collect();
+        probe_then_hold(&mut e, &syns, flood, &mut out);
         // The sweep held no connection open: the slow DoS is not its connections seen otherwise.
         assert!(out.iter().any(|a| detail(a).class == "slowdos"), "{out:?}");
     }
