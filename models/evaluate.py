@@ -187,11 +187,12 @@ def add_capture(res, flows, benign_flows, alerts, episodes, name):
     attackers = {ip for ep in episodes for ip in ep.get("attackers", [])}
     if episodes and "*" not in attackers:
         for a in alerts.values():
-            if named(a) - attackers:
+            innocents = named(a) - attackers
+            if innocents:
                 res["innocents_named"] += 1
                 if len(res["innocent_examples"]) < 30:
                     res["innocent_examples"].append(
-                        f"{name}: {detail(a)['class']} names {' '.join(sorted(named(a) - attackers))} "
+                        f"{name}: {detail(a)['class']} names {' '.join(sorted(innocents))} "
                         f"(not an attacker) -> {a.get('dest_ip', '*')} {a['proto']}")
     for aid, a in alerts.items():
         if aid not in true_ids:
@@ -275,12 +276,16 @@ def lab(args, binary):
         _, _, meta, _, _ = lab_label.load_features(feats)
         label, _, episode_of = lab_label.label_rows(meta, episodes_raw)
         # Each episode's first packet on the wire: its earliest flow from an attacker to a victim.
-        for ep, raw in zip(episodes, episodes_raw):
-            starts = [float(meta["start"][i]) for i in range(len(label))
-                      if episode_of[i] == raw["id"]
-                      and lab_label.norm_ip(meta["src_ip"][i]) in ep["attackers"]
-                      and lab_label.norm_ip(meta["dest_ip"][i]) in ep["victims"]]
-            ep["first_packet"] = min(starts) if starts else None
+        by_id = {raw["id"]: ep for ep, raw in zip(episodes, episodes_raw)}
+        for ep in episodes:
+            ep["first_packet"] = None
+        for i, eid in enumerate(episode_of):
+            ep = by_id.get(int(eid))
+            if (ep is not None and lab_label.norm_ip(meta["src_ip"][i]) in ep["attackers"]
+                    and lab_label.norm_ip(meta["dest_ip"][i]) in ep["victims"]):
+                start = float(meta["start"][i])
+                if ep["first_packet"] is None or start < ep["first_packet"]:
+                    ep["first_packet"] = start
         uids = {}
         for i, uid in enumerate(meta["flow_uid"]):
             uids[uid] = uids.get(uid, 0) | int(label[i])
