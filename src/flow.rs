@@ -389,6 +389,11 @@ impl Exchanges {
         self.most == 0
     }
 
+    /// Whether a request has been answered, in full or in part: the server serves.
+    pub fn answered(&self) -> bool {
+        self.most > 0 || self.answer > 0
+    }
+
     /// The most exchanges in a row alike, the one in progress counted when it has an answer.
     pub fn most_alike(&self) -> u8 {
         let mut done = *self;

@@ -37,7 +37,9 @@
 //! a flood's kept-alive connections repeat one request, like a guesser's sessions, and over a
 //! long path look held; one attack is alerted once. A sweep's SYNs hold nothing open. A connection
 //! flagged a slow DoS or a TCP flood at its probe evaluation, before its handshake completed,
-//! counts as held in its service's slow DoS at its held evaluation, unscored (`offer_standing`).
+//! counts as held in its service's slow DoS at its held evaluation, unscored (`offer_standing`);
+//! one its server answers instead counts in its victim's TCP flood whatever its later scores (an
+//! HTTP flood's connections over a long path, each an ordinary client's, `answered_flood`).
 //! Two behaviours count whatever the model scores, each of their flows looking ordinary: a TCP
 //! attempt its target refused or never answered, or a UDP datagram its target refused, counts
 //! towards its source's scan (silence only at its last evaluation: an answer may be slow to come; a
@@ -1068,7 +1070,11 @@ impl AlertEngine {
             if self.cfg.mode != AlertMode::Incident {
                 return;
             }
-            if to_flooded {
+            if let Some(key) = self.answered_flood(flow, before) {
+                let counting = Counting::Evaluation { before };
+                self.count(key, ts, flow, score.anomaly, counting, out);
+                self.remember(reason, flow, Counted::of(key, flow));
+            } else if to_flooded {
                 // A lone attempt to a victim that many sources reach counts towards its flood
                 // whatever the model scores it: one SYN from a random address is nothing to
                 // score, a flood of them is (the flood's minimums decide). A multicast or
@@ -1133,6 +1139,28 @@ impl AlertEngine {
             }
         }
         self.count_flagged(behaviour, key, ts, flow, score.anomaly, before, reason, out);
+    }
+
+    /// The TCP flood of its victim that `flow` counts in whatever the model scores it: a
+    /// connection flagged a flood or a slow DoS at its probe evaluation, a SYN not answered yet
+    /// (one of a burst from its source, over a path longer than `probe_eval_s`), that its
+    /// server has since answered. Such a connection is judged by what it turned out to be: held,
+    /// no request answered, it is a slow DoS's ([`AlertEngine::offer_standing`]); served, it is
+    /// one of a flood of requests (an HTTP flood's, kept alive or not), though scored alone it
+    /// is an ordinary client's (over a long path, a request every round trip or a download). The
+    /// flood's minimums (connections, packets sent a second) decide.
+    fn answered_flood(&self, flow: &Flow, before: Option<Counted>) -> Option<Key> {
+        let b = before?;
+        let flagged_at_syn = !b.held
+            && matches!(
+                Behaviour::of(self.class_name(b.key.class)),
+                Behaviour::Flood | Behaviour::SlowDos
+            );
+        (flagged_at_syn
+            && flow.key.proto == PROTO_TCP
+            && flow.established
+            && flow.exchanges.answered())
+        .then_some(Key::of(Behaviour::Flood, self.flood_class?, flow))
     }
 
     /// Counts a flagged evaluation (of `behaviour`, scored `score`) in the incident of `key`,
@@ -2688,6 +2716,69 @@ mod tests {
         }
         // Held connections are a slow DoS's evidence only: flagged a scan, they add nothing.
         assert!(offer(SCAN).is_empty());
+    }
+
+    #[test]
+    fn connections_flagged_at_their_syn_then_served_are_a_flood() {
+        // Over a long path, source 9 opens 20 connections to port 80 of host 1 at once, flagged
+        // at their probe evaluation (SYNs not answered yet); 1.7 s in, each is established,
+        // 16 packets each way, and scored benign.
+        let offer = |probe_class: usize, answered: u8| {
+            let mut e = engine(&AlertConfig::default());
+            let mut out = Vec::new();
+            let score = |anomaly: f32| Score {
+                anomaly,
+                class: Some(probe_class),
+            };
+            let syns: Vec<Flow> = (0..20)
+                .map(|i| flow(PROTO_TCP, 9, 1, 80, i * 10_000, false))
+                .collect();
+            for syn in &syns {
+                e.offer(
+                    syn.start + 500_000,
+                    syn,
+                    EvalReason::Probe,
+                    score(0.99),
+                    1.0,
+                    &mut out,
+                );
+            }
+            for syn in &syns {
+                let mut busy = Flow {
+                    established: true,
+                    synack_seen: true,
+                    last: syn.start + 1_700_000,
+                    exchanges: Exchanges::refused_in_a_row(answered),
+                    ..*syn
+                };
+                busy.fwd.pkts = 16;
+                busy.bwd.pkts = 16;
+                e.offer(
+                    busy.last,
+                    &busy,
+                    EvalReason::Early,
+                    score(0.01),
+                    1.0,
+                    &mut out,
+                );
+            }
+            e.flush(&mut out);
+            incidents(&out)
+        };
+        // Each with its requests answered: a flood of requests, whether the class head called
+        // their SYNs a slow DoS or a flood.
+        for class in [SLOW, FLOOD] {
+            for answered in [1, 3] {
+                let out = offer(class, answered);
+                assert_eq!(out.len(), 1, "{out:?}");
+                assert_eq!(out[0].0, "flood");
+                assert_eq!(out[0].1, Some(ip(9).to_string()), "{out:?}");
+            }
+        }
+        // No request answered (held, a slow DoS's if still so at its held evaluation): no
+        // flood. SYNs called a scan (one port of one host, no scan): nothing either.
+        assert!(offer(SLOW, 0).is_empty());
+        assert!(offer(SCAN, 1).is_empty());
     }
 
     #[test]
