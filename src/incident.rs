@@ -38,8 +38,9 @@
 //! long path look held; one attack is alerted once. A sweep's SYNs hold nothing open. A connection
 //! flagged a slow DoS or a TCP flood at its probe evaluation, before its handshake completed,
 //! counts as held in its service's slow DoS at its held evaluation, unscored (`offer_standing`);
-//! one its server answers instead counts in its victim's TCP flood whatever its later scores (an
-//! HTTP flood's connections over a long path, each an ordinary client's, `answered_flood`).
+//! one its server answers instead counts in its victim's TCP flood when scored below the
+//! threshold (an HTTP flood's connections over a long path, each an ordinary client's,
+//! `answered_flood`).
 //! Two behaviours count whatever the model scores, each of their flows looking ordinary: a TCP
 //! attempt its target refused or never answered, or a UDP datagram its target refused, counts
 //! towards its source's scan (silence only at its last evaluation: an answer may be slow to come; a
@@ -1141,7 +1142,7 @@ impl AlertEngine {
         self.count_flagged(behaviour, key, ts, flow, score.anomaly, before, reason, out);
     }
 
-    /// The TCP flood of its victim that `flow` counts in whatever the model scores it: a
+    /// The TCP flood of its victim that `flow`, scored below the threshold, counts in: a
     /// connection flagged a flood or a slow DoS at its probe evaluation, a SYN not answered yet
     /// (one of a burst from its source, over a path longer than `probe_eval_s`), that its
     /// server has since answered. Such a connection is judged by what it turned out to be: held,
