@@ -1072,9 +1072,8 @@ impl AlertEngine {
                 return;
             }
             if let Some(key) = self.answered_flood(flow, before) {
-                let counting = Counting::Evaluation { before };
-                self.count(key, ts, flow, score.anomaly, counting, out);
-                self.remember(reason, flow, Counted::of(key, flow));
+                let behaviour = Behaviour::Flood;
+                self.count_flagged(behaviour, key, ts, flow, score.anomaly, before, reason, out);
             } else if to_flooded {
                 // A lone attempt to a victim that many sources reach counts towards its flood
                 // whatever the model scores it: one SYN from a random address is nothing to
@@ -1095,9 +1094,8 @@ impl AlertEngine {
                 if settled_elsewhere(key) {
                     return;
                 }
-                let counting = Counting::Evaluation { before };
-                self.count(key, ts, flow, score.anomaly, counting, out);
-                self.remember(reason, flow, Counted::of(key, flow));
+                let behaviour = Behaviour::Scan;
+                self.count_flagged(behaviour, key, ts, flow, score.anomaly, before, reason, out);
             }
             return;
         }
@@ -1164,8 +1162,9 @@ impl AlertEngine {
         .then_some(Key::of(Behaviour::Flood, self.flood_class?, flow))
     }
 
-    /// Counts a flagged evaluation (of `behaviour`, scored `score`) in the incident of `key`,
-    /// and, if it is a probe, in its source's scan too; remembers what it gave.
+    /// Counts an evaluation (scored `score`) as evidence of `behaviour`, flagged so or taken
+    /// whatever its score, in the incident of `key`, and, if it is a probe of another
+    /// behaviour, in its source's scan too; remembers what it gave.
     #[allow(clippy::too_many_arguments)]
     fn count_flagged(
         &mut self,
@@ -2662,6 +2661,23 @@ mod tests {
         assert!(run(&AlertConfig::default(), SLOW, &half_open).is_empty());
     }
 
+    /// Offers each connection attempt of `syns` (over a long path) scored `score` at its probe
+    /// evaluation, a SYN not answered yet.
+    fn offer_probes(e: &mut AlertEngine, syns: &[Flow], score: Score, out: &mut Vec<Alert>) {
+        for syn in syns {
+            e.offer(syn.start + 500_000, syn, EvalReason::Probe, score, 1.0, out);
+        }
+    }
+
+    /// The connection of attempt `syn`, its handshake completed since.
+    fn established(syn: &Flow) -> Flow {
+        Flow {
+            established: true,
+            synack_seen: true,
+            ..*syn
+        }
+    }
+
     /// Offers each connection attempt of `syns` (over a long path) flagged `score` at its
     /// probe evaluation, a SYN not answered yet; then each held 1.7 s after its start
     /// (`EvalReason::Held`), 40 packets in. Returns how many alerts the probes made.
@@ -2671,16 +2687,10 @@ mod tests {
         score: Score,
         out: &mut Vec<Alert>,
     ) -> usize {
-        for syn in syns {
-            e.offer(syn.start + 500_000, syn, EvalReason::Probe, score, 1.0, out);
-        }
+        offer_probes(e, syns, score, out);
         let after_probes = out.len();
         for syn in syns {
-            let mut held = Flow {
-                established: true,
-                synack_seen: true,
-                ..*syn
-            };
+            let mut held = established(syn);
             held.fwd.pkts = 40;
             let at = held.start + 1_700_000;
             e.advance(at, out);
@@ -2734,23 +2744,12 @@ mod tests {
             let syns: Vec<Flow> = (0..20)
                 .map(|i| flow(PROTO_TCP, 9, 1, 80, i * 10_000, false))
                 .collect();
-            for syn in &syns {
-                e.offer(
-                    syn.start + 500_000,
-                    syn,
-                    EvalReason::Probe,
-                    score(0.99),
-                    1.0,
-                    &mut out,
-                );
-            }
+            offer_probes(&mut e, &syns, score(0.99), &mut out);
             for syn in &syns {
                 let mut busy = Flow {
-                    established: true,
-                    synack_seen: true,
                     last: syn.start + 1_700_000,
                     exchanges: Exchanges::refused_in_a_row(answered),
-                    ..*syn
+                    ..established(syn)
                 };
                 busy.fwd.pkts = 16;
                 busy.bwd.pkts = 16;
@@ -2793,11 +2792,10 @@ mod tests {
             anomaly: 0.99,
             class: Some(FLOOD),
         };
-        for i in 0..200u16 {
-            let probe = flow(PROTO_TCP, 9, 1, 1000 + i, u64::from(i) * 5_000, false);
-            let at = probe.start + 500_000;
-            e.offer(at, &probe, EvalReason::Probe, flood, 1.0, &mut out);
-        }
+        let sweep: Vec<Flow> = (0..200u16)
+            .map(|i| flow(PROTO_TCP, 9, 1, 1000 + i, u64::from(i) * 5_000, false))
+            .collect();
+        offer_probes(&mut e, &sweep, flood, &mut out);
         assert!(out.iter().any(|a| detail(a).class == "flood"), "{out:?}");
         let syns: Vec<Flow> = (0..20)
             .map(|i| flow(PROTO_TCP, 9, 1, 80, 1_500_000 + i * 10_000, false))
