@@ -14,33 +14,34 @@
 //!
 //! each also by protocol (an alert record has one). A flood or slow DoS names its top sources by
 //! the packets of their flows; a TCP one only those of `flood_min_flows` flows in it (a client's
-//! download the model calls flood, by its server's context, is counted, not named). A lone
-//! attempt (a SYN or a datagram or two, unanswered) that the model calls a probe is a probe when
-//! one source sends many and part of a flood when many sources send one each, as a flood from
-//! spoofed sources does: when the victim (one host, not a multicast or broadcast group) has
-//! seen `flood_min_sources` sources lately in its host context, the attempt's first evaluation
-//! also counts towards the victim's flood, whatever the model scores it (one SYN from a random
-//! address is nothing to score; the flood's minimums decide), and once that flood is alerted
-//! with `flood_min_sources` sources, its sources get no scan candidates of their own (a scanner
-//! already tracked keeps its candidate). A flagged
-//! TCP connection attempt that got nowhere (a SYN, no payload either way, refused, unanswered or
-//! reset by its initiator) also counts towards its source's scan whatever its class: the class head
-//! confuses scan and flood on such flows, and the scan's minimums decide (a flood of one target
-//! stays one target). A lone attempt among them to a victim whose flood is alerted from
-//! `flood_min_sources` sources is one of that flood's packets: it makes no scan candidate of its
-//! own either. Once a flood is alerted, such an attempt (or any TCP attempt that got nowhere from
-//! one of the flood's named top sources while it floods, a probe of its scan too) counts in it
-//! without a score (`absorbs`): under a flood of new flows, scoring each would be the sensor's
-//! dearest work, to learn what the alert says already. A brute force or slow DoS of the source that
-//! leads an alerted flood (or, for a brute force, slow DoS) of the same service, while it sends in
-//! it, raises nothing (`explained`), if that flood established connections (`flood_min_flows`):
-//! a flood's kept-alive connections repeat one request, like a guesser's sessions, and over a
-//! long path look held; one attack is alerted once. A sweep's SYNs hold nothing open. A connection
-//! flagged a slow DoS or a TCP flood at its probe evaluation, before its handshake completed,
-//! counts as held in its service's slow DoS at its held evaluation, unscored (`offer_standing`);
-//! one its server answers instead counts in its victim's TCP flood when scored below the
-//! threshold (an HTTP flood's connections over a long path, each an ordinary client's,
-//! `answered_flood`).
+//! download the model calls flood, by its server's context, is counted, not named). A lone attempt
+//! (a SYN or a datagram or two, unanswered) that the model calls a probe is a probe when one source
+//! sends many and part of a flood when many sources send one each, as a flood from spoofed sources
+//! does: when the victim (one host, not a multicast or broadcast group) has seen
+//! `flood_min_sources` sources lately in its host context, the attempt's first evaluation also
+//! counts towards the victim's flood, whatever the model scores it (one SYN from a random address
+//! is nothing to score; the flood's minimums decide), and once that flood is alerted with
+//! `flood_min_sources` sources, its sources get no scan candidates of their own (a scanner already
+//! tracked keeps its candidate). A flagged TCP connection attempt that got nowhere (a SYN, no
+//! payload either way, refused, unanswered or reset by its initiator) also counts towards its
+//! source's scan whatever its class: the class head confuses scan and flood on such flows, and the
+//! scan's minimums decide (a flood of one target stays one target); one from a source port its
+//! source's scan sent probes from before counts in that scan only (`swept_from_its_port`: a
+//! scanner's probes leave from one port, a flood tool's SYNs each from their own). A lone attempt
+//! among them to a victim whose flood is alerted from `flood_min_sources` sources is one of that
+//! flood's packets: it makes no scan candidate of its own either. Once a flood is alerted, such an
+//! attempt (or any TCP attempt that got nowhere from one of the flood's named top sources while it
+//! floods, a probe of its scan too) counts in it without a score (`absorbs`): under a flood of new
+//! flows, scoring each would be the sensor's dearest work, to learn what the alert says already. A
+//! brute force or slow DoS of the source that leads an alerted flood (or, for a brute force, slow
+//! DoS) of the same service, while it sends in it, raises nothing (`explained`), if that flood
+//! established connections (`flood_min_flows`): a flood's kept-alive connections repeat one
+//! request, like a guesser's sessions, and over a long path look held; one attack is alerted once.
+//! A sweep's SYNs hold nothing open. A connection flagged a slow DoS or a TCP flood at its probe
+//! evaluation, before its handshake completed, counts as held in its service's slow DoS at its held
+//! evaluation, unscored (`offer_standing`); one its server answers instead counts in its victim's
+//! TCP flood when scored below the threshold (an HTTP flood's connections over a long path, each an
+//! ordinary client's, `answered_flood`).
 //! Two behaviours count whatever the model scores, each of their flows looking ordinary: a TCP
 //! attempt its target refused or never answered, or a UDP datagram its target refused, counts
 //! towards its source's scan (silence only at its last evaluation: an answer may be slow to come; a
@@ -157,6 +158,9 @@ struct Raised {
 /// Sources tracked for a flood's `top_sources` (space-saving: the counts are estimates).
 const TOP_SOURCES: usize = 4;
 
+/// Source ports tracked in an incident ([`Incident::count_src_port`]).
+const SRC_PORTS: usize = 4;
+
 /// How long after the last packet an alerted flood (or slow DoS) counted from one of its
 /// sources that source's part in it still goes on, for what the source does next
 /// ([`AlertEngine::absorbs`], [`AlertEngine::explained`]): flows are evaluated 0.5 s after an
@@ -195,6 +199,15 @@ impl TopSlot {
         self.ip
             .filter(|_| self.sure() >= 2 && self.flows >= min_flows)
     }
+}
+
+/// A source port in an incident's Misra-Gries count ([`Incident::count_src_port`]).
+#[derive(Clone, Copy, Debug, Default)]
+struct PortSlot {
+    port: u16,
+    count: u32,
+    /// The destination port of the last flow from it.
+    last_to: u16,
 }
 
 /// What an incident keeps of its first flow: the record's `flow_id`, ports, VLAN and
@@ -283,6 +296,9 @@ struct Incident {
     /// Sum of the counted flows' durations.
     duration: Micros,
     top: [TopSlot; TOP_SOURCES],
+    /// The source ports its new flows came from most (Misra-Gries: a port sent from more
+    /// than a fifth of the time is here), for a scan: a scanner's probes leave from one port.
+    src_ports: [PortSlot; SRC_PORTS],
     /// The flows a source needs in it to be named ([`TopSlot::named`]): 0 but in a TCP flood or
     /// slow DoS.
     source_min_flows: u32,
@@ -485,6 +501,7 @@ impl Incident {
             resumed_at: 0,
             duration: 0,
             top: [TopSlot::default(); TOP_SOURCES],
+            src_ports: [PortSlot::default(); SRC_PORTS],
             source_min_flows,
             repeated: false,
         }
@@ -520,6 +537,7 @@ impl Incident {
             self.hosts.insert(ip_value(f.responder));
             self.ports.insert(u64::from(f.responder_port));
             self.sources.insert(ip_value(f.initiator));
+            self.count_src_port(f.initiator_port, f.responder_port);
         }
         self.last_ts = self.last_ts.max(ts);
         self.first_ts = self.first_ts.min(ts);
@@ -545,6 +563,35 @@ impl Incident {
             (self.logins + u64::from(now.logins)).saturating_sub(u64::from(before.logins));
         self.held = (self.held + u64::from(now.held)).saturating_sub(u64::from(before.held));
         self.count_source(f.initiator, new_pkts[0] + new_pkts[1], f.last, new_flow);
+    }
+
+    /// Counts a new flow's source port, and the port it went to (Misra-Gries): its slot's
+    /// count goes up, or it takes a free slot, or every count goes down by one.
+    fn count_src_port(&mut self, port: u16, to: u16) {
+        if let Some(slot) = self
+            .src_ports
+            .iter_mut()
+            .find(|s| s.count > 0 && s.port == port)
+        {
+            slot.count += 1;
+            slot.last_to = to;
+        } else if let Some(slot) = self.src_ports.iter_mut().find(|s| s.count == 0) {
+            *slot = PortSlot {
+                port,
+                count: 1,
+                last_to: to,
+            };
+        } else {
+            self.src_ports.iter_mut().for_each(|s| s.count -= 1);
+        }
+    }
+
+    /// Whether new flows came from `port` before, the last of them to another port than `to`:
+    /// sure to be found if more than one in `SRC_PORTS + 1` of them did, never if none did.
+    /// Flows of one 5-tuple one after another (a SYN sent again and again, each refused) are
+    /// no sweep.
+    fn swept_from(&self, port: u16, to: u16) -> bool {
+        (self.src_ports.iter()).any(|s| s.count > 0 && s.port == port && s.last_to != to)
     }
 
     /// Space-saving count of the sources' packets (of their flows, both ways), and of their
@@ -1122,6 +1169,12 @@ impl AlertEngine {
             }
             return;
         }
+        // A probe the class head calls flood, sent from a source port its source's scan sent
+        // probes from before, is one of that scan's probes only (`swept_from_its_port`).
+        let (behaviour, key) = match self.swept_from_its_port(behaviour, flow) {
+            Some(scan) => (Behaviour::Scan, scan),
+            None => (behaviour, key),
+        };
         if settled_elsewhere(key) {
             return;
         }
@@ -1138,6 +1191,22 @@ impl AlertEngine {
             }
         }
         self.count_flagged(behaviour, key, ts, flow, score.anomaly, before, reason, out);
+    }
+
+    /// The scan `flow` is a probe of, when the class head calls it a flood (`behaviour`) but
+    /// its source's scan sent probes from its source port before, the last to another port: a
+    /// sweep from one source port. A scanner crafts its probes from one port (nmap's SYN scans, retries from
+    /// another), a flood tool sends each SYN from a port of its own (a half-open connection
+    /// each, to fill its victim's backlog), as the kernel does for each `connect`. A fast SYN
+    /// scan is no flood, however many probes a second it sends: its probes count in its scan,
+    /// not in its victim's flood as well.
+    fn swept_from_its_port(&self, behaviour: Behaviour, flow: &Flow) -> Option<Key> {
+        if behaviour != Behaviour::Flood || !is_probe(flow) {
+            return None;
+        }
+        let scan = Key::of(Behaviour::Scan, self.scan_class?, flow);
+        let incident = self.incidents.get(&scan)?;
+        (incident.swept_from(flow.initiator_port, flow.responder_port)).then_some(scan)
     }
 
     /// The TCP flood of its victim that `flow`, scored below the threshold, counts in: a
@@ -2007,6 +2076,36 @@ mod tests {
     }
 
     #[test]
+    fn a_sweep_from_one_source_port_is_a_scan_not_a_flood() {
+        // 200 SYNs from one source to one host's ports 1-200, one every 2 ms, refused, called
+        // flood: from one source port, a scanner's probes; each from a port of its own, a
+        // flood tool's SYNs (and its source's scan: the class head calls them probes too).
+        let sweep = |own_ports: bool| -> Vec<Flow> {
+            (0..200u16)
+                .map(|i| {
+                    let mut f = flow(PROTO_TCP, 9, 1, 1 + i, u64::from(i) * 2_000, false);
+                    f.bwd.pkts = 1;
+                    f.bwd.rst = 1;
+                    if own_ports {
+                        f.initiator_port = 2000 + i;
+                    }
+                    f
+                })
+                .collect()
+        };
+        let classes = |out: &[Alert]| -> Vec<String> {
+            let mut c: Vec<_> = incidents(out).into_iter().map(|i| i.0).collect();
+            c.sort();
+            c
+        };
+        let one_port = run(&AlertConfig::default(), FLOOD, &sweep(false));
+        assert_eq!(classes(&one_port), ["scan"]);
+        assert_eq!(incidents(&one_port)[0].3, 200);
+        let own_ports = run(&AlertConfig::default(), FLOOD, &sweep(true));
+        assert_eq!(classes(&own_ports), ["flood", "scan"]);
+    }
+
+    #[test]
     fn a_flood_of_one_target_from_one_source_stays_a_flood() {
         // 20 half-open connections of 100 SYNs each, one every 10 ms, from one source to one
         // service: probes, but of one target.
@@ -2783,9 +2882,10 @@ mod tests {
 
     #[test]
     fn a_sweep_called_flood_explains_no_slow_dos_of_its_source() {
-        // Source 9 sweeps 200 ports of host 1 in a second, its SYNs called flood (alerted as
-        // one, no connection established); then, over a long path, it opens 20 connections to
-        // port 80 whose SYNs are called flood at their probe evaluation, each held 1.7 s later.
+        // Source 9 sweeps 200 ports of host 1 in a second, each SYN from a port of its own,
+        // called flood (alerted as one, no connection established); then, over a long path, it
+        // opens 20 connections to port 80 whose SYNs are called flood at their probe
+        // evaluation, each held 1.7 s later.
         let mut e = engine(&AlertConfig::default());
         let mut out = Vec::new();
         let flood = Score {
@@ -2793,7 +2893,11 @@ mod tests {
             class: Some(FLOOD),
         };
         let sweep: Vec<Flow> = (0..200u16)
-            .map(|i| flow(PROTO_TCP, 9, 1, 1000 + i, u64::from(i) * 5_000, false))
+            .map(|i| {
+                let mut f = flow(PROTO_TCP, 9, 1, 1000 + i, u64::from(i) * 5_000, false);
+                f.initiator_port = 2000 + i;
+                f
+            })
             .collect();
         offer_probes(&mut e, &sweep, flood, &mut out);
         assert!(out.iter().any(|a| detail(a).class == "flood"), "{out:?}");
