@@ -25,23 +25,24 @@
 //! tracked keeps its candidate). A flagged TCP connection attempt that got nowhere (a SYN, no
 //! payload either way, refused, unanswered or reset by its initiator) also counts towards its
 //! source's scan whatever its class: the class head confuses scan and flood on such flows, and the
-//! scan's minimums decide (a flood of one target stays one target); one from a source port its
-//! source's scan sent probes from before counts in that scan only (`swept_from_its_port`: a
-//! scanner's probes leave from one port, a flood tool's SYNs each from their own). A lone attempt
-//! among them to a victim whose flood is alerted from `flood_min_sources` sources is one of that
-//! flood's packets: it makes no scan candidate of its own either. Once a flood is alerted, such an
-//! attempt (or any TCP attempt that got nowhere from one of the flood's named top sources while it
-//! floods, a probe of its scan too) counts in it without a score (`absorbs`): under a flood of new
-//! flows, scoring each would be the sensor's dearest work, to learn what the alert says already. A
-//! brute force or slow DoS of the source that leads an alerted flood (or, for a brute force, slow
-//! DoS) of the same service, while it sends in it, raises nothing (`explained`), if that flood
-//! established connections (`flood_min_flows`): a flood's kept-alive connections repeat one
-//! request, like a guesser's sessions, and over a long path look held; one attack is alerted once.
-//! A sweep's SYNs hold nothing open. A connection flagged a slow DoS or a TCP flood at its probe
-//! evaluation, before its handshake completed, counts as held in its service's slow DoS at its held
-//! evaluation, unscored (`offer_standing`); one its server answers instead counts in its victim's
-//! TCP flood when scored below the threshold (an HTTP flood's connections over a long path, each an
-//! ordinary client's, `answered_flood`).
+//! scan's minimums decide (a flood of one target stays one target); one the class head calls flood,
+//! from a source port its source's scan sent probes from before (the last of them to another
+//! target), counts in that scan and not in its victim's flood (`swept_from_its_port`: a scanner's
+//! probes leave from one port, a flood tool's SYNs each from their own). A lone attempt among them
+//! to a victim whose flood is alerted from `flood_min_sources` sources is one of that flood's
+//! packets: it makes no scan candidate of its own either. Once a flood is alerted, such an attempt
+//! (or any TCP attempt that got nowhere from one of the flood's named top sources while it floods,
+//! a probe of its scan too) counts in it without a score (`absorbs`): under a flood of new flows,
+//! scoring each would be the sensor's dearest work, to learn what the alert says already. A brute
+//! force or slow DoS of the source that leads an alerted flood (or, for a brute force, slow DoS) of
+//! the same service, while it sends in it, raises nothing (`explained`), if that flood established
+//! connections (`flood_min_flows`): a flood's kept-alive connections repeat one request, like a
+//! guesser's sessions, and over a long path look held; one attack is alerted once. A sweep's SYNs
+//! hold nothing open. A connection flagged a slow DoS or a TCP flood at its probe evaluation,
+//! before its handshake completed, counts as held in its service's slow DoS at its held evaluation,
+//! unscored (`offer_standing`); one its server answers instead counts in its victim's TCP flood
+//! when scored below the threshold (an HTTP flood's connections over a long path, each an ordinary
+//! client's, `answered_flood`).
 //! Two behaviours count whatever the model scores, each of their flows looking ordinary: a TCP
 //! attempt its target refused or never answered, or a UDP datagram its target refused, counts
 //! towards its source's scan (silence only at its last evaluation: an answer may be slow to come; a
@@ -206,8 +207,8 @@ impl TopSlot {
 struct PortSlot {
     port: u16,
     count: u32,
-    /// The destination port of the last flow from it.
-    last_to: u16,
+    /// The target (host and port) of the last flow from it, as `Incident::targets` hashes it.
+    last_to: u64,
 }
 
 /// What an incident keeps of its first flow: the record's `flow_id`, ports, VLAN and
@@ -324,6 +325,11 @@ fn lone_attempt(f: &Flow) -> bool {
             f.outcome(),
             Outcome::TcpHalfOpen | Outcome::TcpRejected | Outcome::Unanswered
         )
+}
+
+/// A flow's target, its responder's host and port, as one value for [`Distinct`].
+fn target_of(f: &Flow) -> u64 {
+    ip_value(f.responder) ^ (u64::from(f.responder_port) << 48)
 }
 
 /// Whether `ip` is one host's address (not a multicast group, a broadcast or unspecified).
@@ -532,12 +538,11 @@ impl Incident {
             self.victims_vary |= f.responder != first.responder;
             self.src_ports_vary |= f.initiator_port != first.initiator_port;
             self.dst_ports_vary |= f.responder_port != first.responder_port;
-            self.targets
-                .insert(ip_value(f.responder) ^ (u64::from(f.responder_port) << 48));
+            self.targets.insert(target_of(f));
             self.hosts.insert(ip_value(f.responder));
             self.ports.insert(u64::from(f.responder_port));
             self.sources.insert(ip_value(f.initiator));
-            self.count_src_port(f.initiator_port, f.responder_port);
+            self.count_src_port(f.initiator_port, target_of(f));
         }
         self.last_ts = self.last_ts.max(ts);
         self.first_ts = self.first_ts.min(ts);
@@ -565,15 +570,11 @@ impl Incident {
         self.count_source(f.initiator, new_pkts[0] + new_pkts[1], f.last, new_flow);
     }
 
-    /// Counts a new flow's source port, and the port it went to (Misra-Gries): its slot's
+    /// Counts a new flow's source port, and the target it went to (Misra-Gries): its slot's
     /// count goes up, or it takes a free slot, or every count goes down by one.
-    fn count_src_port(&mut self, port: u16, to: u16) {
-        if let Some(slot) = self
-            .src_ports
-            .iter_mut()
-            .find(|s| s.count > 0 && s.port == port)
-        {
-            slot.count += 1;
+    fn count_src_port(&mut self, port: u16, to: u64) {
+        if let Some(slot) = (self.src_ports.iter_mut()).find(|s| s.count > 0 && s.port == port) {
+            slot.count = slot.count.saturating_add(1);
             slot.last_to = to;
         } else if let Some(slot) = self.src_ports.iter_mut().find(|s| s.count == 0) {
             *slot = PortSlot {
@@ -586,12 +587,19 @@ impl Incident {
         }
     }
 
-    /// Whether new flows came from `port` before, the last of them to another port than `to`:
+    /// Whether new flows came from `port` before, the last of them to another target than `to`:
     /// sure to be found if more than one in `SRC_PORTS + 1` of them did, never if none did.
     /// Flows of one 5-tuple one after another (a SYN sent again and again, each refused) are
     /// no sweep.
-    fn swept_from(&self, port: u16, to: u16) -> bool {
-        (self.src_ports.iter()).any(|s| s.count > 0 && s.port == port && s.last_to != to)
+    fn swept_from(&self, port: u16, to: u64) -> bool {
+        self.port_slot(port).is_some_and(|s| s.last_to != to)
+    }
+
+    /// The slot of `port`, if new flows came from it lately.
+    fn port_slot(&self, port: u16) -> Option<&PortSlot> {
+        self.src_ports
+            .iter()
+            .find(|s| s.count > 0 && s.port == port)
     }
 
     /// Space-saving count of the sources' packets (of their flows, both ways), and of their
@@ -1171,7 +1179,7 @@ impl AlertEngine {
         }
         // A probe the class head calls flood, sent from a source port its source's scan sent
         // probes from before, is one of that scan's probes only (`swept_from_its_port`).
-        let (behaviour, key) = match self.swept_from_its_port(behaviour, flow) {
+        let (behaviour, key) = match self.swept_from_its_port(behaviour, flow, before) {
             Some(scan) => (Behaviour::Scan, scan),
             None => (behaviour, key),
         };
@@ -1194,19 +1202,29 @@ impl AlertEngine {
     }
 
     /// The scan `flow` is a probe of, when the class head calls it a flood (`behaviour`) but
-    /// its source's scan sent probes from its source port before, the last to another port: a
-    /// sweep from one source port. A scanner crafts its probes from one port (nmap's SYN scans, retries from
-    /// another), a flood tool sends each SYN from a port of its own (a half-open connection
-    /// each, to fill its victim's backlog), as the kernel does for each `connect`. A fast SYN
-    /// scan is no flood, however many probes a second it sends: its probes count in its scan,
-    /// not in its victim's flood as well.
-    fn swept_from_its_port(&self, behaviour: Behaviour, flow: &Flow) -> Option<Key> {
+    /// its source's scan sent probes from its source port before, the last of them to another
+    /// target (host and port): a sweep from one source port. A scanner crafts its probes from
+    /// one port (nmap's SYN scans, retries from another), a flood tool sends each SYN from a
+    /// port of its own (a half-open connection each, to fill its victim's backlog), as the
+    /// kernel does for each `connect`. A fast SYN scan is no flood, however many probes a second
+    /// it sends: its probes count in its scan, not in their victim's flood as well. A probe
+    /// counted in the scan before (`before`) stays there while its port is one the scan's
+    /// flows come from (it may be the last flow from it).
+    fn swept_from_its_port(
+        &self,
+        behaviour: Behaviour,
+        flow: &Flow,
+        before: Option<Counted>,
+    ) -> Option<Key> {
         if behaviour != Behaviour::Flood || !is_probe(flow) {
             return None;
         }
         let scan = Key::of(Behaviour::Scan, self.scan_class?, flow);
         let incident = self.incidents.get(&scan)?;
-        (incident.swept_from(flow.initiator_port, flow.responder_port)).then_some(scan)
+        let port = flow.initiator_port;
+        let swept = incident.swept_from(port, target_of(flow));
+        let stays = before.is_some_and(|b| b.key == scan) && incident.port_slot(port).is_some();
+        (swept || stays).then_some(scan)
     }
 
     /// The TCP flood of its victim that `flow`, scored below the threshold, counts in: a
@@ -2077,13 +2095,15 @@ mod tests {
 
     #[test]
     fn a_sweep_from_one_source_port_is_a_scan_not_a_flood() {
-        // 200 SYNs from one source to one host's ports 1-200, one every 2 ms, refused, called
-        // flood: from one source port, a scanner's probes; each from a port of its own, a
-        // flood tool's SYNs (and its source's scan: the class head calls them probes too).
+        // 200 SYNs from one source to ports 1-100 of hosts 1 and 2 in turn, one every 2 ms,
+        // refused, called flood: from one source port, a scanner's probes; each from a port
+        // of its own, a flood tool's SYNs (and its source's scan: the class head calls them
+        // probes too).
         let sweep = |own_ports: bool| -> Vec<Flow> {
             (0..200u16)
                 .map(|i| {
-                    let mut f = flow(PROTO_TCP, 9, 1, 1 + i, u64::from(i) * 2_000, false);
+                    let host = 1 + (i % 2) as u8;
+                    let mut f = flow(PROTO_TCP, 9, host, 1 + i / 2, u64::from(i) * 2_000, false);
                     f.bwd.pkts = 1;
                     f.bwd.rst = 1;
                     if own_ports {
@@ -2102,7 +2122,53 @@ mod tests {
         assert_eq!(classes(&one_port), ["scan"]);
         assert_eq!(incidents(&one_port)[0].3, 200);
         let own_ports = run(&AlertConfig::default(), FLOOD, &sweep(true));
-        assert_eq!(classes(&own_ports), ["flood", "scan"]);
+        assert_eq!(classes(&own_ports), ["flood", "flood", "scan"]);
+
+        // Each probe evaluated at 0.5 s, before its refusal came back over a long path, and
+        // again at its end, refused, while it is still the last flow from its port (a probe a
+        // second): it stays its scan's.
+        let slow: Vec<Flow> = (0..20u16)
+            .map(|i| flow(PROTO_TCP, 9, 1, 1 + i, u64::from(i) * 1_000_000, false))
+            .collect();
+        let mut e = engine(&AlertConfig::default());
+        let mut out = Vec::new();
+        let flood = Score {
+            anomaly: 0.99,
+            class: Some(FLOOD),
+        };
+        for syn in &slow {
+            e.offer(
+                syn.start + 500_000,
+                syn,
+                EvalReason::Probe,
+                flood,
+                1.0,
+                &mut out,
+            );
+            let refused = Flow {
+                bwd: DirStats {
+                    pkts: 1,
+                    rst: 1,
+                    ..syn.bwd
+                },
+                ..*syn
+            };
+            e.offer(
+                syn.start + 800_000,
+                &refused,
+                EvalReason::Idle,
+                flood,
+                1.0,
+                &mut out,
+            );
+        }
+        let flood_flows = (e.incidents.values())
+            .filter(|i| i.behaviour == Behaviour::Flood)
+            .map(|i| i.flows);
+        assert!(
+            flood_flows.max() <= Some(1),
+            "only the first probe is the flood's"
+        );
     }
 
     #[test]
