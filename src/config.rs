@@ -292,8 +292,9 @@ section! {
         /// when a source it did not name has sent `flood_min_packets` on its own, a slow DoS's
         /// when one has sent 3 x `slowdos_min_connections`, any incident's when it resumes after
         /// 2 s without a packet with its minimum of new flows (`scan_min_targets`,
-        /// `bruteforce_min_sessions`, `flood_min_flows`, `slowdos_min_connections`): a second
-        /// after the last record at the soonest).
+        /// `bruteforce_min_sessions`, `flood_min_flows`, `slowdos_min_connections`; a UDP or
+        /// ICMP flood's also with `flood_min_packets` packets): a second after the last record
+        /// at the soonest).
         update_interval_s: f64 = 10.0 => seconds;
         /// A scan is alerted once its source has probed this many distinct (host, port)
         /// targets, ...

@@ -55,8 +55,9 @@
 //! next `update` number, the evidence so far) at most every `update_interval_s` while it goes on (a
 //! flood's sooner when a new source has sent `flood_min_packets` on its own, a slow DoS's when one
 //! has sent the packets of `slowdos_min_connections` handshakes, any incident's when it resumes
-//! after its flows have been quiet for two seconds with its minimum of new flows: the same
-//! attacker's next scan of its victim), and a last time (`final`) when it
+//! after its flows have been quiet for two seconds with its minimum of new flows, or a UDP or ICMP
+//! flood's with `flood_min_packets` packets: the same attacker's next scan of its victim), and a
+//! last time (`final`) when it
 //! has been quiet for `incident_idle_s` (no evaluation counted, and none of its flows open: a
 //! one-flow flood evaluated early and next at its end is one incident). A flow counts once in an
 //! incident however often it is evaluated; its later evaluations add only what it sent since. A
@@ -294,6 +295,9 @@ struct Incident {
     /// pause, on the same victim, is news that the next record tells at once.
     resumed: u32,
     resumed_at: Micros,
+    /// The packets of those new flows (both ways, as [`Incident::enough`] counts a UDP or
+    /// ICMP flood's): such a flood resumes in one flow.
+    resumed_pkts: u64,
     /// Sum of the counted flows' durations.
     duration: Micros,
     top: [TopSlot; TOP_SOURCES],
@@ -505,6 +509,7 @@ impl Incident {
             open: 0,
             resumed: 0,
             resumed_at: 0,
+            resumed_pkts: 0,
             duration: 0,
             top: [TopSlot::default(); TOP_SOURCES],
             src_ports: [PortSlot::default(); SRC_PORTS],
@@ -529,6 +534,7 @@ impl Incident {
             if self.flows > 0 && f.start >= self.end.saturating_add(LULL) {
                 self.resumed = 1;
                 self.resumed_at = f.start;
+                self.resumed_pkts = 0;
             } else if self.resumed > 0 && f.start >= self.resumed_at {
                 self.resumed = self.resumed.saturating_add(1);
             }
@@ -567,6 +573,9 @@ impl Incident {
         self.logins =
             (self.logins + u64::from(now.logins)).saturating_sub(u64::from(before.logins));
         self.held = (self.held + u64::from(now.held)).saturating_sub(u64::from(before.held));
+        if self.resumed > 0 && f.start >= self.resumed_at {
+            self.resumed_pkts += new_pkts[0] + new_pkts[1];
+        }
         self.count_source(f.initiator, new_pkts[0] + new_pkts[1], f.last, new_flow);
     }
 
@@ -1493,8 +1502,9 @@ impl AlertEngine {
                     _ => None,
                 };
                 // So is the attack resumed after a lull with its minimum's worth of new flows
-                // (the same source's next scan, or its flood after its scan, of the same victim):
-                // one incident, but what it does now is told at once.
+                // (the same source's next scan, or its flood after its scan, of the same victim),
+                // or, for a UDP or ICMP flood, of packets (one flow can carry it): one
+                // incident, but what it does now is told at once.
                 let minimum = match incident.behaviour {
                     Behaviour::Scan => self.cfg.scan_min_targets,
                     Behaviour::Bruteforce => self.cfg.bruteforce_min_sessions,
@@ -1502,9 +1512,14 @@ impl AlertEngine {
                     Behaviour::SlowDos => self.cfg.slowdos_min_connections,
                     Behaviour::Other => u64::MAX,
                 };
+                let resumed_in_packets = incident.behaviour == Behaviour::Flood
+                    && key.proto != PROTO_TCP
+                    && incident.resumed > 0
+                    && incident.resumed_pkts >= self.cfg.flood_min_packets;
                 let joined = ts >= r.at + 1_000_000
                     && (worth.is_some_and(|packets| incident.newcomer(&r.named, packets))
-                        || u64::from(incident.resumed) >= minimum);
+                        || u64::from(incident.resumed) >= minimum
+                        || resumed_in_packets);
                 if (due && grew) || joined {
                     self.update(key, ts, false, out);
                 }
@@ -1652,6 +1667,7 @@ impl AlertEngine {
             return;
         };
         incident.resumed = 0;
+        incident.resumed_pkts = 0;
         incident.raised = Some(Raised {
             alert_id: alert_id(&self.sensor_id, &key, incident.first.uid, incident.first_ts),
             update: 0,
@@ -1677,6 +1693,7 @@ impl AlertEngine {
         let (flows, packets, named) =
             (incident.flows, incident.packets(), incident.named_sources());
         incident.resumed = 0;
+        incident.resumed_pkts = 0;
         let Some(r) = &mut incident.raised else {
             return;
         };
@@ -1809,7 +1826,7 @@ mod tests {
     use crate::config::AlertConfig;
     use crate::flow::{DirStats, Exchanges};
     use crate::model::ModelInfo;
-    use crate::packet::PROTO_UDP;
+    use crate::packet::{PROTO_ICMP, PROTO_UDP};
     use std::collections::{HashMap, HashSet};
     use std::net::Ipv4Addr;
 
@@ -2498,6 +2515,52 @@ mod tests {
         );
         // Quiet for less than the lull: the scan goes on, updated at the interval only.
         assert_eq!(records(2.5).len(), 1);
+    }
+
+    #[test]
+    fn a_one_flow_flood_resumed_after_a_lull_is_told_at_once() {
+        // An ICMP flood of host 1 by source 9 in one flow, then, `resume` s later, a second
+        // flood in a new flow, each evaluated early at 8, 32, 128 and 512 packets (one every
+        // 2 ms) and at its end 3 s later.
+        let records = |resume: f64| {
+            let mut e = engine(&AlertConfig::default());
+            let mut out = Vec::new();
+            let score = Score {
+                anomaly: 0.99,
+                class: Some(FLOOD),
+            };
+            for (n, at) in [(0u64, 0.0), (1, resume)] {
+                let start = micros(at);
+                let mut f = flow(PROTO_ICMP, 9, 1, 0, start, false);
+                f.uid = n;
+                for pkts in [8u32, 32, 128, 512] {
+                    f.fwd.pkts = pkts;
+                    f.last = start + u64::from(pkts) * 2_000;
+                    e.offer(f.last, &f, EvalReason::Early, score, 1.0, &mut out);
+                }
+                f.fwd.pkts = 1500;
+                f.last = start + 3_000_000;
+                e.offer(f.last, &f, EvalReason::Idle, score, 1.0, &mut out);
+            }
+            e.flush(&mut out);
+            assert!(
+                out.iter()
+                    .all(|a| detail(a).alert_id == detail(&out[0]).alert_id),
+                "one alert"
+            );
+            out.iter()
+                .filter(|a| !detail(a).last)
+                .map(|a| a.timestamp.clone())
+                .collect::<Vec<_>>()
+        };
+        // Raised at the first flow's 512th packet (1.02 s); quiet 3 s after its end, the
+        // flood resumes: the record after the raise comes with the second flow's 512th packet
+        // (7.02 s), not at the 10 s update or only in the final record.
+        let resumed = records(6.0);
+        assert_eq!(resumed.len(), 2, "{resumed:?}");
+        assert_eq!(resumed[1], eve_time(7_024_000), "{resumed:?}");
+        // Quiet for less than the lull: the flood goes on, updated at the interval only.
+        assert_eq!(records(3.5).len(), 1);
     }
 
     #[test]
