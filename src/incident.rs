@@ -2486,6 +2486,19 @@ mod tests {
         assert_eq!(out[0].src_ip.as_deref(), Some("10.0.0.9"));
     }
 
+    /// The times of an incident's records but its final one; `out` holds one incident's only.
+    fn records_before_final(out: &[Alert]) -> Vec<String> {
+        assert!(
+            out.iter()
+                .all(|a| detail(a).alert_id == detail(&out[0]).alert_id),
+            "one alert"
+        );
+        (out.iter())
+            .filter(|a| !detail(a).last)
+            .map(|a| a.timestamp.clone())
+            .collect()
+    }
+
     #[test]
     fn a_scan_resumed_after_a_lull_is_told_at_once() {
         // 20 ports of one host, 0.1 s apart, from 0 s; then the same 20 ports again from
@@ -2495,15 +2508,7 @@ mod tests {
             let mut flows: Vec<Flow> = (0..20).map(|i| probe(i, i as f64 * 0.1)).collect();
             flows.extend((0..20).map(|i| probe(i, resume + i as f64 * 0.1)));
             let out = run(&AlertConfig::default(), SCAN, &flows);
-            assert!(
-                out.iter()
-                    .all(|a| detail(a).alert_id == detail(&out[0]).alert_id),
-                "one alert"
-            );
-            out.iter()
-                .filter(|a| !detail(a).last)
-                .map(|a| a.timestamp.clone())
-                .collect::<Vec<_>>()
+            records_before_final(&out)
         };
         // Quiet 4 s (the last probe's packets end at 2.0 s): the record after the raise comes
         // with the fifth probe of the second scan (at 6.5 s), not at the 10 s update.
@@ -2543,15 +2548,7 @@ mod tests {
                 e.offer(f.last, &f, EvalReason::Idle, score, 1.0, &mut out);
             }
             e.flush(&mut out);
-            assert!(
-                out.iter()
-                    .all(|a| detail(a).alert_id == detail(&out[0]).alert_id),
-                "one alert"
-            );
-            out.iter()
-                .filter(|a| !detail(a).last)
-                .map(|a| a.timestamp.clone())
-                .collect::<Vec<_>>()
+            records_before_final(&out)
         };
         // Raised at the first flow's 512th packet (1.02 s); quiet 3 s after its end, the
         // flood resumes: the record after the raise comes with the second flow's 512th packet
