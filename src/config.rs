@@ -289,8 +289,9 @@ section! {
         /// alert.
         incident_idle_s: f64 = 30.0 => seconds;
         /// An alert is updated at most this often while its incident grows (a flood's sooner
-        /// when a source it did not name has sent `flood_min_packets` on its own, a slow DoS's
-        /// when one has sent 3 x `slowdos_min_connections`, any incident's when it resumes after
+        /// when a source it did not name has sent `flood_min_packets` on its own, or one it named
+        /// as much since it came back after 2 s without a packet, a slow DoS's likewise with 3 x
+        /// `slowdos_min_connections`, any incident's when it resumes after
         /// 2 s without a packet with its minimum of new flows (`scan_min_targets`,
         /// `bruteforce_min_sessions`, `flood_min_flows`, `slowdos_min_connections`; a UDP or
         /// ICMP flood's also with `flood_min_packets` packets): a second after the last record

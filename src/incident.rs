@@ -53,8 +53,9 @@
 //! than twice the time its minimums take at their minimum rate starts over, so that old evidence
 //! does not dilute a burst). Then it raises one alert, and updates it (the same `alert_id`, the
 //! next `update` number, the evidence so far) at most every `update_interval_s` while it goes on (a
-//! flood's sooner when a new source has sent `flood_min_packets` on its own, a slow DoS's when one
-//! has sent the packets of `slowdos_min_connections` handshakes, any incident's when it resumes
+//! flood's sooner when a new source has sent `flood_min_packets` on its own, or a named one as much
+//! since it came back after two seconds without a packet, a slow DoS's likewise with the packets
+//! of `slowdos_min_connections` handshakes, any incident's when it resumes
 //! after its flows have been quiet for two seconds with its minimum of new flows, or a UDP or ICMP
 //! flood's with `flood_min_packets` packets: the same attacker's next scan of its victim), and a
 //! last time (`final`) when it
@@ -186,6 +187,9 @@ struct TopSlot {
     last: Micros,
     /// Its new flows counted since it took the slot: a lower bound of its flows in the incident.
     flows: u32,
+    /// The packets it sent since it came back (a new flow of it [`LULL`] after its last packet)
+    /// and the last record went out: 0 if it has not.
+    back: u64,
 }
 
 impl TopSlot {
@@ -576,7 +580,8 @@ impl Incident {
         if self.resumed > 0 && f.start >= self.resumed_at {
             self.resumed_pkts += new_pkts[0] + new_pkts[1];
         }
-        self.count_source(f.initiator, new_pkts[0] + new_pkts[1], f.last, new_flow);
+        let start = new_flow.then_some(f.start);
+        self.count_source(f.initiator, new_pkts[0] + new_pkts[1], start, f.last);
     }
 
     /// Counts a new flow's source port, and the target it went to (Misra-Gries): its slot's
@@ -612,13 +617,18 @@ impl Incident {
     }
 
     /// Space-saving count of the sources' packets (of their flows, both ways), and of their
-    /// flows (`new_flow`: this one is new to the incident).
-    fn count_source(&mut self, ip: IpAddr, packets: u64, last: Micros, new_flow: bool) {
+    /// flows (`start`: where this one started, if it is new to the incident).
+    fn count_source(&mut self, ip: IpAddr, packets: u64, start: Option<Micros>, last: Micros) {
         if packets == 0 {
             return;
         }
-        let flows = u32::from(new_flow);
+        let flows = u32::from(start.is_some());
         if let Some(slot) = self.top.iter_mut().find(|s| s.ip == Some(ip)) {
+            if start.is_some_and(|at| at >= slot.last.saturating_add(LULL)) {
+                slot.back = packets;
+            } else if slot.back > 0 {
+                slot.back += packets;
+            }
             slot.count += packets;
             slot.last = slot.last.max(last);
             slot.flows = slot.flows.saturating_add(flows);
@@ -632,6 +642,7 @@ impl Incident {
                 error: slot.count,
                 last,
                 flows,
+                back: 0,
             };
         }
     }
@@ -802,10 +813,14 @@ impl Incident {
     }
 
     /// Whether a top source that the last record did not name, and the next one will, has sent
-    /// `packets` for sure: a flood's worth on its own.
+    /// `packets` for sure: a flood's worth on its own; or one it named has sent that much since
+    /// it came back after a pause (its next attack on the same victim).
     fn newcomer(&self, named: &[Option<IpAddr>; TOP_SOURCES], packets: u64) -> bool {
         self.top.iter().any(|s| {
-            self.named(s).is_some_and(|ip| !named.contains(&Some(ip))) && s.sure() >= packets
+            self.named(s).is_some_and(|ip| {
+                let new = !named.contains(&Some(ip)) && s.sure() >= packets;
+                new || s.back >= packets
+            })
         })
     }
 
@@ -1668,6 +1683,7 @@ impl AlertEngine {
         };
         incident.resumed = 0;
         incident.resumed_pkts = 0;
+        incident.top.iter_mut().for_each(|s| s.back = 0);
         incident.raised = Some(Raised {
             alert_id: alert_id(&self.sensor_id, &key, incident.first.uid, incident.first_ts),
             update: 0,
@@ -1694,6 +1710,7 @@ impl AlertEngine {
             (incident.flows, incident.packets(), incident.named_sources());
         incident.resumed = 0;
         incident.resumed_pkts = 0;
+        incident.top.iter_mut().for_each(|s| s.back = 0);
         let Some(r) = &mut incident.raised else {
             return;
         };
@@ -2558,6 +2575,34 @@ mod tests {
         assert_eq!(resumed[1], eve_time(7_024_000), "{resumed:?}");
         // Quiet for less than the lull: the flood goes on, updated at the interval only.
         assert_eq!(records(3.5).len(), 1);
+    }
+
+    #[test]
+    fn a_named_source_back_after_a_pause_is_told_at_once() {
+        // Source 9 floods UDP/53 of host 1 with a flow of 100 packets every 0.1 s for 2 s;
+        // source 8 with one every 0.5 s for 12 s, so that the incident never goes quiet;
+        // source 9 comes back at `back` s for 2 s more.
+        let records = |back: f64| {
+            let burst = |src: u8, at: f64| {
+                let mut f = flow(PROTO_UDP, src, 1, 53, micros(at), false);
+                f.fwd.pkts = 100;
+                f
+            };
+            let mut flows: Vec<Flow> = (0..20).map(|i| burst(9, i as f64 * 0.1)).collect();
+            flows.extend((0..24).map(|i| burst(8, i as f64 * 0.5)));
+            flows.extend((0..20).map(|i| burst(9, back + i as f64 * 0.1)));
+            flows.sort_by_key(|f| f.last);
+            records_before_final(&run(&AlertConfig::default(), FLOOD, &flows))
+        };
+        // Raised at 0.4 s; back at 6 s, source 9 has sent a flood's worth (500 packets) again
+        // with its fifth flow (ending at 6.5 s): told then, not at the 10 s update.
+        let resumed = records(6.0);
+        assert_eq!(resumed.len(), 2, "{resumed:?}");
+        assert_eq!(resumed[1], eve_time(6_500_000), "{resumed:?}");
+        // Back after less than the lull: its flood goes on, updated at the interval only.
+        let on = records(3.0);
+        assert_eq!(on.len(), 2, "{on:?}");
+        assert!(on[1] >= eve_time(10_500_000), "{on:?}");
     }
 
     #[test]
