@@ -54,17 +54,16 @@
 //! does not dilute a burst). Then it raises one alert, and updates it (the same `alert_id`, the
 //! next `update` number, the evidence so far) at most every `update_interval_s` while it goes on (a
 //! flood's sooner when a new source has sent `flood_min_packets` on its own, or a named one as much
-//! since it came back after two seconds without a packet, a slow DoS's likewise with the packets
-//! of `slowdos_min_connections` handshakes, any incident's when it resumes
-//! after its flows have been quiet for two seconds with its minimum of new flows, or a UDP or ICMP
-//! flood's with `flood_min_packets` packets: the same attacker's next scan of its victim), and a
-//! last time (`final`) when it
-//! has been quiet for `incident_idle_s` (no evaluation counted, and none of its flows open: a
-//! one-flow flood evaluated early and next at its end is one incident). A flow counts once in an
-//! incident however often it is evaluated; its later evaluations add only what it sent since. A
-//! flow that has shown nothing since the evaluation that counted it (no packet, no refusal) keeps
-//! that verdict: its next evaluation (its idle end, usually) counts only where it counted, whatever
-//! the model makes of it in its endpoints' context of then.
+//! since it came back after two seconds without a packet, a slow DoS's likewise with the packets of
+//! `slowdos_min_connections` handshakes, any incident's when it resumes after its flows have been
+//! quiet for two seconds with its minimum of new flows, or a UDP or ICMP flood's with
+//! `flood_min_packets` packets: the same attacker's next scan of its victim), and a last time
+//! (`final`) when it has been quiet for `incident_idle_s` (no evaluation counted, and none of its
+//! flows open: a one-flow flood evaluated early and next at its end is one incident). A flow counts
+//! once in an incident however often it is evaluated; its later evaluations add only what it sent
+//! since. A flow that has shown nothing since the evaluation that counted it (no packet, no
+//! refusal) keeps that verdict: its next evaluation (its idle end, usually) counts only where it
+//! counted, whatever the model makes of it in its endpoints' context of then.
 //!
 //! Memory is bounded: `max_incidents` incidents and candidates, the least recently active one
 //! going first (a candidate dropped, an incident closed), four times as many flows
@@ -1202,7 +1201,8 @@ impl AlertEngine {
             return;
         }
         // A probe the class head calls flood, sent from a source port its source's scan sent
-        // probes from before, is one of that scan's probes only (`swept_from_its_port`).
+        // probes from before, to another target, is one of that scan's probes only
+        // (`swept_from_its_port`).
         let (behaviour, key) = match self.swept_from_its_port(behaviour, flow, before) {
             Some(scan) => (Behaviour::Scan, scan),
             None => (behaviour, key),
