@@ -215,6 +215,13 @@ struct PortSlot {
     last_to: u64,
 }
 
+impl PortSlot {
+    /// Whether the slot counts `port` (a slot counted down to 0 is free).
+    fn holds(&self, port: u16) -> bool {
+        self.count > 0 && self.port == port
+    }
+}
+
 /// What an incident keeps of its first flow: the record's `flow_id`, ports, VLAN and
 /// Community ID come from it. 56 bytes, against 312 for a whole [`Flow`]: a flood of spoofed
 /// sources makes thousands of candidates.
@@ -538,7 +545,7 @@ impl Incident {
                 self.resumed = 1;
                 self.resumed_at = f.start;
                 self.resumed_pkts = 0;
-            } else if self.resumed > 0 && f.start >= self.resumed_at {
+            } else if self.resumed_with(f) {
                 self.resumed = self.resumed.saturating_add(1);
             }
             self.flows += 1;
@@ -576,17 +583,30 @@ impl Incident {
         self.logins =
             (self.logins + u64::from(now.logins)).saturating_sub(u64::from(before.logins));
         self.held = (self.held + u64::from(now.held)).saturating_sub(u64::from(before.held));
-        if self.resumed > 0 && f.start >= self.resumed_at {
+        if self.resumed_with(f) {
             self.resumed_pkts += new_pkts[0] + new_pkts[1];
         }
         let start = new_flow.then_some(f.start);
         self.count_source(f.initiator, new_pkts[0] + new_pkts[1], start, f.last);
     }
 
+    /// Whether `f` is one of the flows since the incident resumed.
+    fn resumed_with(&self, f: &Flow) -> bool {
+        self.resumed > 0 && f.start >= self.resumed_at
+    }
+
+    /// What a record has told is no longer news: the flows since a resumption, and the
+    /// packets of sources back after a pause.
+    fn told(&mut self) {
+        self.resumed = 0;
+        self.resumed_pkts = 0;
+        self.top.iter_mut().for_each(|s| s.back = 0);
+    }
+
     /// Counts a new flow's source port, and the target it went to (Misra-Gries): its slot's
     /// count goes up, or it takes a free slot, or every count goes down by one.
     fn count_src_port(&mut self, port: u16, to: u64) {
-        if let Some(slot) = (self.src_ports.iter_mut()).find(|s| s.count > 0 && s.port == port) {
+        if let Some(slot) = self.src_ports.iter_mut().find(|s| s.holds(port)) {
             slot.count = slot.count.saturating_add(1);
             slot.last_to = to;
         } else if let Some(slot) = self.src_ports.iter_mut().find(|s| s.count == 0) {
@@ -610,9 +630,7 @@ impl Incident {
 
     /// The slot of `port`, if new flows came from it lately.
     fn port_slot(&self, port: u16) -> Option<&PortSlot> {
-        self.src_ports
-            .iter()
-            .find(|s| s.count > 0 && s.port == port)
+        self.src_ports.iter().find(|s| s.holds(port))
     }
 
     /// Space-saving count of the sources' packets (of their flows, both ways), and of their
@@ -1681,9 +1699,7 @@ impl AlertEngine {
         let Some(incident) = self.incidents.get_mut(&key) else {
             return;
         };
-        incident.resumed = 0;
-        incident.resumed_pkts = 0;
-        incident.top.iter_mut().for_each(|s| s.back = 0);
+        incident.told();
         incident.raised = Some(Raised {
             alert_id: alert_id(&self.sensor_id, &key, incident.first.uid, incident.first_ts),
             update: 0,
@@ -1708,9 +1724,7 @@ impl AlertEngine {
         };
         let (flows, packets, named) =
             (incident.flows, incident.packets(), incident.named_sources());
-        incident.resumed = 0;
-        incident.resumed_pkts = 0;
-        incident.top.iter_mut().for_each(|s| s.back = 0);
+        incident.told();
         let Some(r) = &mut incident.raised else {
             return;
         };
