@@ -43,6 +43,9 @@ Per source (a lab setting, or a repository of public captures):
 
 Usage:
   python3 models/evaluate.py [lab] CAPTURE ATTACKS_JSON [--name SETTING] [--json OUT]
+  python3 models/evaluate.py isolated CAPTURE ATTACKS_JSON [--name SETTING] [--json OUT]
+      each episode of a lab run replayed alone (`isolated`): its attacker's packets only, as on a
+      network where its victim serves no one else; recall, first alerts, and false alerts
   python3 models/evaluate.py public DIR --labels models/public/labels.csv [--role eval|train|all]
       [--json OUT] [--jobs N]
       DIR holds the corpus as <owner>+<repo>/<path> (bench/README.md, "Captures in the wild");
@@ -251,10 +254,12 @@ LAB_PROTOS = {"ab": "TCP", "hydra": "TCP", "slowhttptest": "TCP", "hping3-syn": 
               "nmap-sT": "TCP", "nmap-sV": "TCP", "nmap-sU": "UDP"}
 
 
-def lab(args, binary):
+def lab_episodes(binary, capture, attacks, config=None):
+    """A lab run's episodes as `judge` takes them, each with its first packet on the wire, and
+    its benign flows (label.py's labels). Returns (episodes, label.py's episodes, benign flows)."""
     sys.path.insert(0, HERE)
     import label as lab_label  # numpy
-    episodes_raw = lab_label.load_attacks(args.attacks)
+    episodes_raw = lab_label.load_attacks(attacks)
     episodes = []
     for e in episodes_raw:
         at_capture = e.get("attacker_ips_at_capture") or e.get("attacker_ips") or [e["attacker"]]
@@ -264,14 +269,11 @@ def lab(args, binary):
                          "protos": [proto, "IPv6-ICMP"] if proto == "ICMP" else
                          [proto] if proto else None,
                          "start": float(e["start"]), "end": float(e["end"])})
-    flows, alerts, err = replay(binary, args.capture, args.model, args.config)
-    if err:
-        sys.exit(f"replay failed: {err}")
     with tempfile.TemporaryDirectory() as tmp:
         feats = os.path.join(tmp, "features.csv")
-        cmd = [binary, "features", args.capture, "-o", feats]
-        if args.config:
-            cmd += ["--config", args.config]
+        cmd = [binary, "features", capture, "-o", feats]
+        if config:
+            cmd += ["--config", config]
         subprocess.run(cmd, check=True, capture_output=True)
         _, _, meta, _, _ = lab_label.load_features(feats)
         label, _, episode_of = lab_label.label_rows(meta, episodes_raw)
@@ -290,8 +292,40 @@ def lab(args, binary):
         for i, uid in enumerate(meta["flow_uid"]):
             uids[uid] = uids.get(uid, 0) | int(label[i])
     benign = sum(1 for v in uids.values() if v == 0)
+    return episodes, episodes_raw, benign
+
+
+def lab(args, binary):
+    flows, alerts, err = replay(binary, args.capture, args.model, args.config)
+    if err:
+        sys.exit(f"replay failed: {err}")
+    episodes, _, benign = lab_episodes(binary, args.capture, args.attacks, args.config)
     res = new_result(args.name or os.path.basename(os.path.dirname(os.path.abspath(args.capture))))
     add_capture(res, flows, benign, alerts, episodes, os.path.basename(args.capture))
+    return finish(res)
+
+
+def isolated(args, binary):
+    """Each episode of a lab run replayed alone: only its attacker's packets, from 2 s before
+    its start to 30 s after its end (label.split_episodes). Its victim serves no one else then
+    and no other attack goes on, as on a quiet network. An alert is true when it tells of any
+    episode of the run (the window can hold the start of the attacker's next one); only the
+    isolated episode counts for recall and first-alert delay. No benign flows are counted."""
+    import label as lab_label  # lab_episodes put it on the path
+    episodes, episodes_raw, _ = lab_episodes(binary, args.capture, args.attacks, args.config)
+    res = new_result(args.name or os.path.basename(os.path.dirname(os.path.abspath(args.capture))))
+    with tempfile.TemporaryDirectory() as tmp:
+        pcaps = lab_label.split_episodes(args.capture, episodes_raw, tmp)
+        for ep, raw in zip(episodes, episodes_raw):
+            flows, alerts, err = replay(binary, pcaps[raw["id"]], args.model, args.config)
+            if err:
+                sys.exit(f"replay of episode {raw['id']} failed: {err}")
+            # The alerts that tell of this episode or of none: one telling of the attacker's
+            # next episode, its start in the window, is neither judged nor counted.
+            true_ids, _ = judge(alerts, episodes)
+            kept = {aid: a for aid, a in alerts.items()
+                    if aid not in true_ids or told(a, ep) is not None}
+            add_capture(res, flows, 0, kept, [ep], f"episode {raw['id']} ({raw.get('attack')})")
     return finish(res)
 
 
@@ -389,13 +423,13 @@ def table(rows):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="mode", required=True)
-    for name in ("lab", "public"):
+    for name in ("lab", "isolated", "public"):
         p = sub.add_parser(name)
         p.add_argument("--model")
         p.add_argument("--config")
         p.add_argument("--binary")
         p.add_argument("--json")
-        if name == "lab":
+        if name in ("lab", "isolated"):
             p.add_argument("capture")
             p.add_argument("attacks")
             p.add_argument("--name", help="the source's name (default: the capture's folder)")
@@ -409,7 +443,7 @@ def main():
     p = sub.add_parser("table")
     p.add_argument("results", nargs="+")
     argv = sys.argv[1:]
-    if argv and argv[0] not in ("lab", "public", "table", "-h", "--help"):
+    if argv and argv[0] not in ("lab", "isolated", "public", "table", "-h", "--help"):
         argv = ["lab"] + argv  # the older form: evaluate.py CAPTURE ATTACKS_JSON [options]
     args = ap.parse_args(argv)
     if args.mode == "table":
@@ -420,7 +454,7 @@ def main():
         print(table(rows))
         return
     binary = find_binary(args.binary)
-    res = lab(args, binary) if args.mode == "lab" else public(args, binary)
+    res = {"lab": lab, "isolated": isolated, "public": public}[args.mode](args, binary)
     rows = res if isinstance(res, list) else [res]
     print(table(rows))
     for r in rows:

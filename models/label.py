@@ -17,6 +17,10 @@ Usage:
   python3 models/label.py LAB_DIR [LAB_DIR ...] --out-dir DATA [--binary PATH]
       runs `edgewatch features LAB_DIR/capture.pcap` (cached as LAB_DIR/features.csv) and writes
       DATA/<run>.csv.gz (feature CSV + columns run,label,class,episode,attacker) for each lab run.
+      With --isolated, also DATA/<run>-isolated.csv.gz: the rows of each episode replayed alone
+      (only its attacker's packets, split_episodes) and of each benign client alone
+      (benign_hosts), so the model learns attacks on a victim that serves no one else, not
+      only on the lab's busy server, and that a quiet server's one client is no attacker.
   python3 models/label.py --features FEATURES.csv --attacks ATTACKS.json -o OUT.csv.gz
   python3 models/label.py --public CORPUS --labels models/public/labels.csv --out-dir DATA
       the benign captures of the public training sources (evaluate.TRAINING_SOURCES, fetched into
@@ -26,7 +30,7 @@ Usage:
   python3 models/label.py --sample OUT.csv.gz [--sample-rows 4000] DATA/a.csv.gz DATA/b.csv.gz ...
       a small class-balanced sample of labeled files (models/data/sample.csv.gz for CI).
 Library: load_features(csv), load_attacks(json), label_rows(meta, episodes) -> (label, class, episode),
-attacker_rows(meta, episodes) -> 0/1 per row.
+attacker_rows(meta, episodes) -> 0/1 per row, split_episodes(capture, episodes, dir) -> {id: pcap}, split_views, benign_hosts.
 Needs: numpy (models/requirements.txt).
 """
 
@@ -37,6 +41,7 @@ import gzip
 import ipaddress
 import json
 import os
+import struct
 import subprocess
 import sys
 import tempfile
@@ -132,6 +137,125 @@ def attacker_rows(meta, episodes):
     episode, any time), else 0."""
     ips = set().union(*(e["_ips"] for e in episodes)) if episodes else set()
     return np.array([int(norm_ip(s) in ips or norm_ip(d) in ips) for s, d in zip(meta["src_ip"], meta["dest_ip"])], np.int8)
+
+
+PCAP_MAGIC = {b"\xd4\xc3\xb2\xa1": "<", b"\xa1\xb2\xc3\xd4": ">",
+              b"\x4d\x3c\xb2\xa1": "<", b"\xa1\xb2\x3c\x4d": ">"}
+
+
+def packet_ips(frame):
+    """Source and destination of an Ethernet frame's IPv4 or IPv6 packet (802.1Q tags skipped),
+    or None."""
+    off, ethertype = 12, None
+    while off + 2 <= len(frame):
+        ethertype = int.from_bytes(frame[off:off + 2], "big")
+        if ethertype not in (0x8100, 0x88A8):
+            break
+        off += 4
+    off += 2
+    if ethertype == 0x0800 and len(frame) >= off + 20:
+        return (str(ipaddress.IPv4Address(frame[off + 12:off + 16])),
+                str(ipaddress.IPv4Address(frame[off + 16:off + 20])))
+    if ethertype == 0x86DD and len(frame) >= off + 40:
+        return (str(ipaddress.IPv6Address(frame[off + 8:off + 24])),
+                str(ipaddress.IPv6Address(frame[off + 24:off + 40])))
+    return None
+
+
+def split_views(capture, views, out_dir):
+    """Writes OUT_DIR/<name>.pcap for each view (name, addresses, from, to): the packets of a
+    classic Ethernet pcap (the lab's) to or from one of the addresses within [from, to], in one
+    pass. Returns {name: path}."""
+    with open(capture, "rb") as f:
+        head = f.read(24)
+        order = PCAP_MAGIC.get(head[:4])
+        if order is None or len(head) < 24:
+            sys.exit(f"{capture}: not a classic pcap file (the lab writes one)")
+        nano = head[:4] in (b"\x4d\x3c\xb2\xa1", b"\xa1\xb2\x3c\x4d")
+        if struct.unpack(order + "I", head[20:24])[0] != 1:
+            sys.exit(f"{capture}: link type is not Ethernet")
+        os.makedirs(out_dir, exist_ok=True)
+        outs = []
+        try:
+            for name, ips, lo, hi in views:
+                path = os.path.join(out_dir, f"{name}.pcap")
+                out = open(path, "wb")
+                out.write(head)
+                outs.append((name, path, out, set(ips), lo, hi))
+            rec = struct.Struct(order + "IIII")
+            while True:
+                hdr = f.read(16)
+                if len(hdr) < 16:
+                    break
+                sec, frac, incl, _ = rec.unpack(hdr)
+                frame = f.read(incl)
+                if len(frame) < incl:
+                    break
+                ts = sec + frac / (1e9 if nano else 1e6)
+                ips = None
+                for _, _, out, wanted, lo, hi in outs:
+                    if lo <= ts <= hi:
+                        ips = ips or packet_ips(frame) or ("", "")
+                        if ips[0] in wanted or ips[1] in wanted:
+                            out.write(hdr)
+                            out.write(frame)
+        finally:
+            for _, _, out, *_ in outs:
+                out.close()
+    return {name: path for name, path, *_ in outs}
+
+
+def split_episodes(capture, episodes, out_dir, before=2.0, after=30.0):
+    """Writes OUT_DIR/episode-<id>.pcap for each episode: the capture's packets to or from one of
+    its attacker's addresses from `before` seconds before its start to `after` seconds after its
+    end, the attack as a sensor sees it when nothing else crosses the network (its victim
+    serves no one else, no other attack goes on). Returns {episode id: path}."""
+    views = [(f"episode-{e['id']}", e["_ips"], e["start"] - before, e["end"] + after) for e in episodes]
+    paths = split_views(capture, views, out_dir)
+    return {e["id"]: paths[f"episode-{e['id']}"] for e in episodes}
+
+
+def benign_hosts(meta, episodes, min_rows=20):
+    """The addresses that start flows in a run and are neither an attacker's nor a victim's, with
+    at least `min_rows` feature rows: the lab's benign clients (and its router)."""
+    shunned = set().union(*(e["_ips"] for e in episodes)) if episodes else set()
+    shunned |= {norm_ip(e["victim"]) for e in episodes}
+    shunned |= {norm_ip(v) for e in episodes for v in e.get("victim_ips", [])}
+    counts = {}
+    for src in meta["src_ip"]:
+        src = norm_ip(src)
+        if src not in shunned:
+            counts[src] = counts.get(src, 0) + 1
+    return sorted(ip for ip, n in counts.items() if n >= min_rows)
+
+
+def label_isolated(lab, out_path, binary, grace):
+    """Writes the labeled rows of each of the run's episodes alone (`split_episodes`) and of each
+    benign client alone (all its packets, `benign_hosts`), as run `<run>-isolated`: attacks
+    the model must flag when their victim is otherwise quiet, and ordinary clients it must not
+    flag when their server is."""
+    run = os.path.basename(os.path.normpath(lab)) + "-isolated"
+    episodes = load_attacks(os.path.join(lab, "attacks.json"))
+    _, _, full, _, _ = load_features(os.path.join(lab, "features.csv"))
+    clients = benign_hosts(full, episodes)
+    views = [(f"host-{i}", [ip], float("-inf"), float("inf")) for i, ip in enumerate(clients)]
+    header, metas, raws = None, [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        pcaps = list(split_episodes(os.path.join(lab, "capture.pcap"), episodes, tmp).values())
+        pcaps += list(split_views(os.path.join(lab, "capture.pcap"), views, tmp).values())
+        for pcap in pcaps:
+            feats = run_features(binary, pcap, pcap[:-len(".pcap")] + ".csv")
+            h, _, meta, _, extra = load_features(feats)
+            if header is not None and h != header:
+                sys.exit(f"{pcap}: feature columns differ")
+            header = h
+            metas.append(meta)
+            raws.extend(extra["_raw"])
+    meta = {c: [v for m in metas for v in m[c]] for c in META_COLUMNS}
+    label, cls, episode = label_rows(meta, episodes, grace)
+    attacker = attacker_rows(meta, episodes)
+    write_labeled(out_path, header, meta, raws, run, label, cls, episode, attacker)
+    print(summary(run, label, cls, episode, attacker), f"({len(clients)} benign hosts) ->", out_path)
 
 
 def write_labeled(path, header, meta, raw, run, label, cls, episode, attacker):
@@ -246,6 +370,7 @@ def main():
     ap.add_argument("--public", metavar="CORPUS", help="label the public training sources' benign captures under CORPUS (with --labels, --out-dir)")
     ap.add_argument("--labels", help="models/public/labels.csv, for --public")
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="captures read at once with --public")
+    ap.add_argument("--isolated", action="store_true", help="also write DATA/<run>-isolated.csv.gz: each episode's rows with only its attacker's packets (split_episodes)")
     args = ap.parse_args()
     if args.public:
         if not (args.labels and args.out_dir):
@@ -270,6 +395,9 @@ def main():
         if args.refresh or not os.path.exists(feats) or os.path.getmtime(feats) < os.path.getmtime(cap):
             run_features(find_binary(args.binary), cap, feats)
         jobs.append((run, feats, os.path.join(lab, "attacks.json"), os.path.join(args.out_dir, f"{run}.csv.gz")))
+        if args.isolated:
+            label_isolated(lab, os.path.join(args.out_dir, f"{run}-isolated.csv.gz"),
+                           find_binary(args.binary), args.grace)
     if not jobs:
         ap.error("nothing to label")
     for run, feats, attacks, out in jobs:

@@ -1,7 +1,9 @@
 #!/bin/sh
 # CI smoke test of the training pipeline: trains a few epochs on the committed feature sample
 # (models/data/sample.csv.gz, labeled rows from lab runs), exports f32 and int8 ONNX into a temp
-# dir and checks that the agent accepts both (`edgewatch validate --model`).
+# dir and checks that the agent accepts both (`edgewatch validate --model`); splits the mini lab
+# capture into its episodes (label.split_episodes) and evaluates each alone (evaluate.py
+# isolated).
 # Needs: python3 with models/requirements.txt, and an edgewatch binary ($EDGEWATCH, else
 # target/debug/edgewatch, else target/release/edgewatch). Takes well under 2 minutes.
 set -eu
@@ -35,4 +37,30 @@ assert 0.0 < r["threshold"] < 1.0, r["threshold"]
 g = json.load(open(os.path.join(d, "golden.json")))
 assert len(g["inputs"]) == len(g["int8"]["score"]) > 0
 print(f"smoke_test: ok (int8 model {r['size_int8']} bytes, threshold {r['threshold']:.3f})")
+PY
+python3 - "$TMP" "$BIN" <<'PY'
+import json, os, subprocess, sys
+sys.path.insert(0, "models")
+import label
+d, binary = sys.argv[1], sys.argv[2]
+episodes = label.load_attacks("tests/data/lab-mini.attacks.json")
+pcaps = label.split_episodes("tests/data/lab-mini.pcap", episodes, os.path.join(d, "split"))
+assert sorted(pcaps) == sorted(e["id"] for e in episodes), pcaps
+for e in episodes:
+    data = open(pcaps[e["id"]], "rb").read()
+    off, n = 24, 0
+    while off < len(data):
+        incl = int.from_bytes(data[off + 8:off + 12], "little")
+        src, dst = label.packet_ips(data[off + 16:off + 16 + incl])
+        assert src in e["_ips"] or dst in e["_ips"], (e["id"], src, dst)
+        off += 16 + incl
+        n += 1
+    assert n > 0, e["id"]
+out = os.path.join(d, "isolated.json")
+subprocess.run([sys.executable, "models/evaluate.py", "isolated", "tests/data/lab-mini.pcap",
+                "tests/data/lab-mini.attacks.json", "--binary", binary, "--json", out],
+               check=True, stdout=subprocess.DEVNULL)
+r = json.load(open(out))
+assert r["captures"] == r["episodes"] == len(episodes), r
+print(f"smoke_test: episodes alone ok ({r['detected']} of {r['episodes']} detected alone)")
 PY
