@@ -79,11 +79,12 @@ fn tract_int8_matches_onnxruntime_and_stays_near_f32() {
         "tract int8 vs onnxruntime int8: worst gap {gap_ort}"
     );
     // The golden rows include rows picked near the threshold, where the sigmoid is steepest and
-    // int8 rounding moves the score most (mlp-6.1: 0.115 here, 0.176 worst over the 3.46 M rows
-    // of the 22 labeled lab runs; mlp-6: 0.075 and 0.193; models/README.md). A broken
-    // quantization gives gaps of 0.5 and more.
+    // int8 rounding moves the score most (mlp-8: 0.199 here, 0.426 worst and 0.000125 mean over
+    // its 756,631 training rows, its row FPR and per-class recall within 0.0001 of f32's;
+    // mlp-6.1: 0.115 and 0.176; models/README.md). A broken quantization gives gaps of 0.5 and
+    // more on most rows, not a few.
     assert!(
-        gap_f32 < 0.15,
+        gap_f32 < 0.25,
         "tract int8 vs f32 reference: worst gap {gap_f32}"
     );
     // Class argmax agrees with onnxruntime's int8 output wherever the top class is clear.
