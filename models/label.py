@@ -41,7 +41,6 @@ import gzip
 import ipaddress
 import json
 import os
-import struct
 import subprocess
 import sys
 import tempfile
@@ -139,69 +138,31 @@ def attacker_rows(meta, episodes):
     return np.array([int(norm_ip(s) in ips or norm_ip(d) in ips) for s, d in zip(meta["src_ip"], meta["dest_ip"])], np.int8)
 
 
-PCAP_MAGIC = {b"\xd4\xc3\xb2\xa1": "<", b"\xa1\xb2\xc3\xd4": ">",
-              b"\x4d\x3c\xb2\xa1": "<", b"\xa1\xb2\x3c\x4d": ">"}
-
-
-def packet_ips(frame):
-    """Source and destination of an Ethernet frame's IPv4 or IPv6 packet (802.1Q tags skipped),
-    or None."""
-    off, ethertype = 12, None
-    while off + 2 <= len(frame):
-        ethertype = int.from_bytes(frame[off:off + 2], "big")
-        if ethertype not in (0x8100, 0x88A8):
-            break
-        off += 4
-    off += 2
-    if ethertype == 0x0800 and len(frame) >= off + 20:
-        return (str(ipaddress.IPv4Address(frame[off + 12:off + 16])),
-                str(ipaddress.IPv4Address(frame[off + 16:off + 20])))
-    if ethertype == 0x86DD and len(frame) >= off + 40:
-        return (str(ipaddress.IPv6Address(frame[off + 8:off + 24])),
-                str(ipaddress.IPv6Address(frame[off + 24:off + 40])))
-    return None
-
-
 def split_views(capture, views, out_dir):
     """Writes OUT_DIR/<name>.pcap for each view (name, addresses, from, to): the packets of a
     classic Ethernet pcap (the lab's) to or from one of the addresses within [from, to], in one
-    pass. Returns {name: path}."""
+    pass (lab/check_capture.read_pcap). Returns {name: path}."""
+    sys.path.insert(0, os.path.join(HERE, "lab"))
+    from check_capture import read_pcap
     with open(capture, "rb") as f:
         head = f.read(24)
-        order = PCAP_MAGIC.get(head[:4])
-        if order is None or len(head) < 24:
-            sys.exit(f"{capture}: not a classic pcap file (the lab writes one)")
-        nano = head[:4] in (b"\x4d\x3c\xb2\xa1", b"\xa1\xb2\x3c\x4d")
-        if struct.unpack(order + "I", head[20:24])[0] != 1:
-            sys.exit(f"{capture}: link type is not Ethernet")
-        os.makedirs(out_dir, exist_ok=True)
-        outs = []
-        try:
-            for name, ips, lo, hi in views:
-                path = os.path.join(out_dir, f"{name}.pcap")
-                out = open(path, "wb")
-                out.write(head)
-                outs.append((name, path, out, set(ips), lo, hi))
-            rec = struct.Struct(order + "IIII")
-            while True:
-                hdr = f.read(16)
-                if len(hdr) < 16:
-                    break
-                sec, frac, incl, _ = rec.unpack(hdr)
-                frame = f.read(incl)
-                if len(frame) < incl:
-                    break
-                ts = sec + frac / (1e9 if nano else 1e6)
-                ips = None
-                for _, _, out, wanted, lo, hi in outs:
-                    if lo <= ts <= hi:
-                        ips = ips or packet_ips(frame) or ("", "")
-                        if ips[0] in wanted or ips[1] in wanted:
-                            out.write(hdr)
-                            out.write(frame)
-        finally:
-            for _, _, out, *_ in outs:
-                out.close()
+    os.makedirs(out_dir, exist_ok=True)
+    outs = []
+    try:
+        for name, ips, lo, hi in views:
+            path = os.path.join(out_dir, f"{name}.pcap")
+            out = open(path, "wb")
+            out.write(head)
+            outs.append((name, path, out, set(ips), lo, hi))
+        for ts, src, dst, _, record in read_pcap(capture, raw=True):
+            for _, _, out, wanted, lo, hi in outs:
+                if lo <= ts <= hi and (src in wanted or dst in wanted):
+                    out.write(record)
+    except ValueError as e:
+        sys.exit(str(e))
+    finally:
+        for _, _, out, *_ in outs:
+            out.close()
     return {name: path for name, path, *_ in outs}
 
 

@@ -40,22 +40,19 @@ print(f"smoke_test: ok (int8 model {r['size_int8']} bytes, threshold {r['thresho
 PY
 python3 - "$TMP" "$BIN" <<'PY'
 import json, os, subprocess, sys
-sys.path.insert(0, "models")
+sys.path[:0] = ["models", "models/lab"]
 import label
+from check_capture import read_pcap
 d, binary = sys.argv[1], sys.argv[2]
 episodes = label.load_attacks("tests/data/lab-mini.attacks.json")
 pcaps = label.split_episodes("tests/data/lab-mini.pcap", episodes, os.path.join(d, "split"))
 assert sorted(pcaps) == sorted(e["id"] for e in episodes), pcaps
 for e in episodes:
-    data = open(pcaps[e["id"]], "rb").read()
-    off, n = 24, 0
-    while off < len(data):
-        incl = int.from_bytes(data[off + 8:off + 12], "little")
-        src, dst = label.packet_ips(data[off + 16:off + 16 + incl])
+    packets = list(read_pcap(pcaps[e["id"]]))
+    assert packets, e["id"]
+    for ts, src, dst, _ in packets:
         assert src in e["_ips"] or dst in e["_ips"], (e["id"], src, dst)
-        off += 16 + incl
-        n += 1
-    assert n > 0, e["id"]
+        assert e["start"] - 2 <= ts <= e["end"] + 30, (e["id"], ts)
 out = os.path.join(d, "isolated.json")
 subprocess.run([sys.executable, "models/evaluate.py", "isolated", "tests/data/lab-mini.pcap",
                 "tests/data/lab-mini.attacks.json", "--binary", binary, "--json", out],

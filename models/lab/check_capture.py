@@ -26,8 +26,10 @@ import sys
 from collections import Counter, defaultdict
 
 
-def read_pcap(path: str):
-    """Yield (ts, src, dst, proto) for IPv4/IPv6 packets; src/dst as strings, proto as int."""
+def read_pcap(path: str, raw: bool = False):
+    """Yield (ts, src, dst, proto) for IPv4/IPv6 packets; src/dst as strings, proto as int. With
+    raw, each tuple also holds the packet's pcap record (its 16-byte header and its bytes) to
+    write into a file that starts with this one's 24-byte header (label.split_views)."""
     with open(path, "rb") as f:
         gh = f.read(24)
         if len(gh) < 24:
@@ -52,6 +54,7 @@ def read_pcap(path: str):
             sec, frac, incl, _orig = rh.unpack(h)
             data = f.read(incl)
             ts = sec + frac / div
+            tail = (h + data,) if raw else ()
             off = 12
             et = int.from_bytes(data[off:off + 2], "big")
             while et in (0x8100, 0x88A8) and len(data) >= off + 6:
@@ -59,13 +62,13 @@ def read_pcap(path: str):
                 et = int.from_bytes(data[off:off + 2], "big")
             off += 2
             if et == 0x0800 and len(data) >= off + 20:
-                yield ts, str(ipaddress.IPv4Address(data[off + 12:off + 16])), \
-                    str(ipaddress.IPv4Address(data[off + 16:off + 20])), data[off + 9]
+                yield (ts, str(ipaddress.IPv4Address(data[off + 12:off + 16])),
+                       str(ipaddress.IPv4Address(data[off + 16:off + 20])), data[off + 9]) + tail
             elif et == 0x86DD and len(data) >= off + 40:
-                yield ts, str(ipaddress.IPv6Address(data[off + 8:off + 24])), \
-                    str(ipaddress.IPv6Address(data[off + 24:off + 40])), data[off + 6]
+                yield (ts, str(ipaddress.IPv6Address(data[off + 8:off + 24])),
+                       str(ipaddress.IPv6Address(data[off + 24:off + 40])), data[off + 6]) + tail
             else:
-                yield ts, None, None, et
+                yield (ts, None, None, et) + tail
 
 
 def main() -> int:
