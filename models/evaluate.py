@@ -52,7 +52,7 @@ Usage:
       labels.csv names every capture that holds an attack, and which captures are left out.
   python3 models/evaluate.py table RESULT.json [RESULT.json ...]
   common options: --model FILE --config FILE --binary PATH (default: $EDGEWATCH or target/*/edgewatch)
-Standard library only (lab mode uses label.py, which needs numpy).
+Standard library only (the lab and isolated modes use label.py, which needs numpy).
 """
 
 import argparse

@@ -331,7 +331,7 @@ def main():
     ap.add_argument("--public", metavar="CORPUS", help="label the public training sources' benign captures under CORPUS (with --labels, --out-dir)")
     ap.add_argument("--labels", help="models/public/labels.csv, for --public")
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="captures read at once with --public")
-    ap.add_argument("--isolated", action="store_true", help="also write DATA/<run>-isolated.csv.gz: each episode's rows with only its attacker's packets (split_episodes)")
+    ap.add_argument("--isolated", action="store_true", help="also write DATA/<run>-isolated.csv.gz: the rows of each episode with only its attacker's packets and of each benign client with only its own (split_episodes, benign_hosts)")
     args = ap.parse_args()
     if args.public:
         if not (args.labels and args.out_dir):
