@@ -311,8 +311,8 @@ def isolated(args, binary):
     and no other attack goes on, as on a quiet network. An alert is true when it tells of any
     episode of the run (the window can hold the start of the attacker's next one); only the
     isolated episode counts for recall and first-alert delay. No benign flows are counted."""
-    import label as lab_label  # lab_episodes put it on the path
     episodes, episodes_raw, _ = lab_episodes(binary, args.capture, args.attacks, args.config)
+    import label as lab_label  # numpy; lab_episodes put models/ on the path
     res = new_result(args.name or os.path.basename(os.path.dirname(os.path.abspath(args.capture))))
     with tempfile.TemporaryDirectory() as tmp:
         pcaps = lab_label.split_episodes(args.capture, episodes_raw, tmp)

@@ -166,13 +166,17 @@ def split_views(capture, views, out_dir):
     return {name: path for name, path, *_ in outs}
 
 
-def split_episodes(capture, episodes, out_dir, before=2.0, after=30.0):
-    """Writes OUT_DIR/episode-<id>.pcap for each episode: the capture's packets to or from one of
-    its attacker's addresses from `before` seconds before its start to `after` seconds after its
-    end, the attack as a sensor sees it when nothing else crosses the network (its victim
-    serves no one else, no other attack goes on). Returns {episode id: path}."""
-    views = [(f"episode-{e['id']}", e["_ips"], e["start"] - before, e["end"] + after) for e in episodes]
-    paths = split_views(capture, views, out_dir)
+def episode_views(episodes, before=2.0, after=30.0):
+    """`split_views` views of each episode alone: its attacker's addresses from `before` seconds
+    before its start to `after` seconds after its end, the attack as a sensor sees it when
+    nothing else crosses the network (its victim serves no one else, no other attack goes on)."""
+    return [(f"episode-{e['id']}", e["_ips"], e["start"] - before, e["end"] + after) for e in episodes]
+
+
+def split_episodes(capture, episodes, out_dir):
+    """Writes OUT_DIR/episode-<id>.pcap for each episode alone (`episode_views`). Returns
+    {episode id: path}."""
+    paths = split_views(capture, episode_views(episodes), out_dir)
     return {e["id"]: paths[f"episode-{e['id']}"] for e in episodes}
 
 
@@ -190,21 +194,18 @@ def benign_hosts(meta, episodes, min_rows=20):
     return sorted(ip for ip, n in counts.items() if n >= min_rows)
 
 
-def label_isolated(lab, out_path, binary, grace):
-    """Writes the labeled rows of each of the run's episodes alone (`split_episodes`) and of each
-    benign client alone (all its packets, `benign_hosts`), as run `<run>-isolated`: attacks
-    the model must flag when their victim is otherwise quiet, and ordinary clients it must not
-    flag when their server is."""
+def label_isolated(lab, out_path, binary, grace, full, episodes):
+    """Writes the labeled rows of each of the run's episodes alone (`episode_views`) and of each
+    benign client alone (all its packets, `benign_hosts` of the whole run's rows `full`), as run
+    `<run>-isolated`: attacks the model must flag when their victim is otherwise quiet, and
+    ordinary clients it must not flag when their server is."""
     run = os.path.basename(os.path.normpath(lab)) + "-isolated"
-    episodes = load_attacks(os.path.join(lab, "attacks.json"))
-    _, _, full, _, _ = load_features(os.path.join(lab, "features.csv"))
     clients = benign_hosts(full, episodes)
-    views = [(f"host-{i}", [ip], float("-inf"), float("inf")) for i, ip in enumerate(clients)]
+    views = episode_views(episodes)
+    views += [(f"host-{i}", [ip], float("-inf"), float("inf")) for i, ip in enumerate(clients)]
     header, metas, raws = None, [], []
     with tempfile.TemporaryDirectory() as tmp:
-        pcaps = list(split_episodes(os.path.join(lab, "capture.pcap"), episodes, tmp).values())
-        pcaps += list(split_views(os.path.join(lab, "capture.pcap"), views, tmp).values())
-        for pcap in pcaps:
+        for pcap in split_views(os.path.join(lab, "capture.pcap"), views, tmp).values():
             feats = run_features(binary, pcap, pcap[:-len(".pcap")] + ".csv")
             h, _, meta, _, extra = load_features(feats)
             if header is not None and h != header:
@@ -346,7 +347,7 @@ def main():
     if args.features:
         if not (args.attacks and args.out):
             ap.error("--features needs --attacks and -o")
-        jobs.append((os.path.basename(args.features).split(".")[0], args.features, args.attacks, args.out))
+        jobs.append((os.path.basename(args.features).split(".")[0], args.features, args.attacks, args.out, None))
     for lab in args.labs:
         if not args.out_dir:
             ap.error("LAB_DIR needs --out-dir")
@@ -355,19 +356,19 @@ def main():
         cap = os.path.join(lab, "capture.pcap")
         if args.refresh or not os.path.exists(feats) or os.path.getmtime(feats) < os.path.getmtime(cap):
             run_features(find_binary(args.binary), cap, feats)
-        jobs.append((run, feats, os.path.join(lab, "attacks.json"), os.path.join(args.out_dir, f"{run}.csv.gz")))
-        if args.isolated:
-            label_isolated(lab, os.path.join(args.out_dir, f"{run}-isolated.csv.gz"),
-                           find_binary(args.binary), args.grace)
+        jobs.append((run, feats, os.path.join(lab, "attacks.json"), os.path.join(args.out_dir, f"{run}.csv.gz"), lab))
     if not jobs:
         ap.error("nothing to label")
-    for run, feats, attacks, out in jobs:
+    for run, feats, attacks, out, lab in jobs:
         header, _, meta, _, extra = load_features(feats)
         episodes = load_attacks(attacks)
         label, cls, episode = label_rows(meta, episodes, args.grace)
         attacker = attacker_rows(meta, episodes)
         write_labeled(out, header, meta, extra["_raw"], run, label, cls, episode, attacker)
         print(summary(run, label, cls, episode, attacker), "->", out)
+        if args.isolated and lab:
+            label_isolated(lab, os.path.join(args.out_dir, f"{run}-isolated.csv.gz"),
+                           find_binary(args.binary), args.grace, meta, episodes)
 
 
 if __name__ == "__main__":
